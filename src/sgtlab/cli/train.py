@@ -1,0 +1,39 @@
+"""`sgtlab train`: train one model with one method."""
+from __future__ import annotations
+
+import json
+
+from sgtlab.cli.options import add_dataclass_options, dataclass_from_args
+from sgtlab.train import METHODS, MethodConfig, TrainConfig, fit
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train one model with one method",
+                       description="Train one model with one training method; writes config.json, "
+                                   "metrics.jsonl and checkpoint.safetensors into --out.")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_dataclass_options(p, TrainConfig, skip=("method_cfg",))
+    g = p.add_argument_group("method options", "methods: " + ", ".join(
+        f"{n} ({METHODS.get(n).description})" for n in METHODS.names()))
+    add_dataclass_options(g, MethodConfig)
+    return p
+
+
+def run(args) -> int:
+    cfg = dataclass_from_args(TrainConfig, args, method_cfg=dataclass_from_args(MethodConfig, args))
+    dist = None
+    from sgtlab import distributed
+
+    if distributed.launched_by_torchrun():
+        dist = distributed.DistContext.init(cfg.device)
+    try:
+        result = fit(cfg, args.out, resume=args.resume, progress=args.progress and not args.json, dist=dist)
+    finally:
+        if dist:
+            dist.close()
+    if args.json and (dist is None or dist.rank == 0):
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,51 @@
+"""Batching on whole tensors: one index permutation per epoch, then slicing.
+
+No per-sample Python transforms: augmentation, if any, is a function applied to a whole batch.
+The permutation of epoch `e` depends only on (seed, e), so a resumed run sees the same batches.
+Under DistributedDataParallel each rank takes a strided share of every *global* batch, so N
+ranks with batch B/N each see exactly the samples one process with batch B sees.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from sgtlab.data.base import TensorData
+from sgtlab.errors import SgtlabError
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TensorLoader:
+    def __init__(self, data: TensorData, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, augment: Augment | None = None, device: str | torch.device = "cpu",
+                 rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise SgtlabError(f"batch size must be >= 1, got {batch_size}")
+        if batch_size % world_size:
+            raise SgtlabError(f"global batch size {batch_size} is not divisible by {world_size} processes")
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+        self.drop_last, self.augment, self.device = drop_last, augment, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (images, labels, dataset indices) for this rank."""
+        n = len(self.data)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
+            x, y = self.data.x[idx], self.data.y[idx]
+            if self.augment is not None:
+                x = self.augment(x, g)
+            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                   idx.to(self.device, non_blocking=True))

@@ -1,0 +1,76 @@
+"""The configuration of one training run; every field is a `sgtlab train` option."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgtlab.errors import SgtlabError
+from sgtlab.train.methods import MethodConfig
+
+
+def opt(default, help: str, **kw):
+    """A dataclass field that carries its CLI help text."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = opt("mnist5k", "data set name")
+    model: str | None = opt(None, "model name (default: the data set's default model)")
+    method: str = opt("st", "training method name")
+    epochs: int = opt(5, "number of epochs")
+    batch_size: int = opt(128, "global batch size")
+    lr: float = opt(0.01, "learning rate")
+    optimizer: str = opt("sgd", "optimizer", choices=("sgd", "adam"))
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(0.0, "weight decay")
+    schedule: str = opt("constant", "learning-rate schedule over epochs", choices=("constant", "cosine", "step"))
+    seed: int = opt(0, "random seed (same seed and data give the same weights on CPU)")
+    augment: bool = opt(False, "random crop (padding 4) and horizontal flip, on batches (for CIFAR-10)")
+    train_subset: int | None = opt(None, "use only the first N training images")
+    eval_subset: int | None = opt(None, "evaluate each epoch on the first N test images")
+    device: str = opt("auto", "device", choices=("auto", "cpu", "cuda"))
+    amp: str = opt("none", "mixed precision on CUDA", choices=("none", "bf16"))
+    channels_last: bool = opt(False, "use the channels_last memory format (helps convolutions on GPUs)")
+    data_dir: str | None = opt(None, "folder of the data files (default: $SGTLAB_DATA)")
+    method_cfg: MethodConfig = field(default_factory=MethodConfig)
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise SgtlabError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise SgtlabError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise SgtlabError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise SgtlabError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise SgtlabError(f"weight decay must be >= 0, got {self.weight_decay}")
+        for name in ("train_subset", "eval_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SgtlabError(f"{name.replace('_', '-')} must be >= 1, got {v}")
+        from sgtlab.data import DATASETS
+        from sgtlab.models import MODELS
+        from sgtlab.train.methods import METHODS
+
+        DATASETS.get(self.dataset)
+        if self.model is not None:
+            MODELS.get(self.model)
+        METHODS.get(self.method)
+        self.method_cfg.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        mc = d.pop("method_cfg", {}) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SgtlabError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**d, method_cfg=MethodConfig.from_dict(mc))

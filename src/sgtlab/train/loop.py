@@ -1,0 +1,174 @@
+"""The training loop: data, model, optimizer and a method; metrics per epoch in `metrics.jsonl`,
+a checkpoint every epoch, `resume=True` continues where an interrupted run stopped and ends with
+the same weights as an uninterrupted run (on CPU)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sgtlab.data import TensorLoader, dataset_info, load_dataset
+from sgtlab.device import resolve_device
+from sgtlab.errors import CheckpointError, SgtlabError, TrainingDiverged
+from sgtlab.evaluate import accuracy
+from sgtlab.io import write_json_atomic, write_text_atomic
+from sgtlab.models import build_model
+from sgtlab.train import checkpoint as ckpt
+from sgtlab.train.config import TrainConfig
+from sgtlab.train.methods import METHODS, StepContext
+
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+NAN_CHECK_EVERY = 25  # steps between finiteness checks (each one is a host sync)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.schedule == "step":  # x0.1 at 50 % and 75 % of training
+        return cfg.lr * 0.1 ** sum(epoch >= m for m in (cfg.epochs // 2, (3 * cfg.epochs) // 4))
+    return cfg.lr
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise SgtlabError(f"unknown optimizer {cfg.optimizer!r}; choose one of: adam, sgd")
+
+
+def make_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    info = dataset_info(cfg.dataset)
+    arch = dict(model=cfg.model or info.default_model, in_channels=info.shape[0], num_classes=info.num_classes,
+                mean=list(info.mean), std=list(info.std), dataset=cfg.dataset)
+    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"])
+    return model, arch
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    """Epoch records up to a checkpoint's epoch (lines written after it, by a crashed run, are dropped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+        if row.get("epoch", 0) <= upto_epoch:
+            rows.append(row)
+    return rows
+
+
+def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+        dist=None) -> dict[str, Any]:
+    """Train one run into the folder `out`; return the last epoch's metrics.
+
+    `dist` (optional) is a `sgtlab.distributed.DistContext` when running under torchrun."""
+    cfg.validate()
+    out = Path(out)
+    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
+    is_main = rank == 0
+    device = dist.device if dist else resolve_device(cfg.device)
+    if cfg.amp == "bf16" and device.type != "cuda":
+        raise SgtlabError("--amp bf16 needs a CUDA device; CPU training runs in float32")
+    method = METHODS.get(cfg.method)
+
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.train_subset)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir).subset(cfg.eval_subset)
+    augment = None
+    if cfg.augment:
+        from sgtlab.data.augment import crop_flip as augment
+
+    torch.manual_seed(cfg.seed)  # same seed -> same initial weights
+    model, arch = make_model(cfg)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    state = method.init_state(len(train), cfg.method_cfg, device) if method.init_state else {}
+
+    start_epoch, history = 0, []
+    ckpt_path = out / ckpt.CHECKPOINT
+    if ckpt_path.exists():
+        if not resume:
+            raise SgtlabError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        tensors, meta = ckpt.read_checkpoint(ckpt_path)
+        saved = TrainConfig.from_dict(meta["config"])
+        saved.epochs, saved.device, saved.amp = cfg.epochs, cfg.device, cfg.amp  # may change on resume
+        if saved.to_dict() != cfg.to_dict():
+            diff = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v)
+            raise CheckpointError(f"{out} was trained with other settings ({', '.join(diff)}); "
+                                  f"use another --out or the same options")
+        ckpt.load_weights(model, tensors, str(ckpt_path))
+        loaded = ckpt.restore_training_state(tensors, meta, optimizer)
+        state.update({k: v.to(device) for k, v in loaded.items()})
+        start_epoch = meta["epoch"]
+        history = _read_metrics(out / METRICS, start_epoch)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / CONFIG, cfg.to_dict())
+        if history or start_epoch == 0:
+            write_text_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+    net = dist.wrap(model) if dist else model
+    loader = TensorLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=False, augment=augment,
+                          device=device, rank=rank, world_size=world)
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext
+    step = start_epoch * len(loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loader.set_epoch(epoch)
+        net.train()
+        sums: dict[str, torch.Tensor] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", leave=False,
+                   disable=not (progress and is_main))
+        for i, (x, y, idx) in enumerate(bar):
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state, module=model)
+            with amp_ctx():
+                loss, parts = method.fn(net, x, y, cfg.method_cfg, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+            if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == len(loader):
+                if not torch.isfinite(sums["loss"]):
+                    raise TrainingDiverged(
+                        f"the loss became {sums['loss'].item()} in epoch {epoch + 1} (step {step}); training "
+                        f"stopped; the last good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr?")
+                bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.4f}")
+        means = {k: v / len(loader) for k, v in sums.items()}
+        if dist:
+            means = dist.mean(means)
+        test_acc = accuracy(model, test)
+        record = {"epoch": epoch + 1, "lr": lr, "train": {k: round(v.item(), 6) for k, v in means.items()},
+                  "test_accuracy": test_acc, "seconds": round(time.perf_counter() - t0, 3)}
+        if is_main:
+            # checkpoint first, then the metrics line: a crash in between only loses a log line
+            ckpt.save_checkpoint(ckpt_path, model, {"config": cfg.to_dict(), "arch": arch, "epoch": epoch + 1,
+                                                    "test_accuracy": test_acc}, optimizer, state)
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        history.append(record)
+        if progress and is_main:
+            parts_txt = " ".join(f"{k} {v:.4f}" for k, v in record["train"].items())
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {parts_txt}  test acc {test_acc:.4f}  "
+                       f"({record['seconds']:.1f}s)")
+    if dist:
+        dist.barrier()
+    return history[-1] if history else {}
