@@ -1,0 +1,1 @@
+"""Experiments: presets (YAML shipped with the package), the resumable runner, the report."""

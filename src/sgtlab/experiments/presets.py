@@ -1,0 +1,155 @@
+"""Experiment presets: small YAML files shipped in `presets/`, any value overridable with
+`--set key.sub=value` (the value is read as YAML). A preset expands into one run per
+(method entry, seed)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sgtlab.errors import SgtlabError
+from sgtlab.train import MethodConfig, TrainConfig
+
+PRESET_DIR = "presets"
+SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "dataset", "model", "seeds", "train", "methods",
+            "attack", "explain", "name"}
+
+
+def preset_names() -> list[str]:
+    files = resources.files("sgtlab.experiments").joinpath(PRESET_DIR).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset by name (`quick`) or a path to a YAML file of the same form."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, name = path.read_text(), path.stem
+    elif name_or_path in preset_names():
+        text = resources.files("sgtlab.experiments").joinpath(PRESET_DIR, f"{name_or_path}.yaml").read_text()
+        name = name_or_path
+    else:
+        raise SgtlabError(f"unknown preset {name_or_path!r}; choose one of: {', '.join(preset_names())} "
+                          f"(or give a .yaml file)")
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SgtlabError(f"preset {name_or_path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise SgtlabError(f"preset {name_or_path}: expected a mapping at the top level")
+    cfg.setdefault("name", name)
+    return cfg
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`train.epochs=1`, `seeds=[0]`, `attack.eps=[0.1,0.2]`, `methods.1.k=0.3`."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise SgtlabError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=1")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        if parts[0] not in SECTIONS:
+            raise SgtlabError(f"--set {key}: unknown preset key {parts[0]!r}; keys: {', '.join(sorted(SECTIONS))}")
+        node = cfg
+        for p in parts[:-1]:
+            if isinstance(node, list):
+                if not re.fullmatch(r"\d+", p) or int(p) >= len(node):
+                    raise SgtlabError(f"--set {key}: {p!r} is not an index of a {len(node)}-element list")
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return cfg
+
+
+@dataclass
+class RunSpec:
+    """One run: a method entry of the preset with one seed. Plain data, so it can travel to Ray."""
+
+    name: str      # folder name, unique within the experiment
+    label: str     # how the report names the method
+    seed: int
+    train: dict[str, Any]
+    attack: dict[str, Any]
+    explain: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def expand(cfg: dict[str, Any]) -> list[RunSpec]:
+    """Validate a preset and expand it into runs (every impossible value is refused here, before work)."""
+    unknown = set(cfg) - SECTIONS
+    if unknown:
+        raise SgtlabError(f"unknown preset keys: {', '.join(sorted(unknown))}")
+    seeds = cfg.get("seeds", [0])
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SgtlabError(f"seeds must be a list of integers, got {seeds!r}")
+    method_fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    runs, names = [], set()
+    for entry in cfg.get("methods") or []:
+        entry = dict(entry)
+        label = entry.pop("label", None) or entry.get("method", "?")
+        train = dict(cfg.get("train") or {})
+        train.update(dataset=cfg["dataset"], model=cfg.get("model"), method=entry.pop("method", "st"))
+        mcfg = {k: entry.pop(k) for k in list(entry) if k in method_fields}
+        train.update(entry)  # remaining keys override training options for this method only
+        for seed in seeds:
+            tc = TrainConfig.from_dict({**train, "seed": seed, "method_cfg": mcfg}).validate()
+            name = f"{_slug(label)}-seed{seed}"
+            if name in names:
+                raise SgtlabError(f"two method entries are both labelled {label!r}; give them distinct labels")
+            names.add(name)
+            runs.append(RunSpec(name, label, seed, tc.to_dict(), dict(cfg.get("attack") or {}),
+                                dict(cfg.get("explain") or {})))
+    if not runs:
+        raise SgtlabError("the preset lists no methods")
+    _check_eval(cfg)
+    return runs
+
+
+def _check_eval(cfg: dict[str, Any]) -> None:
+    attack = cfg.get("attack") or {}
+    eps = attack.get("eps", [])
+    if any((not isinstance(e, (int, float))) or e < 0 for e in eps):
+        raise SgtlabError(f"attack.eps must be numbers >= 0, got {eps}")
+    for section in ("attack", "explain"):
+        n = (cfg.get(section) or {}).get("n")
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise SgtlabError(f"{section}.n must be a positive integer, got {n!r}")
+    steps = attack.get("steps", 10)
+    if not isinstance(steps, int) or steps < 1:
+        raise SgtlabError(f"attack.steps must be >= 1, got {steps!r}")
+
+
+def describe(name: str) -> str:
+    cfg = load_preset(name)
+    n_runs = len(cfg.get("methods") or []) * len(cfg.get("seeds") or [0])
+    times = []
+    if cfg.get("minutes_2cpu"):
+        m = cfg["minutes_2cpu"]
+        times.append(f"~{m} min on 2 CPU cores" if m < 120 else f"~{m / 60:.0f} h on 2 CPU cores")
+    if cfg.get("minutes_gpu"):
+        times.append(f"~{cfg['minutes_gpu'] / 60:.0f} h on one GPU")
+    return f"{name}: {cfg.get('description', '')} [{n_runs} runs; {', '.join(times)}]"

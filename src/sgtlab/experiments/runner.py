@@ -1,0 +1,205 @@
+"""The experiment runner: each (method entry, seed) is one run in `OUT/runs/NAME/`.
+
+A run has three stages, each skipped when its output exists: training (resumed from its last
+checkpoint), the robustness sweep (`robustness.json`), the saliency evaluation
+(`interpretability.json`); `result.json` marks the run complete. So starting `reproduce` again
+after a crash or Ctrl-C finishes the job without redoing work. Finished runs' rows go into
+`OUT/results.csv`, rewritten atomically and keyed by run name, so it holds each run exactly once.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+from sgtlab.errors import SgtlabError
+from sgtlab.experiments.presets import RunSpec, expand
+from sgtlab.io import write_json_atomic, write_text_atomic
+
+RESULT = "result.json"
+RESULTS_TABLE = "results.csv"
+EXPERIMENT = "experiment.json"
+
+
+def run_dir(root: Path, name: str) -> Path:
+    return Path(root) / "runs" / name
+
+
+def is_complete(root: Path, name: str) -> bool:
+    return (run_dir(root, name) / RESULT).exists()
+
+
+def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Run (or finish) one run; return its flat result row. Idempotent."""
+    from sgtlab.train import TrainConfig, fit
+    from sgtlab.train.checkpoint import load_model
+
+    if isinstance(spec, dict):
+        spec = RunSpec(**spec)
+    folder = run_dir(Path(root), spec.name)
+    if (folder / RESULT).exists():
+        return json.loads((folder / RESULT).read_text())
+    t0 = time.perf_counter()
+    cfg = TrainConfig.from_dict(spec.train)
+    last = fit(cfg, folder, resume=True, progress=progress)
+    model, meta = load_model(folder, _device(cfg.device))
+    row: dict[str, Any] = {"run": spec.name, "label": spec.label, "method": cfg.method, "seed": spec.seed,
+                           "dataset": cfg.dataset, "model": meta["arch"]["model"], "epochs": cfg.epochs}
+    row.update(_robustness_stage(model, cfg, spec.attack, folder, progress))
+    row.update(_interpretability_stage(model, cfg, spec.explain, folder, progress))
+    row["train_test_accuracy"] = last.get("test_accuracy")
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json_atomic(folder / RESULT, row)
+    return row
+
+
+def _device(name: str):
+    from sgtlab.device import resolve_device
+
+    return resolve_device(name)
+
+
+def _test_data(cfg, n: int | None):
+    from sgtlab.data import load_dataset
+
+    return load_dataset(cfg.dataset, "test", cfg.data_dir).subset(n)
+
+
+def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
+    """Clean and robust accuracy over the eps grid (+ gradient-masking checks) -> flat columns."""
+    from sgtlab.evaluate.robustness import gradient_masking_checks, robustness_sweep
+
+    path = folder / "robustness.json"
+    if not path.exists():
+        data = _test_data(cfg, attack.get("n"))
+        res = robustness_sweep(model, data, attack.get("attacks", ["fgsm", "pgd", "mifgsm"]), attack.get("eps", []),
+                               steps=attack.get("steps", 10), progress=progress)
+        res.save(folder)
+        out = {"clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy}
+        if attack.get("checks", False):
+            out["checks"] = gradient_masking_checks(model, data, progress=progress)
+        write_json_atomic(path, out)
+    stored = json.loads(path.read_text())
+    cols = {"clean_accuracy": stored["clean_accuracy"]}
+    for name, curve in stored["robust_accuracy"].items():
+        for eps, acc in curve.items():
+            cols[f"rob:{name}:{float(eps):g}"] = acc
+    for name, check in (stored.get("checks") or {}).items():
+        cols[f"check:{name}"] = bool(check["passed"])
+    return cols
+
+
+def _interpretability_stage(model, cfg, explain: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
+    """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`)."""
+    from sgtlab.evaluate.interpretability import interpretability_metrics
+
+    if not explain.get("methods"):
+        return {}
+    path = folder / "interpretability.json"
+    if not path.exists():
+        data = _test_data(cfg, explain.get("n"))
+        res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
+                                       progress=progress)
+        write_json_atomic(path, res)
+    stored = json.loads(path.read_text())
+    cols = {}
+    for method, metrics in stored["summary"].items():
+        for metric, value in metrics.items():
+            cols[f"sal:{method}:{metric}"] = value
+    return cols
+
+
+# -- the results table ------------------------------------------------------------------------------
+
+def read_results(root: Path) -> list[dict[str, Any]]:
+    path = Path(root) / RESULTS_TABLE
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [_parse_row(r) for r in csv.DictReader(f)]
+
+
+def _parse_row(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v in ("", None):
+            out[k] = None
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+        else:
+            try:
+                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(Path(root) / RESULTS_TABLE, buf.getvalue())
+
+
+def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
+    """Put a finished run's row into the table (replacing any row of the same run), atomically."""
+    rows = {r["run"]: r for r in read_results(root)}
+    rows[row["run"]] = row
+    write_results(root, [rows[n] for n in order if n in rows] + [r for n, r in rows.items() if n not in order])
+
+
+# -- the whole experiment ---------------------------------------------------------------------------
+
+def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
+                   progress: bool = True, report: bool = True) -> list[dict[str, Any]]:
+    from sgtlab.experiments.executors import get_executor
+
+    specs = expand(cfg)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_same_experiment(root, cfg)
+    order = [s.name for s in specs]
+    # rows of runs finished before a crash but not yet in the table
+    for s in specs:
+        if is_complete(root, s.name):
+            record_result(root, json.loads((run_dir(root, s.name) / RESULT).read_text()), order)
+    pending = [s for s in specs if not is_complete(root, s.name)]
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=f"{cfg.get('name', 'experiment')} runs",
+               disable=not progress, unit="run")
+    ex = get_executor(executor, address=address) if executor != "local" else get_executor("local")
+    for row in ex.map(execute_run, [s.to_dict() for s in pending], str(root)):
+        record_result(root, row, order)
+        bar.update(1)
+        bar.set_postfix_str(f"{row['run']}: clean {row.get('clean_accuracy', float('nan')):.3f}")
+    bar.close()
+    rows = read_results(root)
+    if report:
+        from sgtlab.experiments.report import build_report
+
+        build_report(root)
+    return rows
+
+
+def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:
+    """Refuse to mix two different experiments in one folder. Adding seeds or method entries is
+    fine (runs are independent); changing shared settings (data, training, evaluation) is not."""
+    path = root / EXPERIMENT
+    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu"}
+    if path.exists():
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(cfg))
+        changed = sorted(k for k in (set(old) | set(new)) - free if old.get(k) != new.get(k))
+        if changed:
+            raise SgtlabError(f"{root} holds another experiment (differs in: {', '.join(changed)}); "
+                              f"use another --out, or the same preset and --set options")
+    write_json_atomic(path, cfg)
