@@ -106,6 +106,7 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
         seeds = [seeds]
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise SgtlabError(f"seeds must be a list of integers, got {seeds!r}")
+    _check_eval(cfg)
     method_fields = {f.name for f in dataclasses.fields(MethodConfig)}
     runs, names = [], set()
     for entry in cfg.get("methods") or []:
@@ -125,7 +126,6 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
                                 dict(cfg.get("explain") or {})))
     if not runs:
         raise SgtlabError("the preset lists no methods")
-    _check_eval(cfg)
     return runs
 
 

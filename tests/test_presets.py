@@ -1,0 +1,60 @@
+"""Presets: every shipped preset expands into valid runs; overrides; bad values refused before work."""
+from __future__ import annotations
+
+import pytest
+
+from sgtlab.errors import SgtlabError
+from sgtlab.experiments.presets import apply_overrides, describe, expand, load_preset, preset_names
+
+
+def test_all_presets_ship_and_expand():
+    assert {"quick", "paper-mnist", "paper-cifar10", "decoy-mnist", "fashion-mnist"} <= set(preset_names())
+    for name in preset_names():
+        runs = expand(load_preset(name))
+        assert len({r.name for r in runs}) == len(runs)
+        assert "runs" in describe(name)
+
+
+def test_quick_preset_is_the_offline_default():
+    cfg = load_preset("quick")
+    assert cfg["dataset"] == "mnist5k" and cfg["model"] == "sgt-cnn" and len(cfg["seeds"]) == 2
+    methods = {m["method"] for m in cfg["methods"]}
+    assert {"st", "sgt", "at-fgsm", "sga", "asgt", "scaat"} <= methods
+    assert min(cfg["attack"]["eps"]) == 0.05 and max(cfg["attack"]["eps"]) == 0.3
+
+
+def test_paper_mnist_matches_the_spec_table():
+    runs = expand(load_preset("paper-mnist"))
+    t = runs[0].train
+    assert (t["dataset"], t["model"], t["epochs"], t["batch_size"], t["lr"], t["optimizer"]) == \
+        ("mnist", "alexnet-mnist", 20, 128, 0.01, "sgd")
+    assert len({r.seed for r in runs}) == 5
+    ks = sorted(r.train["method_cfg"]["k"] for r in runs if r.train["method"] == "sgt")
+    assert set(ks) == {0.3, 0.5}
+
+
+def test_overrides_reach_every_run():
+    cfg = apply_overrides(load_preset("quick"), ["train.epochs=1", "seeds=[3]", "attack.n=50", "methods.1.k=0.3"])
+    runs = expand(cfg)
+    assert all(r.train["epochs"] == 1 and r.seed == 3 and r.attack["n"] == 50 for r in runs)
+    assert [r.train["method_cfg"].get("k") for r in runs if r.train["method"] == "sgt"] == [0.3]
+    assert len(runs) == len(cfg["methods"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=0", "epochs must be >= 1"),
+    ("methods.1.k=1.5", "k must be in"),
+    ("attack.eps=[-0.1]", "eps must be"),
+    ("attack.n=0", "positive integer"),
+    ("seeds=[a]", "seeds must be"),
+    ("nonsense=1", "unknown preset key"),
+    ("train.epochs", "KEY=VALUE"),
+])
+def test_bad_overrides_are_refused(override, message):
+    with pytest.raises(SgtlabError, match=message):
+        expand(apply_overrides(load_preset("quick"), [override]))
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(SgtlabError, match="quick"):
+        load_preset("nope")

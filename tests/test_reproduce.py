@@ -1,0 +1,90 @@
+"""`sgtlab reproduce`: a reduced quick experiment end to end, resume after SIGKILL, dry run."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sgtlab.cli import main
+
+REDUCED = ["--set", "train.epochs=1", "--set", "seeds=[0]", "--set", "train.train_subset=256",
+           "--set", "attack.n=64", "--set", "attack.eps=[0.1,0.3]", "--set", "explain.n=16"]
+
+
+def results(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys):
+    out = tmp_path / "quick"
+    assert main(["reproduce", "--out", str(out), "--no-progress", *REDUCED]) == 0
+    rows = results(out)
+    assert sorted(r["method"] for r in rows) == sorted(["st", "sgt", "at-fgsm", "sga", "asgt", "scaat"])
+    for r in rows:
+        assert 0 <= float(r["clean_accuracy"]) <= 1
+        assert float(r["rob:pgd:0.3"]) <= float(r["rob:pgd:0.1"]) <= float(r["clean_accuracy"])
+    report = out / "report"
+    html = (report / "report.html").read_text()
+    for fig in ("robust_accuracy", "clean_accuracy", "saliency_grid", "masked_accuracy", "aopc", "low_saliency",
+                "entropy"):
+        for ext in ("png", "pdf"):
+            path = report / "figures" / f"{fig}.{ext}"
+            assert path.exists() and path.stat().st_size > 2000, path
+    for table in ("accuracy", "saliency_quality", "gradient_masking_checks"):
+        for ext in ("csv", "md", "tex"):
+            assert (report / "tables" / f"{table}.{ext}").stat().st_size > 50
+    assert html.count("<img src=\"data:image/png;base64,") >= 7
+    assert "Does SGT raise or lower robust accuracy against ST?" in html
+    assert "Does ASGT beat" in html
+    # the report can be rebuilt from the finished runs alone
+    (report / "report.html").unlink()
+    assert main(["report", str(out)]) == 0 and (report / "report.html").exists()
+
+
+def test_dry_run_lists_runs_without_work(tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert main(["reproduce", "--out", str(out), "--dry-run", *REDUCED]) == 0
+    text = capsys.readouterr().out
+    assert "6 runs" in text and "to do" in text and not out.exists()
+
+
+def test_killed_midway_and_restarted_finishes_with_each_run_once(tmp_path):
+    out = tmp_path / "kill"
+    args = [sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--no-progress",
+            "--set", "methods=[{label: ST, method: st}]", "--set", "seeds=[0,1,2]", "--set", "train.epochs=2",
+            "--set", "train.train_subset=512", "--set", "attack.n=64", "--set", "attack.eps=[0.1]",
+            "--set", "attack.checks=false", "--set", "explain.n=8", "--set", "explain.methods=[grad]"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_done = out / "runs" / "st-seed0" / "result.json"
+    second_half = out / "runs" / "st-seed1" / "checkpoint.safetensors"
+    deadline = time.time() + 240
+    while not second_half.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first_done.exists() and proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stamp = first_done.stat().st_mtime_ns
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = results(out)
+    assert sorted(r["run"] for r in rows) == ["st-seed0", "st-seed1", "st-seed2"]
+    assert first_done.stat().st_mtime_ns == stamp  # the finished run was not redone
+    epochs = [json.loads(line)["epoch"] for line in (out / "runs" / "st-seed1" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_another_experiment_in_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "x"
+    (out).mkdir()
+    (out / "experiment.json").write_text(json.dumps({"dataset": "mnist", "name": "other"}))
+    r = subprocess.run([sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), *REDUCED],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "another experiment" in r.stderr and "Traceback" not in r.stderr
