@@ -1,0 +1,170 @@
+"""The common attack interface, the attack registry and the small helpers every attack shares.
+
+An attack is an object with `perturb(model, x, y, eps, ...)` (the work, no checks, model already in
+eval mode) and `__call__(model, x, y, eps)` (checks the input once, puts the model in eval mode,
+restores every module's mode afterwards). Gradients are taken with `torch.autograd.grad` with
+respect to the input only, so parameter `.grad` fields are never touched.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgtlab.errors import SgtlabError
+from sgtlab.registry import Registry
+
+Eps = float | torch.Tensor
+
+ATTACKS: Registry[Callable[..., "Attack"]] = Registry("attack")
+register_attack = ATTACKS.register
+
+
+def build_attack(name: str, **params) -> "Attack":
+    """An attack by registry name (`fgsm`, `pgd`, `mifgsm`, `apgd-ce`, `apgd-dlr`, `square`, `ensemble`)."""
+    return ATTACKS.get(name)(**params)
+
+
+def attack_names() -> list[str]:
+    return ATTACKS.names()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the attack; every submodule's own mode is restored afterwards (not just the root's)."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
+def check_eps(eps: Eps, n: int) -> None:
+    if isinstance(eps, torch.Tensor):
+        if eps.ndim > 1 or (eps.ndim == 1 and len(eps) not in (1, n)):
+            raise SgtlabError(f"eps must be a number or a tensor of shape ({n},), got shape {tuple(eps.shape)}")
+        if bool((eps < 0).any()):
+            raise SgtlabError("eps must be >= 0")
+    elif not isinstance(eps, (int, float)) or eps != eps or eps < 0:
+        raise SgtlabError(f"eps must be a number >= 0, got {eps!r}")
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: Eps) -> None:
+    """Shape, label and range checks: one min/max reduction, one host sync."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise SgtlabError(f"images must be a float tensor N x C x H x W, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
+        raise SgtlabError(f"labels must be a tensor of shape ({len(x)},), got {getattr(y, 'shape', type(y))}")
+    check_eps(eps, len(x))
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        lo, hi = torch.stack([lo, hi]).tolist()
+        if not (0.0 <= lo and hi <= 1.0):  # also rejects NaN
+            raise SgtlabError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+
+
+def check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise SgtlabError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def as_eps(eps: Eps, x: torch.Tensor) -> Eps:
+    """A float stays a float (exactly as torchattacks computes); a per-sample tensor becomes N x 1 x 1 x 1."""
+    if isinstance(eps, torch.Tensor):
+        return eps.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    return float(eps)
+
+
+def rows(v: Eps | None, idx: torch.Tensor) -> Eps | None:
+    """Select samples of a per-sample value (a float or None passes through)."""
+    if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] > 1:
+        return v[idx]
+    return v
+
+
+def ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, d mean-CE / d x). Mean reduction as torchattacks (sign steps do not see the scale)."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    grad, = torch.autograd.grad(F.cross_entropy(logits, y), x)
+    return logits.detach(), grad
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: Eps) -> torch.Tensor:
+    """Onto the L-inf eps-ball around x, then [0, 1] (torchattacks' order and arithmetic)."""
+    if isinstance(eps, torch.Tensor):
+        delta = torch.max(torch.min(x_adv - x, eps), -eps)
+    else:
+        delta = torch.clamp(x_adv - x, min=-eps, max=eps)
+    return torch.clamp(x + delta, min=0, max=1).detach()
+
+
+def uniform_delta(x: torch.Tensor, eps: Eps, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise in [-eps, eps]; a float eps draws exactly as torchattacks
+    (`torch.empty_like(x).uniform_(-eps, eps)` on the global RNG), so seeded runs agree."""
+    if isinstance(eps, torch.Tensor):
+        return torch.empty_like(x).uniform_(-1, 1, generator=generator) * eps
+    return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+
+
+class Attack:
+    """Base class: subclasses set `name` and implement `perturb`."""
+
+    name = "attack"
+    #: True when the attack can stop early per sample (the sweep asks for it: fewer gradient steps)
+    supports_early_stop = False
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **kw) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
+                 **kw) -> torch.Tensor:
+        if check:
+            check_inputs(x, y, eps)
+        if len(x) == 0:
+            return x.detach().clone()
+        with eval_mode(model):
+            return self.perturb(model, x.detach(), y.detach(), eps, **kw).detach()
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step,
+            state: dict, early_stop: bool = False) -> torch.Tensor:
+    """The loop shared by the iterative gradient attacks.
+
+    `step(x_adv, grad, x, state) -> x_adv` may update `state` (per-sample tensors with N rows, or
+    scalars). With `early_stop`, a sample leaves the batch as soon as the logits of the forward pass
+    the step needs anyway show it misclassified: its current (adversarial) image is kept, and the
+    remaining samples run on a smaller batch. The images of samples never fooled are exactly those
+    of the full loop (per-sample computation in eval mode), so early stopping is never weaker.
+    """
+    if not early_stop:
+        for _ in range(steps):
+            _, grad = ce_grad(model, x_adv, y)
+            x_adv = step(x_adv, grad, x, state)
+        return x_adv
+    out = torch.empty_like(x)
+    idx = torch.arange(len(x), device=x.device)
+    for _ in range(steps):
+        logits, grad = ce_grad(model, x_adv, y)
+        still = logits.argmax(1) == y
+        if not bool(still.all()):  # one host sync per step buys skipping every fooled sample
+            done = ~still
+            out[idx[done]] = x_adv[done]
+            keep = still.nonzero().squeeze(1)
+            idx, x, y, x_adv, grad = idx[keep], x[keep], y[keep], x_adv[keep], grad[keep]
+            for k, v in state.items():
+                state[k] = rows(v, keep)
+            if len(idx) == 0:
+                return out
+        x_adv = step(x_adv, grad, x, state)
+    out[idx] = x_adv
+    return out
