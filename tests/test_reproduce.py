@@ -14,6 +14,8 @@ import pytest
 
 from sgtlab.cli import main
 
+from browser import check_page, chromium
+
 REDUCED = ["--set", "train.epochs=1", "--set", "seeds=[0]", "--set", "train.train_subset=256",
            "--set", "attack.n=64", "--set", "attack.eps=[0.1,0.3]", "--set", "explain.n=16"]
 
@@ -44,6 +46,9 @@ def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys
     assert html.count("<img src=\"data:image/png;base64,") >= 7
     assert "Does SGT raise or lower robust accuracy against ST?" in html
     assert "Does ASGT beat" in html
+    if chromium():  # the HTML opens in headless Chromium with no errors and every image loads
+        verdict = check_page(report / "report.html")
+        assert verdict["images"] >= 7 and verdict["broken"] == [] and verdict["errors"] == []
     # the report can be rebuilt from the finished runs alone
     (report / "report.html").unlink()
     assert main(["report", str(out)]) == 0 and (report / "report.html").exists()
@@ -88,3 +93,12 @@ def test_another_experiment_in_the_same_folder_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), *REDUCED],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "another experiment" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
+def test_browser_probe_sees_broken_images_and_script_errors(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text("<!DOCTYPE html><html><head></head><body><img alt='bad' src='data:image/png;base64,AAAA'>"
+                    "<script>notAFunction();</script></body></html>")
+    verdict = check_page(page)
+    assert verdict["broken"] == ["bad"] and any("notAFunction" in e for e in verdict["errors"])
