@@ -7,6 +7,9 @@ call; `build_attack(name, **params)` gives any registered attack as an object wi
 from sgtlab.attacks.base import ATTACKS, Attack, attack_names, build_attack, eval_mode, register_attack
 from sgtlab.attacks.fgsm import FGSM, fgsm
 from sgtlab.attacks.pgd import PGD, pgd
+from sgtlab.attacks.mifgsm import MIFGSM, mifgsm
+from sgtlab.attacks import autoattack as _autoattack  # noqa: F401  (registers apgd-ce, apgd-dlr, square)
+from sgtlab.attacks.ensemble import Ensemble
 
-__all__ = ["ATTACKS", "Attack", "FGSM", "PGD", "attack_names", "build_attack", "eval_mode", "fgsm", "pgd",
-           "register_attack"]
+__all__ = ["ATTACKS", "Attack", "Ensemble", "FGSM", "MIFGSM", "PGD", "attack_names", "build_attack",
+           "eval_mode", "fgsm", "mifgsm", "pgd", "register_attack"]

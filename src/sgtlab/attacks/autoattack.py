@@ -1,0 +1,99 @@
+"""APGD-CE, APGD-DLR (Croce & Hein 2020) and the gradient-free Square attack (Andriushchenko et al.
+2020), from the reference AutoAttack code in the `pyautoattack` package (`pip install sgtlab[autoattack]`).
+
+We do not reimplement them: the point of these attacks is that they are the reference ones. The
+reference code reseeds torch's global RNG; we run it inside `torch.random.fork_rng`, so the caller's
+random stream is left as it was.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sgtlab.attacks.base import Attack, Eps, check_positive, project, register_attack
+from sgtlab.errors import SgtlabError
+
+
+def _import(module: str):
+    try:
+        import importlib
+
+        return importlib.import_module(f"pyautoattack.{module}")
+    except ImportError:
+        raise SgtlabError("APGD and Square need the optional package pyautoattack: "
+                          "pip install 'sgtlab[autoattack]' (or pip install pyautoattack)") from None
+
+
+def _scalar_eps(eps: Eps) -> float:
+    if isinstance(eps, torch.Tensor):
+        if eps.numel() and not bool((eps == eps.reshape(-1)[0]).all()):
+            raise SgtlabError("APGD and Square take one eps for all samples, not a per-sample tensor")
+        return float(eps.reshape(-1)[0]) if eps.numel() else 0.0
+    return float(eps)
+
+
+class _Reference(Attack):
+    def _run(self, make, x: torch.Tensor, y: torch.Tensor, eps: Eps) -> torch.Tensor:
+        eps = _scalar_eps(eps)
+        if eps == 0:
+            return x.clone()
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            adv = make(eps).perturb(x, y).detach()
+        return project(adv, x, eps)  # the reference code can overshoot the ball by one float ulp
+
+
+class _APGD(_Reference):
+    loss = "ce"
+
+    def __init__(self, steps: int = 100, restarts: int = 1, seed: int = 0, rho: float = 0.75):
+        check_positive("steps", steps)
+        check_positive("restarts", restarts)
+        self.steps, self.restarts, self.seed, self.rho = steps, restarts, seed, rho
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
+        APGDAttack = _import("autopgd_base").APGDAttack
+        return self._run(lambda e: APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=e,
+                                              seed=self.seed, loss=self.loss, rho=self.rho, device=x.device),
+                         x, y, eps)
+
+
+@register_attack("apgd-ce")
+class APGDCE(_APGD):
+    name = "apgd-ce"
+    loss = "ce"
+
+
+@register_attack("apgd-dlr")
+class APGDDLR(_APGD):
+    name = "apgd-dlr"
+    loss = "dlr"
+
+    def perturb(self, model, x, y, eps, **kw):
+        with torch.no_grad():
+            classes = model(x[:1]).shape[1]
+        if classes < 3:
+            raise SgtlabError(f"the DLR loss needs at least 3 classes; the model has {classes}")
+        return super().perturb(model, x, y, eps, **kw)
+
+
+@register_attack("square")
+class Square(_Reference):
+    """Gradient-free: only the model's outputs are used (5000 queries per sample by default, as AutoAttack)."""
+
+    name = "square"
+
+    def __init__(self, queries: int = 5000, restarts: int = 1, seed: int = 0, p_init: float = 0.8):
+        check_positive("queries", queries)
+        check_positive("restarts", restarts)
+        self.queries, self.restarts, self.seed, self.p_init = queries, restarts, seed, p_init
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
+        SquareAttack = _import("square").SquareAttack
+
+        def make(e):
+            return SquareAttack(model, norm="Linf", n_queries=self.queries, eps=e, p_init=self.p_init,
+                                n_restarts=self.restarts, seed=self.seed, loss="margin", device=x.device)
+
+        with torch.no_grad():  # queries only: no graph
+            return self._run(make, x, y, eps)
