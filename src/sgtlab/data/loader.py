@@ -43,9 +43,15 @@ class TensorLoader:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
-            x, y = self.data.x[idx], self.data.y[idx]
-            if self.augment is not None:
-                x = self.augment(x, g)
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = batch[self.rank::self.world_size]
+            if self.augment is None:
+                x = self.data.x[idx]
+            elif self.world_size == 1:
+                x = self.augment(self.data.x[idx], g)
+            else:  # augment the global batch, keep this rank's share: same draws as one process,
+                # and no two ranks reuse the same crops (they share the generator's state)
+                x = self.augment(self.data.x[batch], g)[self.rank::self.world_size]
+            y = self.data.y[idx]
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                    idx.to(self.device, non_blocking=True))
