@@ -1,0 +1,93 @@
+"""Cost of one training step of each method relative to one ST step (sgt-cnn, batch 128, MNIST).
+
+All methods are timed in the same run, interleaved round by round (so a load change on the machine
+hits all of them alike), each on its own copy of the same initial model; the median step time of
+each is divided by ST's. A step is the method's loss, zero_grad, backward and the optimizer step.
+Original MNIST when its files are found ($SGTLAB_DATA or ../shared/data), else MNIST-5k.
+Last line: `sgt_over_st: X` (target X <= 1.9 on CPU).
+
+    python bench/method_step_cost.py [--rounds 15] [--methods st,sgt,...] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from sgtlab.data import dataset_info, load_dataset
+from sgtlab.models import build_model
+from sgtlab.train.methods import METHODS, MethodConfig, StepContext
+
+
+def mnist_data():
+    for cand in (os.environ.get("SGTLAB_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if cand and (Path(cand) / "mnist" / "train-images-idx3-ubyte.gz").exists():
+            return "mnist", load_dataset("mnist", "train", str(cand))
+    return "mnist5k", load_dataset("mnist5k", "train")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15, help="timed steps per method")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--methods", default=",".join(METHODS.names()))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    methods = [m for m in args.methods.split(",") if m]
+    if "st" not in methods:
+        methods.insert(0, "st")
+    name, data = mnist_data()
+    info = dataset_info(name)
+    torch.manual_seed(0)
+    base = build_model("sgt-cnn", info.shape[0], info.num_classes, info.mean, info.std).to(device)
+    n_batches = args.warmup + args.rounds
+    perm = torch.randperm(len(data.x))[: n_batches * args.batch_size]
+    xs = data.x[perm].to(device).split(args.batch_size)
+    ys = data.y[perm].to(device).split(args.batch_size)
+    idxs = perm.to(device).split(args.batch_size)
+    cfg = MethodConfig()
+    runs = {}
+    for m in methods:
+        method = METHODS.get(m)
+        model = copy.deepcopy(base).train()
+        state = method.init_state(len(data.x), cfg, device) if method.init_state else {}
+        runs[m] = (method, model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), state)
+
+    def step(m: str, i: int) -> float:
+        method, model, opt, state = runs[m]
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        ctx = StepContext(idx=idxs[i], epoch=1, step=i, state=state, module=model)
+        loss, _ = method.fn(model, xs[i], ys[i], cfg, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        return time.perf_counter() - t0
+
+    times = {m: [] for m in methods}
+    for i in range(n_batches):
+        for m in methods:
+            t = step(m, i)
+            if i >= args.warmup:
+                times[m].append(t)
+    st = statistics.median(times["st"])
+    print(f"data {name}, sgt-cnn, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} steps each (median)")
+    for m in methods:
+        med = statistics.median(times[m])
+        print(f"{m:8s} {med * 1e3:8.1f} ms/step  {med / st:5.2f} x st")
+    if "sgt" in times:
+        print(f"sgt_over_st: {statistics.median(times['sgt']) / st:.3f}")
+
+
+if __name__ == "__main__":
+    main()

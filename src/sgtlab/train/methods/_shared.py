@@ -1,0 +1,58 @@
+"""Pieces shared by the saliency-guided and adversarial methods: the KL term, the masking step
+with the config's options, the per-method default of `k`, and forwards shared over inputs."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgtlab.saliency import mask_lowest, saliency, saliency_and_clean_logits
+
+# The one place where `--k` gets its per-method default when not given (the papers' settings,
+# SPEC.md): SGT and SGA 0.5 (MNIST SGT), ASGT 0.1.
+DEFAULT_K = {"sgt": 0.5, "sga": 0.5, "asgt": 0.1}
+
+
+def resolve_k(cfg, method: str) -> float:
+    return DEFAULT_K[method] if cfg.k is None else cfg.k
+
+
+def kl_term(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) exactly as SPEC.md writes it, gradients through both arguments."""
+    return F.kl_div(F.log_softmax(q_logits, dim=1), F.log_softmax(p_logits, dim=1), log_target=True,
+                    reduction="batchmean")
+
+
+def saliency_mask(module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, k: float) -> torch.Tensor:
+    """M_k(x, S(x, y)) with the config's saliency and fill options."""
+    s = saliency(module, x, y, mode=cfg.saliency, target=cfg.saliency_target)
+    return mask_lowest(x, s, k, fill=cfg.mask_fill, low=cfg.mask_low, high=cfg.mask_high)
+
+
+def saliency_mask_and_clean(model: nn.Module, module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg,
+                            k: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """M_k(x, S(x, y)) and, where the saliency pass can share its forward with the training one,
+    the train-mode logits of x (else None). Never under a DDP wrapper (`model is not module`):
+    DDP must see the training forward itself to synchronise the gradients."""
+    if model is not module:
+        return saliency_mask(module, x, y, cfg, k), None
+    s, clean = saliency_and_clean_logits(module, x, y, mode=cfg.saliency, target=cfg.saliency_target)
+    return mask_lowest(x, s, k, fill=cfg.mask_fill, low=cfg.mask_low, high=cfg.mask_high), clean
+
+
+def batch_coupled(module: nn.Module) -> bool:
+    """True when a sample's train-mode output depends on the other samples of its batch (batch-norm
+    statistics; instance-norm running statistics), so inputs may not be concatenated into one batch."""
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) for m in module.modules())
+
+
+def forward_many(model: nn.Module, module: nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Logits of each input. Without batch-coupled layers, one forward over the concatenation: the
+    same maths (dropout masks are drawn per element either way) with one pass of per-layer overhead
+    and, under DDP, a single forward per backward. With batch-norm, one forward per input, so each
+    input is normalised by its own batch statistics, as separate passes of the reference code do."""
+    if len(inputs) == 1:
+        return [model(inputs[0])]
+    if batch_coupled(module):
+        return [model(t) for t in inputs]
+    return list(model(torch.cat(inputs)).split([t.shape[0] for t in inputs]))

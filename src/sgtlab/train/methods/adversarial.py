@@ -1,0 +1,34 @@
+"""Adversarial training: AT-FGSM (Wong et al. 2020, random start by default) and AT-PGD (Madry et al.)."""
+import torch.nn.functional as F
+
+from sgtlab.attacks import fgsm, pgd
+from sgtlab.train.methods import register_method
+from sgtlab.train.methods._shared import forward_many
+
+
+def _adv_loss(model, module, x, x_adv, y, cfg):
+    """CE(f(x')) (+ CE(f(x)) with --clean-loss, one shared forward where exact)."""
+    if not cfg.clean_loss:
+        ce_adv = F.cross_entropy(model(x_adv), y)
+        return ce_adv, {"ce_adv": ce_adv.detach()}
+    adv, clean = forward_many(model, module, x_adv, x)
+    ce_adv, ce = F.cross_entropy(adv, y), F.cross_entropy(clean, y)
+    return ce_adv + ce, {"ce_adv": ce_adv.detach(), "ce": ce.detach()}
+
+
+@register_method("at-fgsm")
+def at_fgsm(model, x, y, cfg, ctx):
+    """Adversarial training with FGSM (random start by default): CE(f(x'))."""
+    eps = cfg.train_eps
+    # alpha 1.25 eps with random start (Wong et al.), eps for plain FGSM (where fgsm ignores alpha)
+    alpha = cfg.fgsm_alpha if cfg.fgsm_alpha is not None else (1.25 * eps if cfg.random_start else eps)
+    x_adv = fgsm(ctx.module, x, y, eps, random_start=cfg.random_start, alpha=alpha, check=False)
+    return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
+
+
+@register_method("at-pgd")
+def at_pgd(model, x, y, cfg, ctx):
+    """Adversarial training with PGD (Madry et al.): CE(f(x'))."""
+    x_adv = pgd(ctx.module, x, y, cfg.train_eps, steps=cfg.train_steps, alpha=cfg.train_alpha,
+                random_start=True, check=False)
+    return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
