@@ -124,37 +124,62 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
                           device=device, rank=rank, world_size=world)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext
     step = start_epoch * len(loader)
+    # DDP: a last global batch smaller than the number of ranks would leave a rank without samples
+    # (and a NaN mean loss): every rank skips it (a choice; one process trains on it)
+    skip_last = world > 1 and len(train) - (len(loader) - 1) * cfg.batch_size < world
+    last_i = len(loader) - 1 - skip_last
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)
         for g in optimizer.param_groups:
             g["lr"] = lr
         loader.set_epoch(epoch)
+        if dist:
+            # DDP: each rank its own random stream (dropout, mask fill, attack starts), a function of
+            # (seed, epoch, rank), so ranks are not correlated and a resumed run repeats the same draws
+            # (the checkpoint holds rank 0's RNG state only)
+            from sgtlab.distributed import rank_seed
+
+            torch.manual_seed(rank_seed(cfg.seed, epoch, rank))
+            state_before = {k: v.clone() for k, v in state.items()}
         net.train()
         sums: dict[str, torch.Tensor] = {}
+        n_steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", leave=False,
                    disable=not (progress and is_main))
         for i, (x, y, idx) in enumerate(bar):
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if i > last_i:
+                step += 1
+                continue
+            weight = 1.0
+            if world > 1:
+                # DDP averages the ranks' gradients; with shares of unequal size (an odd last batch)
+                # weight each rank's mean loss by its share, so the result is the global batch mean
+                weight = x.shape[0] * world / min(cfg.batch_size, len(train) - i * cfg.batch_size)
             ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state, module=model)
             with amp_ctx():
                 loss, parts = method.fn(net, x, y, cfg.method_cfg, ctx)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             optimizer.step()
             step += 1
+            n_steps += 1
             for k, v in {"loss": loss.detach(), **parts}.items():
                 sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
-            if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == len(loader):
-                if not torch.isfinite(sums["loss"]):
+            if (i + 1) % NAN_CHECK_EVERY == 0 or i == last_i:
+                # under DDP the check is collective: every rank stops at the same step
+                if not (dist.all_finite(sums["loss"]) if dist else torch.isfinite(sums["loss"])):
                     raise TrainingDiverged(
                         f"the loss became {sums['loss'].item()} in epoch {epoch + 1} (step {step}); training "
                         f"stopped; the last good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr?")
                 bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.4f}")
-        means = {k: v / len(loader) for k, v in sums.items()}
+        means = {k: v / max(n_steps, 1) for k, v in sums.items()}
         if dist:
             means = dist.mean(means)
+            if state:  # each rank updated only its own samples' entries: merge before rank 0 saves
+                dist.merge_state(state, state_before)
         test_acc = accuracy(model, test)
         record = {"epoch": epoch + 1, "lr": lr, "train": {k: round(v.item(), 6) for k, v in means.items()},
                   "test_accuracy": test_acc, "seconds": round(time.perf_counter() - t0, 3)}
