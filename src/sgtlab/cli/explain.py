@@ -1,0 +1,120 @@
+"""`sgtlab explain`: saliency maps of trained models, their quality metrics, a table and pictures."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from sgtlab.cli.options import parse_float_list, parse_name_list
+from sgtlab.errors import SgtlabError
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "explain", help="saliency maps and their quality metrics for one or more checkpoints",
+        description="Saliency maps (grad, input-x-grad, smoothgrad, ig) of trained models on test images, "
+                    "their quality metrics (entropy, size, Gini, AOPC, masked accuracy, low-saliency "
+                    "robustness, Decoy-MNIST localisation) and pictures. Writes interpretability.csv (one row "
+                    "per checkpoint and saliency method, mean and std of each metric), interpretability.json "
+                    "(curves, per-image values) and PNG/PDF figures into --out.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or checkpoint.safetensors files")
+    p.add_argument("--dataset", default=None, help="data set (default: the one the first model was trained on)")
+    p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
+    p.add_argument("--methods", default="grad,smoothgrad,ig", help="saliency methods, comma-separated "
+                   "(grad, input-x-grad, smoothgrad, ig; default: %(default)s)")
+    p.add_argument("--metrics", default="all", help="'all' or a comma-separated subset of: entropy, size, gini, "
+                   "aopc, masked_accuracy, low_saliency, localisation (default: %(default)s)")
+    p.add_argument("--n", type=int, default=256, help="number of test images (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--smoothgrad-samples", type=int, default=10, help="SmoothGrad noisy samples (default: %(default)s)")
+    p.add_argument("--smoothgrad-noise", type=float, default=0.15,
+                   help="SmoothGrad noise std as a fraction of the input range (default: %(default)s)")
+    p.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default: %(default)s)")
+    p.add_argument("--aopc-steps", type=int, default=None, help="AOPC steps L (default: half the patches)")
+    p.add_argument("--aopc-patch", type=int, default=None, help="AOPC patch size (default: 2 for 28 px, 4 for 32 px)")
+    p.add_argument("--eps", type=float, default=0.3, help="low-saliency curve: noise / PGD budget (default: %(default)s)")
+    p.add_argument("--qs", default="0:1:0.1", help="low-saliency fractions q (default: %(default)s)")
+    p.add_argument("--pgd-qs", default=None, help="PGD's fractions q (default: those of --qs)")
+    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
+    p.add_argument("--no-pgd", action="store_true", help="low-saliency curve with uniform noise only")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random fill and noise (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=2048, help="images per model call (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _labels(runs: list[str]) -> list[str]:
+    """Short, unique row names: the run folder name, made unique with the parent when needed."""
+    paths = [Path(r).resolve() for r in runs]
+    names = [p.parent.name if p.is_file() else p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{(p.parent if p.is_file() else p).parent.name}/{nm}" for p, nm in zip(paths, names)]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{nm}" for i, nm in enumerate(names)]
+    return names
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from sgtlab.cli.common import load_model_and_data
+    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics, summary_rows
+    from sgtlab.explain import SALIENCY
+    from sgtlab.figures import interpretability_figures
+    from sgtlab.io import write_json_atomic, write_text_atomic
+
+    methods = parse_name_list(args.methods)
+    if not methods:
+        raise SgtlabError("--methods is empty")
+    for m in methods:
+        SALIENCY.get(m)
+    metrics = "all" if args.metrics.strip() == "all" else parse_name_list(args.metrics)
+    for m in ([] if metrics == "all" else metrics):
+        if m not in METRICS:
+            raise SgtlabError(f"unknown metric {m!r}; choose 'all' or from: {', '.join(METRICS)}")
+    qs = parse_float_list(args.qs)
+    pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
+    # load every checkpoint and the data first: a bad one fails before any work
+    loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device) for r in args.runs]
+    names = _labels(args.runs)
+    opts = {"smoothgrad": {"samples": args.smoothgrad_samples, "noise": args.smoothgrad_noise},
+            "ig": {"steps": args.ig_steps}}
+    out = Path(args.out)
+    steps_per_model = len(methods) * (1 + sum(k in (metrics if metrics != "all" else METRICS)
+                                              for k in ("aopc", "masked_accuracy", "low_saliency")))
+    bar = tqdm(total=len(loaded) * steps_per_model, desc="explain", unit="step", disable=args.no_progress)
+    results, rows = {}, []
+    try:
+        for name, run_path, (model, meta, data) in zip(names, args.runs, loaded):
+            def tick(label, _name=name):
+                bar.set_postfix_str(f"{_name}: {label}")
+                bar.update(1)
+
+            res = interpretability_metrics(
+                model, data, methods, metrics, None, method_options=opts, aopc_patch=args.aopc_patch,
+                aopc_steps=args.aopc_steps, qs=qs, eps=args.eps, pgd=not args.no_pgd, pgd_qs=pgd_qs,
+                pgd_steps=args.pgd_steps, seed=args.seed, batch_size=args.batch_size, progress=tick)
+            res["run"] = str(run_path)
+            results[name] = res
+            rows += summary_rows(res, model=name, run=str(run_path), arch=meta["arch"]["model"],
+                                 train_method=meta.get("config", {}).get("method", ""), dataset=data.name)
+    finally:
+        bar.close()
+    write_json_atomic(out / "interpretability.json", results)
+    write_text_atomic(out / "interpretability.csv", _csv(rows))
+    figs = interpretability_figures(results, out / "figures")
+    print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
+          f"{len(figs)} figure files in {out / 'figures'}")
+    return 0
+
+
+def _csv(rows: list[dict]) -> str:
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

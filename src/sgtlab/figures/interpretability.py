@@ -1,0 +1,172 @@
+"""Interpretability pictures, drawn from plain arrays and dicts (what `interpretability_metrics`
+returns or `interpretability.json` holds), so a report can redraw them from saved results.
+
+Each function writes `<out>.png` and `<out>.pdf` (the suffix of `out`, if any, is dropped) and
+returns both paths. Figures are made with `matplotlib.figure.Figure` and the Agg canvas directly:
+no pyplot global state, no display needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sgtlab.errors import SgtlabError
+from sgtlab.io import atomic_path
+
+
+def _save(fig: Figure, out: str | Path) -> list[Path]:
+    out = Path(out)
+    base = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
+    FigureCanvasAgg(fig)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = base.with_name(base.name + f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _as_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """C x H x W or H x W -> something imshow takes (grey or RGB)."""
+    img = np.asarray(img, dtype=float)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim == 3:
+        return np.clip(np.moveaxis(img, 0, -1), 0, 1), None
+    return img, "gray"
+
+
+def saliency_grid(images: Any, rows: Mapping[str, Any], out: str | Path, *, labels: Sequence[Any] | None = None,
+                  title: str | None = None, cmap: str = "hot") -> list[Path]:
+    """Grid of saliency maps: the input images in the first row, then one row per entry of `rows`
+    (model or saliency method -> N x H x W maps), one column per image. Each map is scaled to its
+    own maximum (|s| / max |s|), as the papers show them."""
+    images = np.asarray(images, dtype=float)
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise SgtlabError(f"images must be N x C x H x W or N x H x W with N >= 1, got shape {images.shape}")
+    n, hw = len(images), images.shape[-2:]
+    grids = {}
+    for name, maps in rows.items():
+        maps = np.asarray(maps, dtype=float)
+        if maps.shape != (n, *hw):
+            raise SgtlabError(f"maps {name!r} of shape {maps.shape} do not fit {n} images of {hw[0]} x {hw[1]} "
+                              f"(expected {(n, *hw)})")
+        grids[name] = maps
+    fig = Figure(figsize=(1.3 * n + 1.2, 1.3 * (len(grids) + 1)))
+    axes = fig.subplots(len(grids) + 1, n, squeeze=False)
+    for j in range(n):
+        img, cm = _as_image(images[j])
+        axes[0, j].imshow(img, cmap=cm, vmin=0, vmax=1)
+        if labels is not None:
+            axes[0, j].set_title(str(labels[j]), fontsize=8)
+    for i, (name, maps) in enumerate(grids.items(), start=1):
+        for j in range(n):
+            a = np.abs(maps[j])
+            axes[i, j].imshow(a / a.max() if a.max() > 0 else a, cmap=cmap, vmin=0, vmax=1)
+    for i, name in enumerate(["input", *grids]):
+        axes[i, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def _curve_plot(series: Mapping[str, Mapping[str, Any]], x_key: str, y_keys: Sequence[tuple[str, str]],
+                out, xlabel: str, ylabel: str, title: str | None) -> list[Path]:
+    if not series:
+        raise SgtlabError("nothing to plot: no curves given")
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    colors = {name: f"C{i}" for i, name in enumerate(series)}
+    for name, c in series.items():
+        for key, style in y_keys:
+            if key in c and c[key] is not None:
+                x = c.get(f"{key}_{x_key}") or c[x_key]  # PGD may have its own, coarser q grid
+                ax.plot(x, c[key], style, color=colors[name], marker=".", label=f"{name} ({key})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out)
+
+
+def masked_accuracy_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
+    """Accuracy after masking the top-p % salient pixels (solid) against p % random pixels
+    (dashed); `curves[name] = {"p": [...], "top": [...], "random": [...]}`."""
+    return _curve_plot(curves, "p", [("top", "-"), ("random", "--")], out, "masked pixels p (%)", "accuracy",
+                       title or "Masked accuracy: salient (solid) vs random (dashed) pixels")
+
+
+def aopc_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
+    """Mean drop `f(x) - f(x_k)` against step k, MoRF (solid) and LeRF (dashed);
+    `curves[name] = {"k": [...], "morf": [...], "lerf": [...]}`. AOPC is the mean of each curve."""
+    return _curve_plot(curves, "k", [("morf", "-"), ("lerf", "--")], out, "patches replaced k",
+                       "f(x) - f(x_k)", title or "AOPC curves: MoRF (solid), LeRF (dashed)")
+
+
+def low_saliency_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
+    """Accuracy when only the q fraction of least-salient pixels is perturbed, uniform noise (solid)
+    and PGD (dashed); `curves[name] = {"q": [...], "noise": [...], "pgd_q": [...], "pgd": [...]}`."""
+    return _curve_plot(curves, "q", [("noise", "-"), ("pgd", "--")], out, "fraction q of least-salient pixels",
+                       "accuracy", title or "Low-saliency robustness: noise (solid), PGD (dashed)")
+
+
+def entropy_plot(values: Mapping[str, Sequence[float]], out, title: str | None = None,
+                 xlabel: str = "saliency entropy (nats)") -> list[Path]:
+    """Distribution of per-image saliency entropy per model (violins, as SCAAT shows them)."""
+    data = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+    data = {k: v[np.isfinite(v)] for k, v in data.items()}
+    if not data or any(len(v) == 0 for v in data.values()):
+        raise SgtlabError("entropy_plot needs at least one finite value per model")
+    fig = Figure(figsize=(1.2 * len(data) + 2.5, 3.8))
+    ax = fig.subplots()
+    ax.violinplot(list(data.values()), vert=False, showmedians=True)
+    ax.set_yticks(range(1, len(data) + 1), list(data))
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title or "Saliency entropy per image (lower: more concentrated)")
+    return _save(fig, out)
+
+
+def interpretability_figures(results: Mapping[str, Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Every picture for several models: `results[model_name]` is what `interpretability_metrics`
+    returned for that model. One map grid per saliency method (rows: models) and one per model
+    (rows: methods); curves and entropy violins per saliency method, one line/violin per model."""
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    if not results:
+        raise SgtlabError("no results to draw")
+    first = next(iter(results.values()))
+    methods = list(first["methods"])
+    for method in methods:
+        have = {m: r for m, r in results.items() if method in r["examples"]["maps"]}
+        paths += saliency_grid(first["examples"]["images"], {m: r["examples"]["maps"][method] for m, r in have.items()},
+                               out_dir / f"maps_{method}", labels=first["examples"]["labels"],
+                               title=f"{method} saliency maps")
+        curves = {m: r["curves"].get(method, {}) for m, r in have.items()}
+        for key, fn in (("masked_accuracy", masked_accuracy_plot), ("aopc", aopc_plot),
+                        ("low_saliency", low_saliency_plot)):
+            sel = {m: c[key] for m, c in curves.items() if key in c}
+            if sel:
+                paths += fn(sel, out_dir / f"{key}_{method}", title=f"{key.replace('_', ' ')} ({method})")
+        ent = {m: r["per_image"][method]["entropy"] for m, r in have.items() if "entropy" in r["per_image"][method]}
+        if ent:
+            paths += entropy_plot(ent, out_dir / f"entropy_{method}", title=f"Saliency entropy ({method})")
+    for name, r in results.items():
+        if len(r["examples"]["maps"]) > 1:
+            paths += saliency_grid(r["examples"]["images"], r["examples"]["maps"], out_dir / f"maps_{_slug(name)}",
+                                   labels=r["examples"]["labels"], title=f"{name}: saliency methods")
+    return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(name))
