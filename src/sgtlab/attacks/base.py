@@ -118,6 +118,11 @@ class Attack:
     name = "attack"
     #: True when the attack can stop early per sample (the sweep asks for it: fewer gradient steps)
     supports_early_stop = False
+    #: True when `perturb` takes `init_delta`, its random start (the sweep draws it for the whole set)
+    takes_init_delta = False
+    #: True when `perturb` takes `clean_grad`, the input gradient at the clean images: its first step
+    #: does not depend on eps, so the sweep computes it once for the whole eps grid
+    uses_clean_grad = False
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **kw) -> torch.Tensor:
         raise NotImplementedError
@@ -137,7 +142,7 @@ class Attack:
 
 
 def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step,
-            state: dict, early_stop: bool = False) -> torch.Tensor:
+            state: dict, early_stop: bool = False, first_grad: torch.Tensor | None = None) -> torch.Tensor:
     """The loop shared by the iterative gradient attacks.
 
     `step(x_adv, grad, x, state) -> x_adv` may update `state` (per-sample tensors with N rows, or
@@ -145,15 +150,20 @@ def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
     the step needs anyway show it misclassified: its current (adversarial) image is kept, and the
     remaining samples run on a smaller batch. The images of samples never fooled are exactly those
     of the full loop (per-sample computation in eval mode), so early stopping is never weaker.
+    `first_grad`: the gradient at `x_adv` for the first step, when the caller has it already (the
+    sweep passes it only for clean-correct samples, so the first step needs no early-stop check).
     """
     if not early_stop:
-        for _ in range(steps):
-            _, grad = ce_grad(model, x_adv, y)
+        for i in range(steps):
+            grad = first_grad if (i == 0 and first_grad is not None) else ce_grad(model, x_adv, y)[1]
             x_adv = step(x_adv, grad, x, state)
         return x_adv
     out = torch.empty_like(x)
     idx = torch.arange(len(x), device=x.device)
-    for _ in range(steps):
+    for i in range(steps):
+        if i == 0 and first_grad is not None:
+            x_adv = step(x_adv, first_grad, x, state)
+            continue
         logits, grad = ce_grad(model, x_adv, y)
         still = logits.argmax(1) == y
         if not bool(still.all()):  # one host sync per step buys skipping every fooled sample

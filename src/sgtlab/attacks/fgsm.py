@@ -15,10 +15,15 @@ class FGSM(Attack):
     def __init__(self, random_start: bool = False, alpha: float | None = None):
         self.random_start, self.alpha = random_start, alpha
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
+    @property
+    def uses_clean_grad(self) -> bool:
+        return not self.random_start
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *,
+                clean_grad: torch.Tensor | None = None, **_) -> torch.Tensor:
         eps = as_eps(eps, x)
         if not self.random_start:
-            _, grad = ce_grad(model, x, y)
+            grad = ce_grad(model, x, y)[1] if clean_grad is None else clean_grad
             return torch.clamp(x + eps * grad.sign(), min=0, max=1)
         # open detail: default step alpha = eps (Wong et al. use 1.25 * eps; pass alpha to get it)
         alpha = eps if self.alpha is None else self.alpha

@@ -13,6 +13,7 @@ from sgtlab.errors import SgtlabError
 class MIFGSM(Attack):
     name = "mifgsm"
     supports_early_stop = True
+    uses_clean_grad = True
 
     def __init__(self, steps: int = 10, alpha: float | None = None, decay: float = 1.0):
         check_positive("steps", steps)
@@ -21,7 +22,7 @@ class MIFGSM(Attack):
         self.steps, self.alpha, self.decay = steps, alpha, decay
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, early_stop: bool = False,
-                **_) -> torch.Tensor:
+                clean_grad: torch.Tensor | None = None, **_) -> torch.Tensor:
         eps = as_eps(eps, x)
         alpha = eps / self.steps if self.alpha is None else self.alpha
         state = {"eps": eps, "alpha": alpha, "momentum": torch.zeros_like(x)}
@@ -33,7 +34,7 @@ class MIFGSM(Attack):
             s["momentum"] = grad
             return project(x_adv.detach() + s["alpha"] * grad.sign(), x, s["eps"])
 
-        return iterate(model, x, y, x.clone(), self.steps, step, state, early_stop)
+        return iterate(model, x, y, x.clone(), self.steps, step, state, early_stop, first_grad=clean_grad)
 
 
 def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, steps: int = 10,

@@ -24,9 +24,12 @@ class PGD(Attack):
         if alpha is not None and not alpha > 0:
             raise SgtlabError(f"alpha must be > 0, got {alpha!r}")
         self.steps, self.alpha, self.random_start, self.restarts = steps, alpha, random_start, restarts
+        self.takes_init_delta = random_start
+        self.uses_clean_grad = not random_start and restarts == 1
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, mask=None,
-                early_stop: bool = False, init_delta: torch.Tensor | None = None, **_) -> torch.Tensor:
+                early_stop: bool = False, init_delta: torch.Tensor | None = None,
+                clean_grad: torch.Tensor | None = None, **_) -> torch.Tensor:
         """`init_delta`: the first restart's random start (the sweep passes noise drawn for the whole
         data set, so its samples start where a from-scratch run with the same seed starts)."""
         eps = as_eps(eps, x)
@@ -34,7 +37,7 @@ class PGD(Attack):
         if mask is not None:
             mask = mask.to(device=x.device, dtype=x.dtype).expand_as(x)
         if self.restarts == 1:
-            return self._once(model, x, y, eps, alpha, mask, init_delta, early_stop)
+            return self._once(model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad)
         best, best_loss = x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
         todo = torch.arange(len(x), device=x.device)
         for r in range(self.restarts):
@@ -53,7 +56,7 @@ class PGD(Attack):
                 break
         return best
 
-    def _once(self, model, x, y, eps, alpha, mask, init_delta, early_stop):
+    def _once(self, model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad=None):
         if self.random_start:
             delta = uniform_delta(x, eps) if init_delta is None else init_delta
             if mask is not None:
@@ -68,7 +71,8 @@ class PGD(Attack):
                 grad = grad * s["mask"]
             return project(x_adv.detach() + s["alpha"] * grad.sign(), x, s["eps"])
 
-        return iterate(model, x, y, x_adv, self.steps, step, state, early_stop)
+        first = clean_grad if not self.random_start else None
+        return iterate(model, x, y, x_adv, self.steps, step, state, early_stop, first_grad=first)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, steps: int = 10,
