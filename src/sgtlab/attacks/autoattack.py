@@ -14,7 +14,8 @@ from sgtlab.attacks.base import Attack, Eps, check_positive, project, register_a
 from sgtlab.errors import SgtlabError
 
 
-def _import(module: str):
+def require_pyautoattack(module: str = "autopgd_base"):
+    """The pyautoattack module, or a clear error saying how to install it."""
     try:
         import importlib
 
@@ -52,7 +53,7 @@ class _APGD(_Reference):
         self.steps, self.restarts, self.seed, self.rho = steps, restarts, seed, rho
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
-        APGDAttack = _import("autopgd_base").APGDAttack
+        APGDAttack = require_pyautoattack("autopgd_base").APGDAttack
         return self._run(lambda e: APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=e,
                                               seed=self.seed, loss=self.loss, rho=self.rho, device=x.device),
                          x, y, eps)
@@ -89,7 +90,7 @@ class Square(_Reference):
         self.queries, self.restarts, self.seed, self.p_init = queries, restarts, seed, p_init
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
-        SquareAttack = _import("square").SquareAttack
+        SquareAttack = require_pyautoattack("square").SquareAttack
 
         def make(e):
             return SquareAttack(model, norm="Linf", n_queries=self.queries, eps=e, p_init=self.p_init,

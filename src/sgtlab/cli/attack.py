@@ -1,0 +1,85 @@
+"""`sgtlab attack`: robust accuracy of a checkpoint under a list of attacks over an eps grid."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "attack", help="robust accuracy under attacks over an eps grid; gradient-masking checks",
+        description="Attack a trained model on test images with each attack at each eps (L-inf, pixel units), "
+                    "print an attack x eps table of robust accuracy and write robustness.json and "
+                    "robustness_per_sample.csv to --out.")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder or a checkpoint.safetensors file")
+    p.add_argument("--dataset", default=None, help="data set (default: the one the model was trained on)")
+    p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
+    p.add_argument("--attacks", default="fgsm,pgd,mifgsm",
+                   help="comma-separated attack names: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, square, ensemble "
+                        "(ensemble = per-sample worst case over the others) (default: %(default)s)")
+    p.add_argument("--eps", default="0.05:0.4:0.05", help="eps list '0.1,0.3' or range 'start:stop:step' "
+                                                          "(stop included) (default: %(default)s)")
+    p.add_argument("--n", type=int, default=None, help="attack the first N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per attack batch (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default: %(default)s)")
+    p.add_argument("--checks", action="store_true", help="also run the gradient-masking checks")
+    p.add_argument("--out", default=None, help="folder for robustness.json and robustness_per_sample.csv "
+                                               "(default: RUN/attack when RUN is a folder; none otherwise)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from sgtlab.attacks.autoattack import require_pyautoattack
+    from sgtlab.attacks.base import check_inputs
+    from sgtlab.cli.common import load_model_and_data
+    from sgtlab.cli.options import parse_float_list, parse_name_list
+    from sgtlab.errors import SgtlabError
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
+
+    # every argument is checked before the model is loaded or any image attacked
+    eps = check_eps_grid(parse_float_list(args.eps))
+    attacks = parse_name_list(args.attacks)
+    resolve_attacks(attacks)  # unknown names -> error listing the valid ones
+    if args.batch_size < 1:
+        raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if any(a in ("apgd-ce", "apgd-dlr", "square") for a in attacks):
+        require_pyautoattack()
+    model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, args.n, args.device)
+    check_inputs(data.x, data.y, eps[-1])
+    progress = args.progress and not args.json and sys.stderr.isatty()
+    result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
+                              seed=args.seed)
+    out = Path(args.out) if args.out else (Path(args.run) / "attack" if Path(args.run).is_dir() else None)
+    checks = None
+    if args.checks:
+        checks = gradient_masking_checks(model, data, n=None, batch_size=args.batch_size, seed=args.seed)
+        result.info["checks"] = checks
+    result.info.update(model=meta["arch"]["model"], dataset=data.name)
+    files = result.save(out) if out is not None else {}
+    if args.json:
+        obj = {"clean_accuracy": result.clean_accuracy, "n": result.n,
+               "robust_accuracy": {a: {f"{e:g}": v for e, v in d.items()} for a, d in result.robust_accuracy.items()}}
+        if checks is not None:
+            obj["checks"] = checks
+        if files:
+            obj["files"] = {k: str(v) for k, v in files.items()}
+        print(json.dumps(obj))
+        return 0
+    print(f"{data.name}, robust accuracy (%) under L-inf attacks")
+    print(result.table())
+    if checks is not None:
+        print("gradient-masking checks:")
+        for name, c in checks.items():
+            state = "skipped" if c["passed"] is None else "pass" if c["passed"] else "FLAG"
+            nums = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()
+                             if k not in ("passed", "skipped"))
+            print(f"  {state:7} {name}: {nums}" + (f" ({c['skipped']})" if c["passed"] is None else ""))
+    for path in files.values():
+        print(f"wrote {path}")
+    return 0
