@@ -121,18 +121,18 @@ def low_saliency_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str |
 
 
 def entropy_plot(values: Mapping[str, Sequence[float]], out, title: str | None = None,
-                 xlabel: str = "saliency entropy (nats)") -> list[Path]:
+                 ylabel: str = "saliency entropy (nats)") -> list[Path]:
     """Distribution of per-image saliency entropy per model (violins, as SCAAT shows them)."""
     data = {k: np.asarray(v, dtype=float) for k, v in values.items()}
     data = {k: v[np.isfinite(v)] for k, v in data.items()}
     if not data or any(len(v) == 0 for v in data.values()):
         raise SgtlabError("entropy_plot needs at least one finite value per model")
-    fig = Figure(figsize=(1.2 * len(data) + 2.5, 3.8))
+    fig = Figure(figsize=(1.1 * len(data) + 2.5, 3.8))
     ax = fig.subplots()
-    ax.violinplot(list(data.values()), vert=False, showmedians=True)
-    ax.set_yticks(range(1, len(data) + 1), list(data))
-    ax.set_xlabel(xlabel)
-    ax.grid(alpha=0.3, axis="x")
+    ax.violinplot(list(data.values()), showmedians=True)
+    ax.set_xticks(range(1, len(data) + 1), list(data), rotation=30 if len(data) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
     ax.set_title(title or "Saliency entropy per image (lower: more concentrated)")
     return _save(fig, out)
 

@@ -1,0 +1,249 @@
+"""Saliency-quality metrics pinned on hand-made maps and a hand-built model that depends on known
+pixels; agreement with quantus; the one-call API; the pictures."""
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgtlab.data import TensorData
+from sgtlab.errors import SgtlabError
+from sgtlab.evaluate.interpretability import (aopc, interpretability_metrics, localisation, low_saliency_curve,
+                                              masked_accuracy, saliency_entropy, saliency_gini, saliency_size,
+                                              summary_rows)
+from sgtlab.figures import (aopc_plot, entropy_plot, low_saliency_plot, masked_accuracy_plot, saliency_grid)
+
+H = W = 12
+N = 16
+
+
+def one_hot_and_uniform(n=4):
+    one_hot = torch.zeros(n, H, W)
+    one_hot[torch.arange(n), torch.arange(n) % H, 3] = 2.5
+    return one_hot, torch.full((n, H, W), 0.7)
+
+
+def test_entropy_one_hot_zero_uniform_log_n():
+    one_hot, uniform = one_hot_and_uniform()
+    torch.testing.assert_close(saliency_entropy(one_hot), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(saliency_entropy(uniform), torch.full((4,), math.log(H * W)))
+    mixed = torch.rand(4, H, W)
+    assert bool(((saliency_entropy(mixed) > 0) & (saliency_entropy(mixed) < math.log(H * W))).all())
+    assert bool(torch.isnan(saliency_entropy(torch.zeros(1, H, W))).all())  # no distribution
+
+
+def test_gini_uniform_zero_one_hot_near_one():
+    one_hot, uniform = one_hot_and_uniform()
+    torch.testing.assert_close(saliency_gini(uniform), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(saliency_gini(one_hot), torch.full((4,), 1 - 1 / (H * W)))
+    # sign does not matter (|s|); sparser maps score higher
+    half = torch.rand(4, H, W) * (torch.rand(4, H, W) > 0.5)
+    assert bool((saliency_gini(-half) > saliency_gini(half + 1)).all())
+
+
+def test_size_is_zlib_of_the_scaled_map():
+    maps = torch.rand(3, H, W)
+    maps[1] = 0.5  # constant: scales to all zeros
+    sizes = saliency_size(maps)
+    a = maps[0].numpy()
+    scaled = np.round((a - a.min()) / (a.max() - a.min()) * 255).astype(np.uint8)
+    assert sizes[0].item() == pytest.approx(len(zlib.compress(scaled.tobytes(), 9)) / 1024)
+    assert sizes[1].item() == pytest.approx(len(zlib.compress(bytes(H * W), 9)) / 1024)
+    assert sizes[1] < sizes[0]
+
+
+@pytest.fixture(scope="module")
+def quantus():
+    return pytest.importorskip("quantus")
+
+
+def test_entropy_and_gini_agree_with_quantus(quantus):
+    torch.manual_seed(0)
+    maps = torch.rand(6, 1, H, W) ** 4  # skewed, like real saliency
+    maps[0] = 1.0
+    maps[1] = 0.0
+    maps[1, 0, 2, 2] = 1.0
+    a = maps.numpy().astype(np.float64)
+    x = np.random.rand(6, 1, H, W).astype(np.float32)
+    y = np.zeros(6, dtype=int)
+    kw = dict(abs=True, normalise=False, disable_warnings=True, return_aggregate=False)
+    q_entropy = quantus.Complexity(**kw)(model=None, x_batch=x, y_batch=y, a_batch=a.copy())
+    q_gini = quantus.Sparseness(**kw)(model=None, x_batch=x, y_batch=y, a_batch=a.copy())
+    np.testing.assert_allclose(saliency_entropy(maps[:, 0]).numpy(), np.asarray(q_entropy), atol=1e-5)
+    # quantus adds 1e-7 to every value before the Gini index: agreement to that order
+    np.testing.assert_allclose(saliency_gini(maps[:, 0]).numpy(), np.asarray(q_gini), atol=1e-4)
+
+
+def test_localisation_shares():
+    maps = torch.rand(5, H, W)
+    region = torch.zeros(5, H, W, dtype=torch.bool)
+    region[:, :4, :4] = True
+    inside, outside = localisation(maps, region), localisation(maps, ~region)
+    torch.testing.assert_close(inside + outside, torch.ones(5))
+    torch.testing.assert_close(inside, maps[:, :4, :4].sum((1, 2)) / maps.sum((1, 2)))
+    with pytest.raises(SgtlabError, match="region mask"):
+        localisation(maps, region[:, :6])
+
+
+# -- a model that depends on known pixels ------------------------------------------------------------
+
+RELEVANT = torch.zeros(H, W, dtype=torch.bool)
+RELEVANT[2:8, 4:10] = True  # 36 pixels = 9 patches of 2 x 2
+
+
+class KnownPixels(nn.Module):
+    """Two classes; class 1 iff the mean of the relevant pixels is above 0.75. Other pixels have
+    no effect at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(12.0))
+
+    def forward(self, x):
+        z = self.w * (x[:, 0][:, RELEVANT].mean(1) - 0.75)
+        return torch.stack([-z, z], 1)
+
+
+def known_pixel_data(n=N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, H, W, generator=g) * 0.3
+    x[:, 0, RELEVANT] = 0.9 + 0.1 * torch.rand(n, int(RELEVANT.sum()), generator=g)
+    return x, torch.ones(n, dtype=torch.long)
+
+
+def good_map(n=N):
+    return RELEVANT.float().expand(n, H, W) + 0.01 * torch.rand(n, H, W)
+
+
+def test_aopc_ranks_relevant_pixels_first_better_than_random():
+    model = KnownPixels()
+    x, _ = known_pixel_data()
+    fill = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
+    rnd = torch.rand(N, H, W, generator=torch.Generator().manual_seed(4))
+    res = {(name, o): aopc(model, x, m, order=o, steps=12, fill=fill)["aopc"].mean().item()
+           for name, m in (("good", good_map()), ("random", rnd)) for o in ("morf", "lerf")}
+    assert res["good", "morf"] > res["random", "morf"] + 0.1
+    assert res["good", "lerf"] < res["random", "lerf"]
+    assert abs(res["good", "lerf"]) < 1e-6  # only irrelevant patches replaced: no change at all
+
+
+def test_aopc_matches_a_per_image_per_step_loop():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    x = torch.rand(4, 2, 10, 10)
+    maps = torch.rand(4, 10, 10)
+    fill = torch.rand(x.shape)
+    steps, patch = 7, 3  # 10 px with 3 px patches: the last row/column of patches is smaller
+    ours = aopc(model, x, maps, order="morf", patch=patch, steps=steps, fill=fill, batch_size=5)
+    for i in range(4):
+        scores = {(r, c): maps[i, r:r + patch, c:c + patch].sum().item() for r in range(0, 10, patch)
+                  for c in range(0, 10, patch)}
+        ranked = sorted(scores, key=lambda rc: -scores[rc])
+        with torch.no_grad():
+            p0 = F.softmax(model(x[i:i + 1]), 1)[0]
+            c = p0.argmax()
+            xk, drops = x[i].clone(), [0.0]
+            for r, cc in ranked[:steps]:
+                xk[:, r:r + patch, cc:cc + patch] = fill[i, :, r:r + patch, cc:cc + patch]
+                drops.append((p0[c] - F.softmax(model(xk[None]), 1)[0, c]).item())
+        assert ours["aopc"][i].item() == pytest.approx(np.mean(drops), abs=1e-6)
+        assert ours["pred"][i] == c
+
+
+def test_masked_accuracy_top_falls_faster_than_random():
+    model = KnownPixels()
+    x, y = known_pixel_data(64)
+    res = masked_accuracy(model, x, y, good_map(64), ps=[0, 10, 30, 50], generator=torch.Generator().manual_seed(0))
+    assert res["top"][0] == res["random"][0] == 1.0
+    assert res["top"][2] < 0.1  # 30 % of 144 px > the 36 relevant ones: all replaced by noise
+    assert res["random"][1] > 0.9 and res["top"][1] < res["random"][1]
+    assert res["top_correct"].shape == (64, 4)
+
+
+def test_low_saliency_curve_uses_the_least_salient_support():
+    """Noise and PGD on the least-salient pixels: as long as the support holds only irrelevant
+    pixels (q <= 0.75), nothing changes; at q = 1 PGD with a large budget flips everything."""
+    model = KnownPixels()
+    x, y = known_pixel_data()
+    res = low_saliency_curve(model, x, y, good_map(), qs=[0, 0.5, 0.75, 1.0], eps=0.5, pgd_steps=5,
+                             generator=torch.Generator().manual_seed(0))
+    assert res["noise"][:3] == [1.0, 1.0, 1.0]
+    assert res["pgd"][:3] == [1.0, 1.0, 1.0]
+    assert res["pgd"][3] == 0.0
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x, y, s: aopc(m, x, s[:, :6]),
+    lambda m, x, y, s: aopc(m, x, s[:3]),
+    lambda m, x, y, s: masked_accuracy(m, x, y, s[..., None]),
+    lambda m, x, y, s: low_saliency_curve(m, x, y, s.transpose(1, 2)[:, :5]),
+    lambda m, x, y, s: aopc(m, x, s, steps=1000),
+    lambda m, x, y, s: low_saliency_curve(m, x, y, s, qs=[0.5, 1.5]),
+])
+def test_maps_and_images_of_different_shapes_are_refused(call):
+    x, y = known_pixel_data(4)
+    with pytest.raises(SgtlabError):
+        call(KnownPixels(), x, y, good_map(4))
+
+
+# -- one call for a model ----------------------------------------------------------------------------
+
+def test_interpretability_metrics_api(trained_model, mnist5k_test):
+    n = 10
+    digit = mnist5k_test.x[:n, 0] > 0.3
+    patch = torch.zeros(n, 28, 28, dtype=torch.bool)
+    patch[:, :4, :4] = True
+    data = TensorData(mnist5k_test.x[:n], mnist5k_test.y[:n], "mnist5k", {"patch_mask": patch, "digit_mask": digit})
+    res = interpretability_metrics(trained_model, data, ["grad", "ig"], "all", n=8,
+                                   method_options={"ig": {"steps": 4}}, aopc_steps=5, qs=[0, 1], pgd_steps=2)
+    json.dumps(res)  # plain JSON (the runner stores it as is)
+    s = res["summary"]["grad"]
+    for key in ("entropy_mean", "size_kib_mean", "gini_mean", "aopc_morf_mean", "aopc_lerf_mean", "aopc_rel",
+                "masked_acc_top_mean", "low_sal_noise_mean", "low_sal_pgd_mean", "decoy_share_mean",
+                "digit_share_mean"):
+        assert math.isfinite(s[key]), key
+    assert s["digit_share_mean"] > s["decoy_share_mean"]  # an ST model looks at the digit, not a blank corner
+    assert len(res["per_image"]["ig"]["entropy"]) == 8 and len(res["curves"]["ig"]["aopc"]["morf"]) == 6
+    assert len(res["examples"]["maps"]["ig"]) == 8
+    rows = summary_rows(res, model="st")
+    assert [r["method"] for r in rows] == ["grad", "ig"] and rows[0]["model"] == "st"
+    # same seed, same numbers; the masked-accuracy random baseline is shared by all methods
+    again = interpretability_metrics(trained_model, data, ["grad"], ["aopc", "masked_accuracy"], n=8, aopc_steps=5)
+    assert again["summary"]["grad"]["aopc_morf_mean"] == pytest.approx(s["aopc_morf_mean"], abs=1e-7)
+    assert res["curves"]["grad"]["masked_accuracy"]["random"] == res["curves"]["ig"]["masked_accuracy"]["random"]
+    with pytest.raises(SgtlabError, match="localisation metric needs"):
+        interpretability_metrics(trained_model, mnist5k_test, ["grad"], ["localisation"], n=4)
+    with pytest.raises(SgtlabError, match="unknown interpretability metric"):
+        interpretability_metrics(trained_model, mnist5k_test, ["grad"], ["sharpness"], n=4)
+    with pytest.raises(SgtlabError, match="unknown saliency method"):
+        interpretability_metrics(trained_model, mnist5k_test, ["gradcam"], n=4)
+
+
+# -- pictures ----------------------------------------------------------------------------------------
+
+def check_picture(paths):
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert paths[1].stat().st_size > 3000 and paths[1].read_bytes()[:4] == b"%PDF"
+    img = mpimg.imread(paths[0])
+    assert img.shape[0] > 200 and img.shape[1] > 200
+    assert img[..., :3].std() > 0.05  # not blank
+
+
+def test_pictures(tmp_path):
+    x, _ = known_pixel_data(5)
+    check_picture(saliency_grid(x, {"good": good_map(5), "random": torch.rand(5, H, W)}, tmp_path / "grid.png",
+                                labels=list("abcde")))
+    check_picture(masked_accuracy_plot({"st": {"p": [0, 50], "top": [1, 0.2], "random": [1, 0.8]}}, tmp_path / "ma"))
+    check_picture(aopc_plot({"st": {"k": [0, 1, 2], "morf": [0, 0.3, 0.5], "lerf": [0, 0, 0.1]}}, tmp_path / "aopc"))
+    check_picture(low_saliency_plot({"st": {"q": [0, 0.5, 1], "noise": [1, 0.9, 0.5], "pgd_q": [0, 1],
+                                            "pgd": [1, 0.0]}}, tmp_path / "low"))
+    check_picture(entropy_plot({"st": np.random.rand(50) + 5, "sgt": np.random.rand(50) + 4}, tmp_path / "ent"))
+    with pytest.raises(SgtlabError, match="do not fit"):
+        saliency_grid(x, {"bad": torch.rand(4, H, W)}, tmp_path / "bad")
