@@ -143,13 +143,15 @@ def _merge_on_rank(rank: int, init: str, out: str) -> None:
     torch_dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         before = {"q": torch.arange(6, dtype=torch.float32) / 10, "steps": torch.tensor([0]),
-                  "flag": torch.zeros(6, dtype=torch.bool)}
+                  "flag": torch.zeros(6, dtype=torch.bool), "synced": torch.zeros(3), "clash": torch.zeros(1)}
         state = {k: v.clone() for k, v in before.items()}
         mine = torch.arange(rank, 6, 2)       # this rank's samples
         state["q"][mine] = 0.7 + 0.01 * mine  # changed on one rank only (and q[4] set to its old value)
         state["q"][4] = before["q"][4] if rank == 0 else state["q"][4]
         state["steps"] += 3                   # changed identically on both ranks
         state["flag"][mine[:1]] = True
+        state["synced"] += torch.tensor(1 / 3)  # state a method already keeps equal on all ranks: exact
+        state["clash"] += 1.0 + 2 * rank      # changed differently on both (no method should): the mean
         DistContext(rank, 2, torch.device("cpu")).merge_state(state, before)
         torch.save(state, f"{out}/rank{rank}.pt")
     finally:
@@ -168,6 +170,7 @@ def test_merge_state_takes_each_entry_from_the_rank_that_changed_it(tmp_path):
         assert torch.allclose(got["q"], expect_q, rtol=0, atol=1e-7) and got["q"].dtype == torch.float32
         assert torch.equal(got["steps"], torch.tensor([3]))
         assert torch.equal(got["flag"], torch.tensor([True, True, False, False, False, False]))
+        assert torch.equal(got["synced"], torch.full((3,), 1 / 3)) and torch.equal(got["clash"], torch.tensor([2.0]))
 
 
 if __name__ == "__main__":  # the program torchrun starts on each rank

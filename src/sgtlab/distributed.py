@@ -82,21 +82,26 @@ class DistContext:
     def merge_state(self, state: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -> None:
         """Merge method state that each rank changed only in its own entries (in place).
 
-        An entry changed on one rank takes that rank's value (exactly); changed identically on
-        all ranks (a shared counter), that value; unchanged, its old value. Entries changed to
-        different values on several ranks get their mean (methods should not do that)."""
+        An entry changed on one rank, or to the same value on several (state a method already
+        synchronises, a shared counter), takes that value exactly; unchanged, its old value;
+        changed to different values on several ranks (methods should not do that), their mean."""
         for k in sorted(state):
             cur, old = state[k], before.get(k)
             if old is None or old.shape != cur.shape:
                 raise SgtlabError(f"method state {k!r} changed shape during an epoch; cannot merge it over ranks")
-            changed = cur != old
             work = cur.dtype if cur.is_floating_point() else torch.float64
-            total = torch.where(changed, cur, torch.zeros_like(cur)).to(work)
+            changed = cur != old
+            val = cur.to(work)
+            total = torch.where(changed, val, torch.zeros_like(val))
+            hi = torch.where(changed, val, torch.full_like(val, -float("inf")))
+            lo = torch.where(changed, val, torch.full_like(val, float("inf")))
             count = changed.to(torch.int32)
-            torch_dist.all_reduce(total)
-            torch_dist.all_reduce(count)
-            merged = torch.where(count > 0, total / count.clamp(min=1).to(work), old.to(work))
-            state[k] = merged.round().to(cur.dtype) if not cur.is_floating_point() else merged.to(cur.dtype)
+            for buf, op in ((total, torch_dist.ReduceOp.SUM), (count, torch_dist.ReduceOp.SUM),
+                            (hi, torch_dist.ReduceOp.MAX), (lo, torch_dist.ReduceOp.MIN)):
+                torch_dist.all_reduce(buf, op=op)
+            merged = torch.where(hi == lo, hi, total / count.clamp(min=1).to(work))
+            merged = torch.where(count > 0, merged, old.to(work))
+            state[k] = merged.to(cur.dtype) if cur.is_floating_point() else merged.round().to(cur.dtype)
 
     def barrier(self) -> None:
         if self.device.type == "cuda":

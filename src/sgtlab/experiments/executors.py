@@ -1,12 +1,17 @@
 """Where the runs of an experiment execute: in this process, or as Ray tasks.
 
 An executor maps `fn(item, *args)` over items and yields results as runs finish (any order);
-the caller records each result as it arrives, so a sweep that dies keeps what finished."""
+the caller records each result as it arrives, so a sweep that dies keeps what finished.
+Ray is an optional extra (`pip install "sgtlab[ray]"`): only `RayExecutor` imports it.
+"""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Iterator
 
 from sgtlab.errors import SgtlabError
+
+EXECUTORS = ("local", "ray")
 
 
 class LocalExecutor:
@@ -17,7 +22,140 @@ class LocalExecutor:
             yield fn(item, *args)
 
 
+def _run_task(fn: Callable[..., Any], threads: int | None, item: Any, *args) -> Any:
+    """The body of one Ray task: fix torch's thread count to the task's CPUs (a Ray worker process
+    is reused by tasks of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return fn(item, *args)
+
+
+def _env_number(name: str, default, kind):
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SgtlabError(f"${name} must be a number, got {raw!r}") from None
+
+
+def _probe(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) nobody listens on: `ray.init` would retry
+    for minutes before giving up."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address)
+    if not m:
+        return  # "auto", "local", ...: Ray resolves these itself
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=5).close()
+    except OSError as e:
+        raise SgtlabError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                          f"`ray start --head` and pass the address it prints, or leave out --address "
+                          f"for a local Ray") from None
+
+
+class RayExecutor:
+    """Each item is one Ray task: one GPU each where the cluster has GPUs (`gpus_per_task`),
+    else `cpus_per_task` CPUs. Connects to `address` (an existing cluster: "auto", "ray://...",
+    "HOST:PORT"), to an already initialised Ray, or starts a local Ray for the duration of `map`.
+
+    `fn` and its arguments are sent to the workers, so on a multi-node cluster sgtlab must be
+    installed on every node and the paths in the arguments (the experiment folder, data) must
+    be on a file system every node sees."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_task: int | None = None,
+                 gpus_per_task: float | None = None, num_cpus: int | None = None, **init_kw: Any):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SgtlabError('--executor ray needs Ray, an optional extra: pip install "sgtlab[ray]" '
+                              '(or pip install "ray>=2.9")') from None
+        # defaults from the environment, so a sweep can be sized without new command-line options
+        cpus_per_task = cpus_per_task if cpus_per_task is not None else _env_number("SGTLAB_RAY_CPUS_PER_TASK", 1, int)
+        if gpus_per_task is None and os.environ.get("SGTLAB_RAY_GPUS_PER_TASK"):
+            gpus_per_task = _env_number("SGTLAB_RAY_GPUS_PER_TASK", None, float)
+        if cpus_per_task < 1:
+            raise SgtlabError(f"cpus per Ray task must be >= 1, got {cpus_per_task}")
+        if gpus_per_task is not None and gpus_per_task < 0:
+            raise SgtlabError(f"GPUs per Ray task must be >= 0, got {gpus_per_task}")
+        self.address, self.cpus_per_task, self.gpus_per_task = address, cpus_per_task, gpus_per_task
+        self.num_cpus, self.init_kw = num_cpus, init_kw
+        if address:
+            _probe(address)  # before any work
+
+    def _connect(self) -> bool:
+        """Make sure Ray is initialised; True when this call started it (and `map` shuts it down)."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        kw: dict[str, Any] = dict(include_dashboard=False, logging_level="warning")
+        if self.address is None and not os.environ.get("RAY_ADDRESS") and self.num_cpus is not None:
+            kw["num_cpus"] = self.num_cpus  # only for a Ray started here (a cluster has its own)
+        kw.update(self.init_kw)
+        try:
+            ray.init(address=self.address, **kw)
+        except ConnectionError as e:
+            raise SgtlabError(f"cannot connect to the Ray cluster at {self.address!r}: {e}") from None
+        return True
+
+    def _resources(self) -> dict[str, float]:
+        import ray
+
+        gpus = self.gpus_per_task
+        if gpus is None:  # one GPU per run where the cluster has any (the run's --device auto uses it)
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        return {"num_cpus": self.cpus_per_task, "num_gpus": gpus}
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], *args) -> Iterator[Any]:
+        import ray
+        from ray.exceptions import RayTaskError
+
+        items = list(items)
+        if not items:
+            return
+        started = self._connect()
+        pending: dict[Any, Any] = {}
+        try:
+            res = self._resources()
+            # Ray's default retries (3) re-run a task whose worker died (node lost, OOM kill): a run is
+            # idempotent and resumes from its checkpoint; exceptions raised by a run are not retried
+            task = ray.remote(**res)(_run_task)
+            fn_ref = ray.put(fn)
+            pending = {task.remote(fn_ref, self.cpus_per_task, item, *args): item for item in items}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayTaskError as e:
+                        # a bad-input error inside a run reads as it would locally: one line
+                        if isinstance(getattr(e, "cause", None), SgtlabError):
+                            raise e.cause from None
+                        raise
+                    yield result
+        finally:
+            # the first failure (or Ctrl-C) stops the sweep, as the local executor does; cancelled runs
+            # resume from their last checkpoint next time
+            for ref in pending:
+                ray.cancel(ref)
+            if started:
+                ray.shutdown()
+
+
 def get_executor(name: str = "local", **kw):
     if name == "local":
+        if kw.get("address"):
+            raise SgtlabError("--address is the address of a Ray cluster: use it with --executor ray")
         return LocalExecutor()
-    raise SgtlabError(f"unknown executor {name!r}; choose one of: local, ray")
+    if name == "ray":
+        return RayExecutor(**kw)
+    raise SgtlabError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
