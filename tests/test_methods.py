@@ -249,3 +249,48 @@ def test_shared_and_unshared_paths_agree_without_dropout(name):
     loss2, parts2 = call(name, model, x, y, cfg, {"q": state["q"].clone()}, wrapper=Wrapper(model))
     assert torch.allclose(loss, loss2, atol=1e-6)
     assert all(torch.allclose(parts[k], parts2[k], atol=1e-6) for k in parts)
+
+
+# --- slow: every method learns; adversarial training buys robustness ----------------------------------
+
+SLOW_EPS = 0.2  # training and evaluation budget of the slow test
+_runs: dict[str, tuple[float, float]] = {}
+
+
+def _train_and_attack(name: str, tmp_path_factory) -> tuple[float, float]:
+    """(clean test accuracy, PGD-10 accuracy at eps 0.2 on 500 test images) of sgt-cnn trained 3 epochs
+    on 2000 MNIST-5k images (PGD-3 for the training attacks, to stay within minutes on 2 cores)."""
+    if name not in _runs:
+        from sgtlab.attacks import pgd
+        from sgtlab.data import load_dataset
+        from sgtlab.train.checkpoint import load_model
+
+        out = tmp_path_factory.mktemp(name) / "run"
+        cfg = TrainConfig(dataset="mnist5k", method=name, epochs=3, batch_size=64, lr=0.05, seed=0, device="cpu",
+                          train_subset=2000, method_cfg=MethodConfig(train_eps=SLOW_EPS, train_steps=3))
+        clean = fit(cfg, out, progress=False)["test_accuracy"]
+        model, _ = load_model(out)
+        test = load_dataset("mnist5k", "test")
+        x, y = test.x[:500], test.y[:500]
+        torch.manual_seed(0)
+        x_adv = pgd(model, x, y, SLOW_EPS, steps=10)
+        with torch.no_grad():
+            robust = (model(x_adv).argmax(1) == y).float().mean().item()
+        _runs[name] = (clean, robust)
+        print(f"{name}: clean {clean:.3f}, PGD-10 eps {SLOW_EPS} {robust:.3f}")
+    return _runs[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_learns_mnist5k(name, tmp_path_factory):
+    clean, _ = _train_and_attack(name, tmp_path_factory)
+    assert clean >= 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["at-pgd", "asgt"])
+def test_adversarial_training_is_more_robust_than_st(name, tmp_path_factory):
+    _, st_robust = _train_and_attack("st", tmp_path_factory)
+    _, robust = _train_and_attack(name, tmp_path_factory)
+    assert robust >= st_robust + 0.3, (robust, st_robust)

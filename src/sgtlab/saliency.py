@@ -6,6 +6,7 @@ step of SGT, SGA, ASGT and SCAAT.
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
 
