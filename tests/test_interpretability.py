@@ -247,3 +247,17 @@ def test_pictures(tmp_path):
     check_picture(entropy_plot({"st": np.random.rand(50) + 5, "sgt": np.random.rand(50) + 4}, tmp_path / "ent"))
     with pytest.raises(SgtlabError, match="do not fit"):
         saliency_grid(x, {"bad": torch.rand(4, H, W)}, tmp_path / "bad")
+
+
+def test_localisation_on_decoy_mnist(trained_model):
+    """The Decoy-MNIST masks feed the localisation metric ("all" includes it there): an ST model
+    trained on clean digits puts more saliency mass on the digit than on the random decoy patch."""
+    from sgtlab.data import load_dataset
+
+    data = load_dataset("decoy-mnist5k", "test")
+    res = interpretability_metrics(trained_model, data, ["grad"], ["entropy", "localisation"], n=16)
+    s = res["summary"]["grad"]
+    assert 0 <= s["decoy_share_mean"] < s["digit_share_mean"] <= 1
+    assert len(res["per_image"]["grad"]["digit_share"]) == 16
+    assert interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2, pgd=False,
+                                    qs=[0, 1])["metrics"][-1] == "localisation"

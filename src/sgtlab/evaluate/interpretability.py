@@ -329,7 +329,8 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
     Returns a JSON-ready dict: `summary[method][metric]` scalars (`<metric>_mean`, `<metric>_std`,
     `aopc_rel`, curve means), `curves[method]` (AOPC, masked accuracy, low-saliency), `per_image
     [method]` (entropy, size_kib, gini, aopc_morf, aopc_lerf, decoy/digit shares), `examples`
-    (the first `n_examples` images and their maps, for the map grid), `options`. All random values
+    (the first `n_examples` images and their maps, for the map grid), `options`. `progress`: True for
+    a tqdm bar, or a callable taking a step label. All random values
     (AOPC and masking fills, noise) come from `seed`, the same for every method and model."""
     from sgtlab.explain import SALIENCY, saliency_maps
 
@@ -346,7 +347,20 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
     data = data.subset(n)
     dev = _model_device(model)
     x, y = data.x.to(dev), data.y.to(dev)
-    tick = progress if callable(progress) else (lambda label: None)
+    bar = None
+    if callable(progress):
+        tick = progress
+    elif progress:
+        from tqdm import tqdm
+
+        per_method = 1 + sum(m in names for m in ("aopc", "masked_accuracy", "low_saliency"))
+        bar = tqdm(total=len(methods) * per_method, desc="interpretability", unit="step", leave=False)
+
+        def tick(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+    else:
+        tick = lambda label: None  # noqa: E731
     result: dict[str, Any] = {
         "n": len(data), "dataset": getattr(data, "name", ""), "methods": methods, "metrics": names,
         "options": {"method_options": method_options, "aopc_patch": aopc_patch or default_patch(x.shape[2]),
@@ -403,6 +417,8 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
         result["curves"][method] = curves
         result["per_image"][method] = {k: v.tolist() for k, v in per.items()}
         result["examples"]["maps"][method] = maps[:n_examples].cpu()
+    if bar is not None:
+        bar.close()
     result["examples"]["images"] = result["examples"]["images"].tolist()
     result["examples"]["labels"] = result["examples"]["labels"].tolist()
     result["examples"]["maps"] = {k: v.tolist() for k, v in result["examples"]["maps"].items()}
