@@ -166,7 +166,8 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
         for label, attack in plan.items():
             if attack is None:
                 continue
-            f = torch.where(correct, math.inf, 0.0)
+            # float64: the grid values are stored exactly, so CSV text compares as the tensors do
+            f = torch.where(correct, math.inf, 0.0).double()
             for j, e in enumerate(grid):
                 bar.set_postfix_str(f"{label} eps={e:g}")
                 todo = torch.isinf(f).nonzero().squeeze(1)

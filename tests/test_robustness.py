@@ -1,0 +1,186 @@
+"""The robustness sweep, the gradient-masking checks and `sgtlab attack`, on the trained MNIST-5k model."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from sgtlab.attacks import fgsm, mifgsm, pgd
+from sgtlab.cli import main
+from sgtlab.errors import SgtlabError
+from sgtlab.evaluate import accuracy
+from sgtlab.evaluate.masking_checks import gradient_masking_checks
+from sgtlab.evaluate.robustness import robustness_sweep
+
+N = 100
+EPS = [0.1, 0.2, 0.5]
+
+
+@pytest.fixture(scope="module")
+def sweep(trained_model, mnist5k_test):
+    return robustness_sweep(trained_model, mnist5k_test, ["fgsm", "pgd", "mifgsm", "ensemble"], EPS, n=N,
+                            batch_size=100, progress=False, seed=3)
+
+
+def test_clean_accuracy_and_strength(sweep, trained_model, mnist5k_test):
+    assert sweep.clean_accuracy == pytest.approx(accuracy(trained_model, mnist5k_test.subset(N)))
+    acc = sweep.robust_accuracy
+    for e in EPS:
+        assert acc["pgd"][e] <= acc["fgsm"][e]
+        assert acc["ensemble"][e] <= min(acc["fgsm"][e], acc["pgd"][e], acc["mifgsm"][e])
+    assert acc["pgd"][0.5] <= 0.10
+    assert acc["fgsm"][0.1] > 0.5  # a real model, not a broken one
+
+
+def test_curves_non_increasing(sweep):
+    for a, curve in sweep.robust_accuracy.items():
+        values = [sweep.clean_accuracy] + [curve[e] for e in EPS]
+        assert all(b <= a_ for a_, b in zip(values, values[1:])), (a, values)
+
+
+def test_sweep_never_weaker_than_from_scratch(sweep, trained_model, mnist5k_test):
+    """Each eps from scratch on all images (PGD seeded as the sweep seeds it): the sweep's robust
+    samples are a subset of the from-scratch robust samples."""
+    x, y = mnist5k_test.x[:N], mnist5k_test.y[:N]
+    for j, e in enumerate(EPS[:2]):
+        torch.manual_seed(3 + j)
+        scratch = {"fgsm": fgsm(trained_model, x, y, e), "pgd": pgd(trained_model, x, y, e),
+                   "mifgsm": mifgsm(trained_model, x, y, e)}
+        for a, adv in scratch.items():
+            with torch.no_grad():
+                robust_scratch = trained_model(adv).argmax(1) == y
+            assert not (sweep.robust(a, e) & ~robust_scratch).any(), (a, e)
+
+
+def test_per_sample_table_and_files(sweep, tmp_path):
+    paths = sweep.save(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == N
+    for a in sweep.attacks:  # every aggregate follows from the per-sample columns
+        for e in EPS:
+            robust = sum(int(r[f"{a}@{e:g}"]) for r in rows) / N
+            assert robust == pytest.approx(sweep.robust_accuracy[a][e])
+            from_first = sum(float(r[f"{a}:first_fooled_eps"]) > e for r in rows) / N
+            assert from_first == pytest.approx(robust)
+    assert sum(int(r["clean_correct"]) for r in rows) / N == pytest.approx(sweep.clean_accuracy)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["clean_accuracy"] == pytest.approx(sweep.clean_accuracy)
+    assert saved["robust_accuracy"]["pgd"]["0.1"] == pytest.approx(sweep.robust_accuracy["pgd"][0.1])
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_clean_misclassified_are_never_attacked(sweep):
+    wrong = ~sweep.clean_correct
+    for a in sweep.attacks:
+        assert (sweep.first_fooled[a][wrong] == 0).all()
+        assert (sweep.first_fooled[a][~wrong] > 0).all()
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"attacks": ["fgsm", "nope"]}, "unknown attack 'nope'"),
+    ({"eps": [0.1, -0.2]}, "eps must be"),
+    ({"eps": []}, "no eps"),
+    ({"n": 0}, "n must be"),
+    ({"batch_size": 0}, "batch size"),
+    ({"x_scale": 255.0}, r"\[0, 1\]"),
+])
+def test_sweep_bad_input_before_work(mnist5k_test, kw, match):
+    class Untouchable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            raise AssertionError("the model was run")
+
+    args = {"attacks": ["fgsm"], "eps": [0.1], "n": 10, "batch_size": 10}
+    args.update(kw)
+    data = (mnist5k_test.x[:10] * args.pop("x_scale", 1.0), mnist5k_test.y[:10])
+    with pytest.raises(SgtlabError, match=match):
+        robustness_sweep(Untouchable(), data, progress=False, **args)
+
+
+def test_gradient_masking_checks_pass_on_honest_model(trained_model, mnist5k_test):
+    checks = gradient_masking_checks(trained_model, mnist5k_test, n=100, square_queries=200)
+    assert set(checks) == {"iterative_not_weaker_than_fgsm", "chance_at_large_eps", "more_steps_not_weaker",
+                           "gradient_free_not_stronger"}
+    for name, c in checks.items():
+        if c["passed"] is None:
+            assert "pyautoattack" in c["skipped"]
+            continue
+        assert c["passed"] is True, (name, c)
+    assert checks["chance_at_large_eps"]["pgd_accuracy"] <= 0.1
+
+
+def test_gradient_masking_checks_flag_a_masked_model(trained_model, mnist5k_test):
+    """A model whose input gradient is zero (quantised input) must be flagged."""
+
+    class Quantised(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            q = torch.round(x * 4) / 4
+            return self.inner(x * 0 + q.detach())  # the value of q, a zero gradient w.r.t. x
+
+    checks = gradient_masking_checks(Quantised(trained_model), mnist5k_test, n=60, square_queries=200)
+    assert not checks["chance_at_large_eps"]["passed"] or checks["gradient_free_not_stronger"]["passed"] is False
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+def test_cli_json_end_to_end(trained_run, tmp_path, capsys):
+    out = tmp_path / "att"
+    code = main(["attack", str(trained_run), "--attacks", "fgsm,pgd,ensemble", "--eps", "0.1:0.3:0.1",
+                 "--n", "80", "--json", "--out", str(out), "--device", "cpu", "--batch-size", "40"])
+    assert code == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert set(obj["robust_accuracy"]) == {"fgsm", "pgd", "ensemble"}
+    assert list(obj["robust_accuracy"]["pgd"]) == ["0.1", "0.2", "0.3"]
+    assert 0.5 < obj["clean_accuracy"] <= 1
+    for curve in obj["robust_accuracy"].values():
+        vals = list(curve.values())
+        assert all(0 <= v <= obj["clean_accuracy"] for v in vals) and vals == sorted(vals, reverse=True)
+    assert (out / "robustness.json").exists() and (out / "robustness_per_sample.csv").exists()
+
+
+def test_cli_table(trained_run, tmp_path, capsys):
+    assert main(["attack", str(trained_run), "--attacks", "fgsm", "--eps", "0.1,0.2", "--n", "40",
+                 "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "clean accuracy" in text and "fgsm" in text and "0.2" in text
+
+
+def _other_arch_checkpoint(path):
+    from sgtlab.models import build_model
+    from sgtlab.train.checkpoint import save_checkpoint
+
+    model = build_model("sgt-cnn", 3, 10, (0.5,) * 3, (0.25,) * 3)
+    arch = {"model": "sgt-cnn", "in_channels": 3, "num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3,
+            "dataset": "cifar10"}
+    save_checkpoint(path, model, {"arch": arch})
+    return path
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--eps", "-0.1,0.2"], "eps must be"),
+    (["--eps", "0.1,abc"], "cannot read"),
+    (["--attacks", "fgsm,cw"], "unknown attack 'cw'"),
+    (["--n", "0"], "--n must be"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_cli_bad_input(trained_run, capsys, argv, match):
+    import re
+
+    assert main(["attack", str(trained_run), *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_other_architecture(tmp_path, capsys):
+    ckpt = _other_arch_checkpoint(tmp_path / "rgb.safetensors")
+    assert main(["attack", str(ckpt), "--dataset", "mnist5k", "--n", "10"]) == 2
+    assert "3-channel" in capsys.readouterr().err
