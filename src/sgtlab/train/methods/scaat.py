@@ -3,7 +3,6 @@ per-sample adaptive ratio q_i kept in the method state (so in every checkpoint).
 from __future__ import annotations
 
 import torch
-import torch.distributed as tdist
 import torch.nn.functional as F
 
 from sgtlab.attacks import pgd
@@ -48,13 +47,7 @@ def scaat(model, x, y, cfg, ctx):
     if ctx.epoch >= cfg.warmup_epochs:
         # "still predicts y_i on x_adv_i" is read from the training forward of x_adv (train mode),
         # a choice that costs no extra pass
-        new = update_q(q, adv.detach().argmax(1) == y, cfg)
-        if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
-            # ranks hold disjoint samples of the global batch: summing the changes gives every rank
-            # the same q (what one process would have)
-            delta = torch.zeros_like(q_all).index_put_((ctx.idx,), new - q)
-            tdist.all_reduce(delta)
-            q_all += delta
-        else:
-            q_all[ctx.idx] = new
+        # a sample is seen once per epoch, by one rank under DDP: each rank writes its own entries
+        # and the loop merges them across ranks at the end of the epoch
+        q_all[ctx.idx] = update_q(q, adv.detach().argmax(1) == y, cfg)
     return ce + cfg.lam * kl, {"ce": ce.detach(), "kl": kl.detach(), "q": q_all.mean()}
