@@ -22,9 +22,13 @@ class LocalExecutor:
             yield fn(item, *args)
 
 
-def _run_task(fn: Callable[..., Any], threads: int | None, item: Any, *args) -> Any:
-    """The body of one Ray task: fix torch's thread count to the task's CPUs (a Ray worker process
-    is reused by tasks of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
+def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, item: Any, *args) -> Any:
+    """The body of one Ray task: work in the driver's folder where this node has it (so relative
+    paths in the arguments mean what they mean to the driver; Ray workers start wherever Ray was
+    started), fix torch's thread count to the task's CPUs (a Ray worker process is reused by tasks
+    of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
     if threads:
         import torch
 
@@ -129,7 +133,7 @@ class RayExecutor:
             # idempotent and resumes from its checkpoint; exceptions raised by a run are not retried
             task = ray.remote(**res)(_run_task)
             fn_ref = ray.put(fn)
-            pending = {task.remote(fn_ref, self.cpus_per_task, item, *args): item for item in items}
+            pending = {task.remote(fn_ref, self.cpus_per_task, os.getcwd(), item, *args): item for item in items}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
