@@ -15,7 +15,7 @@ from torch import nn
 
 from sgtlab.data import TensorData
 from sgtlab.errors import SgtlabError
-from sgtlab.evaluate.interpretability import (aopc, interpretability_metrics, localisation, low_saliency_curve,
+from sgtlab.evaluate.interpretability import (QUICK_OPTIONS, aopc, interpretability_metrics, localisation, low_saliency_curve,
                                               masked_accuracy, saliency_entropy, saliency_gini, saliency_size,
                                               summary_rows)
 from sgtlab.figures import (aopc_plot, entropy_plot, low_saliency_plot, masked_accuracy_plot, saliency_grid)
@@ -218,6 +218,9 @@ def test_interpretability_metrics_api(trained_model, mnist5k_test):
     again = interpretability_metrics(trained_model, data, ["grad"], ["aopc", "masked_accuracy"], n=8, aopc_steps=5)
     assert again["summary"]["grad"]["aopc_morf_mean"] == pytest.approx(s["aopc_morf_mean"], abs=1e-7)
     assert res["curves"]["grad"]["masked_accuracy"]["random"] == res["curves"]["ig"]["masked_accuracy"]["random"]
+    quick = interpretability_metrics(trained_model, data, ["smoothgrad"], n=4, **QUICK_OPTIONS)
+    assert quick["curves"]["smoothgrad"]["masked_accuracy"]["p"] == list(QUICK_OPTIONS["masked_ps"])
+    assert quick["curves"]["smoothgrad"]["low_saliency"]["pgd_q"] == list(QUICK_OPTIONS["pgd_qs"])
     with pytest.raises(SgtlabError, match="localisation metric needs"):
         interpretability_metrics(trained_model, mnist5k_test, ["grad"], ["localisation"], n=4)
     with pytest.raises(SgtlabError, match="unknown interpretability metric"):
