@@ -148,11 +148,11 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", leave=False,
                    disable=not (progress and is_main))
         for i, (x, y, idx) in enumerate(bar):
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             if i > last_i:
                 step += 1
                 continue
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             weight = 1.0
             if world > 1:
                 # DDP averages the ranks' gradients; with shares of unequal size (an odd last batch)
