@@ -83,7 +83,8 @@ def main() -> None:
     maps = saliency_maps(model, x, data.y.to(dev), "grad")
     fill = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)).to(dev)
     print(f"{len(x)} {name} test images, L = {args.steps} MoRF steps, 2 x 2 patches, sgt-cnn on {dev}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    # On a busy CPU, one-image model calls slow down far more than large batches: quote the load.
 
     aopc(model, x[:8], maps[:8], steps=args.steps, fill=fill[:8])  # warm-up, both paths
     aopc_loop(model, x[:2], maps[:2], fill[:2], args.steps)
