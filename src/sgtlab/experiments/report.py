@@ -87,10 +87,11 @@ def compare(groups: dict[str, list[dict]], a: str, b: str, attack: str, eps_list
 
 def describe_comparison(c: dict[str, Any], eps_list: list[float]) -> str:
     pp = 100 * c["diff"]
-    direction = "higher" if pp > 0 else "lower"
     lo, hi = min(c["per_eps"].values()), max(c["per_eps"].values())
-    text = (f"Under {c['attack'].upper()}, {c['a']} has {abs(pp):.1f} percentage points {direction} robust accuracy "
-            f"than {c['b']} on average over eps {eps_list[0]:g}–{eps_list[-1]:g} (per eps from {100 * lo:+.1f} to "
+    how = (f"{abs(pp):.1f} percentage points {'higher' if pp > 0 else 'lower'} robust accuracy than"
+           if round(pp, 1) != 0 else "the same robust accuracy as")
+    text = (f"Under {c['attack'].upper()}, {c['a']} has {how} {c['b']} on average over eps "
+            f"{eps_list[0]:g}–{eps_list[-1]:g} (per eps from {100 * lo:+.1f} to "
             f"{100 * hi:+.1f} pp); the seed standard deviations are {100 * c['sd_a']:.1f} and "
             f"{100 * c['sd_b']:.1f} pp over {c['n_seeds']} seed(s). ")
     if c["n_seeds"] < 2:
@@ -131,7 +132,10 @@ def findings(rows: list[dict]) -> list[str]:
         out.append("Gradient-masking checks flagged: " + ", ".join(flagged) + ". Robust accuracies of these runs may "
                    "be overestimated; see the checks table.")
     elif any(k.startswith("check:") for r in rows for k in r):
-        out.append("All gradient-masking checks passed: the attacks behave as expected on every run.")
+        skipped = any(v is None for r in rows for k, v in r.items() if k.startswith("check:"))
+        out.append("No gradient-masking check flagged a run" + (
+            " (some checks could not run, e.g. the gradient-free one without pyautoattack: see the checks table)."
+            if skipped else ": the attacks behave as expected on every run."))
     return out
 
 
@@ -222,8 +226,8 @@ def checks_table(rows: list[dict]) -> Table | None:
     names = list(dict.fromkeys(k[6:] for r in rows for k in r if k.startswith("check:")))
     if not names:
         return None
-    body = [[r["run"]] + [("pass" if r.get(f"check:{n}") else "FLAG") if r.get(f"check:{n}") is not None else "–"
-                          for n in names] for r in rows]
+    word = {True: "pass", False: "FLAG", None: "skipped"}
+    body = [[r["run"]] + [word[r.get(f"check:{n}")] for n in names] for r in rows]
     return Table("Gradient-masking checks per run", ["run"] + names, body)
 
 

@@ -70,41 +70,64 @@ def _test_data(cfg, n: int | None):
     return load_dataset(cfg.dataset, "test", cfg.data_dir).subset(n)
 
 
+def _attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
+    """Attack names of the preset -> attack objects; `attack.steps` goes to every attack that has steps."""
+    import inspect
+
+    from sgtlab.attacks import ATTACKS, build_attack
+
+    plan: dict[str, Any] = {}
+    for name in attack.get("attacks", ["fgsm", "pgd", "mifgsm"]):
+        if name == "ensemble":
+            plan[name] = name  # derived from the other attacks, per sample
+            continue
+        params = {}
+        if "steps" in attack and "steps" in inspect.signature(ATTACKS.get(name)).parameters:
+            params["steps"] = attack["steps"]
+        plan[name] = build_attack(name, **params)
+    return plan
+
+
 def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
     """Clean and robust accuracy over the eps grid (+ gradient-masking checks) -> flat columns."""
-    from sgtlab.evaluate.robustness import gradient_masking_checks, robustness_sweep
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.robustness import robustness_sweep
 
-    path = folder / "robustness.json"
+    path, checks_path = folder / "robustness.json", folder / "checks.json"
+    data = None
     if not path.exists():
         data = _test_data(cfg, attack.get("n"))
-        res = robustness_sweep(model, data, attack.get("attacks", ["fgsm", "pgd", "mifgsm"]), attack.get("eps", []),
-                               steps=attack.get("steps", 10), progress=progress)
-        res.save(folder)
-        out = {"clean_accuracy": res.clean_accuracy, "robust_accuracy": res.robust_accuracy}
-        if attack.get("checks", False):
-            out["checks"] = gradient_masking_checks(model, data, progress=progress)
-        write_json_atomic(path, out)
+        robustness_sweep(model, data, _attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
+                         progress=progress).save(folder)
+    checks = attack.get("checks", False)
+    if checks and not checks_path.exists():
+        data = data if data is not None else _test_data(cfg, attack.get("n"))
+        kw = checks if isinstance(checks, dict) else {}
+        write_json_atomic(checks_path, gradient_masking_checks(model, data, seed=cfg.seed, progress=progress, **kw))
     stored = json.loads(path.read_text())
     cols = {"clean_accuracy": stored["clean_accuracy"]}
     for name, curve in stored["robust_accuracy"].items():
         for eps, acc in curve.items():
             cols[f"rob:{name}:{float(eps):g}"] = acc
-    for name, check in (stored.get("checks") or {}).items():
-        cols[f"check:{name}"] = bool(check["passed"])
+    if checks:
+        for name, check in json.loads(checks_path.read_text()).items():
+            cols[f"check:{name}"] = check["passed"]  # None: the check could not run (said in checks.json)
     return cols
 
 
 def _interpretability_stage(model, cfg, explain: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
-    """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`)."""
+    """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`); the
+    full result (per-image values, curves, example maps) stays in `interpretability.json`."""
     from sgtlab.evaluate.interpretability import interpretability_metrics
 
     if not explain.get("methods"):
         return {}
     path = folder / "interpretability.json"
     if not path.exists():
+        opts = {k: v for k, v in explain.items() if k not in ("methods", "metrics", "n")}
         data = _test_data(cfg, explain.get("n"))
         res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
-                                       progress=progress)
+                                       n=None, seed=cfg.seed, progress=progress, **opts)
         write_json_atomic(path, res)
     stored = json.loads(path.read_text())
     cols = {}
