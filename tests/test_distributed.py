@@ -49,6 +49,19 @@ if COUNTING not in METHODS:
         ctx.state["seen"].index_add_(0, ctx.idx, torch.ones_like(ctx.idx, dtype=torch.float32))
         return METHODS.get("st").fn(model, x, y, cfg, ctx)
 
+NAN_ON_RANK1 = "test-ddp-nan-on-rank1"
+if NAN_ON_RANK1 not in METHODS:
+    @register_method(NAN_ON_RANK1)
+    def _nan_on_rank1(model, x, y, cfg, ctx):
+        """Test only: ST whose loss becomes NaN on rank 1 only, in the last step of epoch 2 (step 7 with
+        4 steps an epoch), the step of a finiteness check: rank 0's own losses are all finite then."""
+        import torch.distributed as torch_dist
+
+        loss = F.cross_entropy(model(x), y)
+        if ctx.step == 7 and torch_dist.is_initialized() and torch_dist.get_rank() == 1:
+            loss = loss * float("nan")
+        return loss, {}
+
 # 251 images, global batch 64: the last batch of 59 splits 30/29 over two ranks (exercises the
 # weighting of unequal shares)
 BASE = dict(dataset="mnist5k", model=MODEL, epochs=2, batch_size=64, lr=0.05, seed=3, device="cpu",
@@ -171,6 +184,49 @@ def test_merge_state_takes_each_entry_from_the_rank_that_changed_it(tmp_path):
         assert torch.equal(got["steps"], torch.tensor([3]))
         assert torch.equal(got["flag"], torch.tensor([True, True, False, False, False, False]))
         assert torch.equal(got["synced"], torch.full((3,), 1 / 3)) and torch.equal(got["clash"], torch.tensor([2.0]))
+
+
+def _fit_on_rank(rank: int, init: str, cfg: dict, out: str) -> None:
+    import torch.distributed as torch_dist
+
+    from sgtlab.distributed import DistContext
+    from sgtlab.errors import TrainingDiverged
+
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        fit(TrainConfig(**cfg), out, progress=False, dist=DistContext(rank, 2, torch.device("cpu")))
+    except TrainingDiverged as e:
+        Path(out, f"diverged-rank{rank}").write_text(str(e))  # the test reads which ranks stopped
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_a_last_batch_smaller_than_the_ranks_is_skipped_on_every_rank(tmp_path):
+    """129 images, batch 64: the last global batch holds 1 image, so one rank would get none (a NaN
+    mean loss, or ranks out of step). Both ranks skip it: training stays finite and in step."""
+    import torch.multiprocessing as mp
+
+    cfg = {**BASE, "method": COUNTING, "train_subset": 129}
+    mp.start_processes(_fit_on_rank, args=(f"file://{tmp_path}/store", cfg, str(tmp_path / "run")), nprocs=2,
+                       start_method="fork")  # fork: no re-import of torch; the test model is registered
+    tensors, meta = read_checkpoint(tmp_path / "run")
+    assert meta["epoch"] == 2 and epochs_logged(tmp_path / "run") == [1, 2]
+    assert tensors["method.seen"].sum() == 2 * 128  # each epoch every image but the last one of the order
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    cfg = {**BASE, "method": NAN_ON_RANK1, "epochs": 3}
+    out = tmp_path / "run"
+    mp.start_processes(_fit_on_rank, args=(f"file://{tmp_path}/store", cfg, str(out)), nprocs=2, start_method="fork")
+    msgs = [(out / f"diverged-rank{r}").read_text() for r in (0, 1)]  # both stopped (none left waiting)
+    assert all("epoch 2" in m for m in msgs)
+    tensors, meta = read_checkpoint(out)
+    assert meta["epoch"] == 1 and epochs_logged(out) == [1]
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
 
 
 if __name__ == "__main__":  # the program torchrun starts on each rank

@@ -172,7 +172,8 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
                 # under DDP the check is collective: every rank stops at the same step
                 if not (dist.all_finite(sums["loss"]) if dist else torch.isfinite(sums["loss"])):
                     raise TrainingDiverged(
-                        f"the loss became {sums['loss'].item()} in epoch {epoch + 1} (step {step}); training "
+                        f"the loss became {'non-finite' if dist else sums['loss'].item()} in epoch {epoch + 1} "
+                        f"(step {step}); training "
                         f"stopped; the last good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr?")
                 bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.4f}")
         means = {k: v / max(n_steps, 1) for k, v in sums.items()}
