@@ -103,6 +103,7 @@ def test_sweep_bad_input_before_work(mnist5k_test, kw, match):
         robustness_sweep(Untouchable(), data, progress=False, **args)
 
 
+@pytest.mark.slow  # about 100 s on a loaded 2-core machine
 def test_gradient_masking_checks_pass_on_honest_model(trained_model, mnist5k_test):
     checks = gradient_masking_checks(trained_model, mnist5k_test, n=100, square_queries=200)
     assert set(checks) == {"iterative_not_weaker_than_fgsm", "chance_at_large_eps", "more_steps_not_weaker",
@@ -115,6 +116,7 @@ def test_gradient_masking_checks_pass_on_honest_model(trained_model, mnist5k_tes
     assert checks["chance_at_large_eps"]["pgd_accuracy"] <= 0.1
 
 
+@pytest.mark.slow  # Square on a model no gradient attack can touch: the longest check
 def test_gradient_masking_checks_flag_a_masked_model(trained_model, mnist5k_test):
     """A model whose input gradient is zero (quantised input) must be flagged."""
 
@@ -166,7 +168,7 @@ def _other_arch_checkpoint(path):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--eps", "-0.1,0.2"], "eps must be"),
+    (["--eps=-0.1,0.2"], "eps must be"),
     (["--eps", "0.1,abc"], "cannot read"),
     (["--attacks", "fgsm,cw"], "unknown attack 'cw'"),
     (["--n", "0"], "--n must be"),
