@@ -87,7 +87,15 @@ def torchrun(out: Path, cfg: dict, mcfg: dict, *extra: str) -> subprocess.Comple
 
 
 def one_process(out: Path, cfg: dict, mcfg: dict) -> Path:
-    fit(TrainConfig(**cfg, method_cfg=MethodConfig(**mcfg)), out, progress=False)
+    # One thread, as each torchrun rank has (OMP_NUM_THREADS=1): on some CPUs (AVX-512) the thread
+    # count changes the order of float sums inside a convolution, and 8 SGD steps amplify that
+    # rounding to ~1e-5 even between two single-process runs, which would hide a real DDP bug.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(TrainConfig(**cfg, method_cfg=MethodConfig(**mcfg)), out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
