@@ -38,7 +38,8 @@ def add_parser(sub):
     p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
     p.add_argument("--no-pgd", action="store_true", help="low-saliency curve with uniform noise only")
     p.add_argument("--seed", type=int, default=0, help="seed of every random fill and noise (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=2048, help="images per model call (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per model call (default: 128 on a CPU, 1024 on a GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -73,6 +74,8 @@ def run(args) -> int:
     for m in ([] if metrics == "all" else metrics):
         if m not in METRICS:
             raise SgtlabError(f"unknown metric {m!r}; choose 'all' or from: {', '.join(METRICS)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     qs = parse_float_list(args.qs)
     pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
     # load every checkpoint and the data first: a bad one fails before any work

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
 
 METRICS = ("entropy", "size", "gini", "aopc", "masked_accuracy", "low_saliency", "localisation")
@@ -159,7 +160,7 @@ def patch_scores(maps: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Te
 
 def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = "morf", patch: int | None = None,
          steps: int | None = None, fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
-         batch_size: int = 2048) -> dict[str, torch.Tensor]:
+         batch_size: int | None = None) -> dict[str, torch.Tensor]:
     """AOPC (Samek et al. 2017). Patches ranked by summed `|s|` are replaced one per step, most
     relevant first (`morf`) or least relevant first (`lerf`), by uniform random values in [0, 1]
     (`fill`, N x C x H x W; drawn from `generator` when not given), for `steps` steps (default half
@@ -168,6 +169,7 @@ def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = 
 
     Returns `aopc` (N), `prob` (N x L+1: f(x_k)), `pred` (N)."""
     _check_pair(x, maps)
+    batch_size = eval_batch_size(batch_size, _model_device(model))
     if order not in ("morf", "lerf"):
         raise SgtlabError(f"AOPC order must be 'morf' or 'lerf', got {order!r}")
     n, c, h, w = x.shape
@@ -204,13 +206,14 @@ def uniform_fill_like(x: torch.Tensor, generator: torch.Generator | None = None)
 
 def masked_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
                     ps: Sequence[float] = MASKED_PS, generator: torch.Generator | None = None,
-                    batch_size: int = 2048) -> dict[str, Any]:
+                    batch_size: int | None = None) -> dict[str, Any]:
     """SGT paper's check: accuracy after masking the top `p %` salient pixels against `p %` random
     pixels, `p` in `ps`. Masked pixels (all channels) get uniform random values in the image's own
     per-channel [min, max] (SPEC's M_k fill; our choice for this check) — the same values for the
     salient and the random mask. Returns `p`, `top`, `random` (accuracy per level) and per-image
     correctness `top_correct`, `random_correct` (N x len(ps) bool)."""
     _check_pair(x, maps)
+    batch_size = eval_batch_size(batch_size, _model_device(model))
     ps = _check_fractions(ps, "masked-accuracy levels p (percent)", 100)
     n, c, h, w = x.shape
     fill = uniform_fill_like(x, generator)
@@ -243,12 +246,13 @@ def low_saliency_masks(maps: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
 def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
                        qs: Sequence[float] = LOW_SALIENCY_QS, eps: float = 0.3, pgd: bool = True,
                        pgd_qs: Sequence[float] | None = None, pgd_steps: int = 10,
-                       generator: torch.Generator | None = None, batch_size: int = 2048) -> dict[str, Any]:
+                       generator: torch.Generator | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """SCAAT's check: accuracy when only the `q` fraction of least-salient pixels is perturbed, by
     uniform noise in [-eps, eps] (clipped to [0, 1]) and by PGD (L-inf `eps`, `pgd_steps` steps,
     `sgtlab.attacks.pgd` with the support as its mask), for each q (`pgd_qs`: PGD's own coarser
     grid, default `qs`). q = 0 perturbs nothing (clean accuracy; not attacked)."""
     _check_pair(x, maps)
+    batch_size = eval_batch_size(batch_size, _model_device(model))
     qs = _check_fractions(qs, "low-saliency fractions q")
     if not eps >= 0:
         raise SgtlabError(f"eps must be >= 0, got {eps}")
@@ -322,7 +326,7 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
                              aopc_steps: int | None = None, masked_ps: Sequence[float] = MASKED_PS,
                              qs: Sequence[float] = LOW_SALIENCY_QS, eps: float = 0.3, pgd: bool = True,
                              pgd_qs: Sequence[float] | None = None, pgd_steps: int = 10, seed: int = 0,
-                             batch_size: int = 2048, n_examples: int = 8, progress: bool | Callable = False
+                             batch_size: int | None = None, n_examples: int = 8, progress: bool | Callable = False
                              ) -> dict[str, Any]:
     """All chosen metrics for every saliency method, on the first `n` images of `data` (a
     `TensorData`), with the true labels as saliency targets.
@@ -347,6 +351,7 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
         raise SgtlabError(f"n must be >= 1, got {n}")
     data = data.subset(n)
     dev = _model_device(model)
+    batch_size = eval_batch_size(batch_size, dev)
     x, y = data.x.to(dev), data.y.to(dev)
     bar = None
     if callable(progress):

@@ -28,7 +28,7 @@ def default_eps(x: torch.Tensor) -> float:
 
 def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], *,
                             eps: float | None = None, eps_large: float = 0.5, n: int | None = 500,
-                            tol: float = 0.01, square_queries: int = 1000, batch_size: int = 500,
+                            tol: float = 0.01, square_queries: int = 1000, batch_size: int | None = None,
                             progress: bool = False, seed: int = 0) -> dict[str, dict[str, Any]]:
     x, y = (data.x, data.y) if isinstance(data, TensorData) else data
     x, y = (x, y) if n is None else (x[:n], y[:n])

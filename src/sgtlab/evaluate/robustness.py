@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from sgtlab.device import eval_batch_size
 from sgtlab.attacks.base import Attack, build_attack, ce_grad, check_inputs, eval_mode
 from sgtlab.data.base import TensorData
 from sgtlab.errors import SgtlabError
@@ -134,7 +135,7 @@ def check_eps_grid(eps: Sequence[float]) -> list[float]:
 
 
 def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], attacks: AttackSpec,
-                     eps: Sequence[float], n: int | None = None, batch_size: int = 500, progress: bool = True,
+                     eps: Sequence[float], n: int | None = None, batch_size: int | None = None, progress: bool = True,
                      seed: int = 0) -> RobustnessResult:
     """Clean and robust accuracy for each attack at each eps (see the module doc).
 
@@ -149,12 +150,11 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
         if n < 1:
             raise SgtlabError(f"n must be >= 1, got {n}")
         x, y = x[:n], y[:n]
-    if batch_size < 1:
-        raise SgtlabError(f"batch size must be >= 1, got {batch_size}")
     grid = check_eps_grid(eps)
     plan = resolve_attacks(attacks)
     check_inputs(x, y, grid[-1])
     device = next(model.parameters()).device
+    batch_size = eval_batch_size(batch_size, device)
     x, y = x.detach().cpu(), y.detach().cpu()
 
     with eval_mode(model):

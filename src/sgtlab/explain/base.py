@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
 from sgtlab.registry import Registry
 
@@ -66,7 +67,7 @@ def _check_options(method: str, fn: SaliencyFn, options: dict) -> None:
 
 
 def saliency_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, method: str = "grad",
-                  *, batch_size: int = 256, reduce: bool = True, **options) -> torch.Tensor:
+                  *, batch_size: int | None = None, reduce: bool = True, **options) -> torch.Tensor:
     """Saliency maps of `method` (`grad`, `input-x-grad`, `smoothgrad`, `ig`) for images `x`
     (N x C x H x W in [0, 1]) and target labels `y` (None: the predicted class).
 
@@ -78,9 +79,8 @@ def saliency_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = No
     check_images(x)
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (len(x),)):
         raise SgtlabError(f"labels must be a tensor of shape ({len(x)},), got {getattr(y, 'shape', y)}")
-    if batch_size < 1:
-        raise SgtlabError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device(model)
+    batch_size = eval_batch_size(batch_size, dev)
     out = []
     with prepared(model):
         for i in range(0, len(x), batch_size):
