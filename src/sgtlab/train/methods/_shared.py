@@ -47,12 +47,16 @@ def batch_coupled(module: nn.Module) -> bool:
 
 
 def forward_many(model: nn.Module, module: nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
-    """Logits of each input. Without batch-coupled layers, one forward over the concatenation: the
-    same maths (dropout masks are drawn per element either way) with one pass of per-layer overhead
-    and, under DDP, a single forward per backward. With batch-norm, one forward per input, so each
-    input is normalised by its own batch statistics, as separate passes of the reference code do."""
+    """Logits of each input: one forward over their concatenation, or one forward per input.
+
+    Concatenated under DDP (one forward per backward, as DDP expects) and on a GPU (one kernel
+    launch per layer instead of several), when the model has no batch-coupled layers: the same maths,
+    dropout masks being drawn per element either way. Separate on a CPU: a doubled batch leaves the
+    caches and costs more per image (sgt-cnn, forward and backward of two batches of 128: 173 ms
+    concatenated, 118 ms separate, on 2 threads), and with batch-norm anywhere, so each input is
+    normalised by its own batch statistics, as separate passes of the reference code are."""
     if len(inputs) == 1:
         return [model(inputs[0])]
-    if batch_coupled(module):
+    if batch_coupled(module) or (model is module and inputs[0].device.type == "cpu"):
         return [model(t) for t in inputs]
     return list(model(torch.cat(inputs)).split([t.shape[0] for t in inputs]))
