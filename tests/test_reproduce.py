@@ -61,29 +61,46 @@ def test_dry_run_lists_runs_without_work(tmp_path, capsys):
     assert "6 runs" in text and "to do" in text and not out.exists()
 
 
-def test_killed_midway_and_restarted_finishes_with_each_run_once(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_killed_midway_and_restarted_finishes_with_each_run_once(tmp_path, workers):
+    """SIGKILL once a run is complete and another is half-done (with 2 workers, the driver's worker
+    processes die with it); the restarted command redoes no finished run, resumes the half-done one
+    from its checkpoint, and the table holds each run once."""
     out = tmp_path / "kill"
-    args = [sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--no-progress",
+    args = [sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--no-progress", "--workers", workers,
             "--set", "methods=[{label: ST, method: st}]", "--set", "seeds=[0,1,2]", "--set", "train.epochs=2",
             "--set", "train.train_subset=512", "--set", "attack.n=64", "--set", "attack.eps=[0.1]",
             "--set", "attack.checks=false", "--set", "explain.n=8", "--set", "explain.methods=[grad]"]
+    names = ["st-seed0", "st-seed1", "st-seed2"]
+    runs = out / "runs"
+
+    def state():
+        done = {n for n in names if (runs / n / "result.json").exists()}
+        half = {n for n in names if (runs / n / "checkpoint.safetensors").exists()} - done
+        return done, half
+
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_done = out / "runs" / "st-seed0" / "result.json"
-    second_half = out / "runs" / "st-seed1" / "checkpoint.safetensors"
     deadline = time.time() + 240
-    while not second_half.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert first_done.exists() and proc.poll() is None, "the run finished before it could be killed"
+    while not all(state()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    done, half = state()
+    assert done and half and proc.poll() is None, "the runs finished before they could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    stamp = first_done.stat().st_mtime_ns
+    stamps = {n: (runs / n / "result.json").stat().st_mtime_ns for n in done}
+    time.sleep(1)  # an orphaned worker would go on writing its run now
+    logs = {n: (runs / n / "metrics.jsonl").read_text() if (runs / n / "metrics.jsonl").exists() else ""
+            for n in half}
+    time.sleep(1)
+    assert all(((runs / n / "metrics.jsonl").read_text() if logs[n] else "") == logs[n] for n in half)
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = results(out)
-    assert sorted(r["run"] for r in rows) == ["st-seed0", "st-seed1", "st-seed2"]
-    assert first_done.stat().st_mtime_ns == stamp  # the finished run was not redone
-    epochs = [json.loads(line)["epoch"] for line in (out / "runs" / "st-seed1" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2]
+    assert sorted(r["run"] for r in rows) == names
+    assert {n: (runs / n / "result.json").stat().st_mtime_ns for n in done} == stamps  # not redone
+    for n in names:
+        epochs = [json.loads(line)["epoch"] for line in (runs / n / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2], (n, epochs)
 
 
 def test_another_experiment_in_the_same_folder_is_refused(tmp_path):
@@ -102,3 +119,11 @@ def test_browser_probe_sees_broken_images_and_script_errors(tmp_path):
                     "<script>notAFunction();</script></body></html>")
     verdict = check_page(page)
     assert verdict["broken"] == ["bad"] and any("notAFunction" in e for e in verdict["errors"])
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_bad_workers_value_is_refused_before_any_work(tmp_path, value):
+    out = tmp_path / "w"
+    r = subprocess.run([sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--workers", value, *REDUCED],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--workers" in r.stderr and "Traceback" not in r.stderr and not out.exists()

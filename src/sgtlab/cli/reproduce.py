@@ -30,6 +30,9 @@ def add_parser(sub):
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="run the runs in this process (local) or as Ray tasks (needs sgtlab[ray])")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", default="auto",
+                   help="local executor: runs at once, each in its own process with an equal share of the CPU "
+                        "threads; 'auto': one per CPU core (at most 8) on a CPU, 1 on a GPU (default: auto)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, then stop")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
@@ -46,6 +49,21 @@ def build_config(args) -> dict:
     return apply_overrides(load_preset(args.preset), overrides)
 
 
+def parse_workers(value: str, device: str | None) -> int:
+    from sgtlab.errors import SgtlabError
+    from sgtlab.experiments.executors import default_workers
+
+    if value == "auto":
+        return default_workers(device)
+    try:
+        n = int(value)
+    except ValueError:
+        raise SgtlabError(f"--workers takes a number or 'auto', got {value!r}") from None
+    if n < 1:
+        raise SgtlabError(f"--workers must be >= 1, got {n}")
+    return n
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -53,6 +71,7 @@ def run(args) -> int:
 
     cfg = build_config(args)
     specs = expand(cfg)  # validates everything before any work
+    workers = parse_workers(args.workers, cfg.get("train", {}).get("device"))
     out = Path(args.out or Path("results") / cfg["name"])
     if args.dry_run:
         for s in specs:
@@ -62,6 +81,6 @@ def run(args) -> int:
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
         return 0
-    run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress)
+    run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
     print(f"report: {out / 'report' / 'report.html'}")
     return 0

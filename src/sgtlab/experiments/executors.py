@@ -14,12 +14,80 @@ from sgtlab.errors import SgtlabError
 EXECUTORS = ("local", "ray")
 
 
+def default_workers(device: str | None = None) -> int:
+    """`--workers auto`: on a CPU, one run per core (at most 8), each on one thread: sgtlab's small
+    models scale poorly over threads (an sgt-cnn training step: 88 ms on one thread, 65 ms on two),
+    so two runs side by side finish about 1.4x sooner than two runs one after the other on two
+    threads each. On a GPU, one run at a time (they would share the device)."""
+    import torch
+
+    if device in ("cuda", "auto", None) and torch.cuda.is_available():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def _die_with_parent() -> None:
+    """Worker start-up (Linux): be killed when the driver dies, even by SIGKILL, so a restarted
+    driver never finds an orphaned worker still writing the run it resumes. Elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 class LocalExecutor:
+    """Runs on this machine: one at a time in this process (`workers=1`), or `workers` at once in
+    worker processes that share the CPU threads equally; results come as runs finish."""
+
     name = "local"
 
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise SgtlabError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
+
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *args) -> Iterator[Any]:
-        for item in items:
-            yield fn(item, *args)
+        items = list(items)
+        workers = min(self.workers, len(items))
+        if workers <= 1:
+            for item in items:
+                yield fn(item, *args)
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+        # spawn, not fork: a forked copy of a process that already ran torch's thread pools can hang
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(threads,))
+        pending = {pool.submit(fn, item, *args) for item in items}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+        finally:
+            # the first failure (or Ctrl-C) stops the sweep: queued runs are dropped, running ones end
+            # with the pool; each resumes from its last checkpoint next time
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, item: Any, *args) -> Any:
@@ -159,7 +227,7 @@ def get_executor(name: str = "local", **kw):
     if name == "local":
         if kw.get("address"):
             raise SgtlabError("--address is the address of a Ray cluster: use it with --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(kw.get("workers") or 1)
     if name == "ray":
         return RayExecutor(**kw)
     raise SgtlabError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

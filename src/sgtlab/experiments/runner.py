@@ -184,7 +184,9 @@ def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
 # -- the whole experiment ---------------------------------------------------------------------------
 
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
-                   progress: bool = True, report: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True, report: bool = True, workers: int = 1) -> list[dict[str, Any]]:
+    """Run every (method, seed) of `cfg` not yet complete into `out`, record each row as it finishes,
+    then build the report. `workers`: runs at once with the local executor (in worker processes)."""
     from sgtlab.experiments.executors import get_executor
 
     specs = expand(cfg)
@@ -199,7 +201,7 @@ def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local"
     pending = [s for s in specs if not is_complete(root, s.name)]
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=f"{cfg.get('name', 'experiment')} runs",
                disable=not progress, unit="run")
-    ex = get_executor(executor, address=address) if executor != "local" else get_executor("local")
+    ex = get_executor(executor, address=address) if executor != "local" else get_executor("local", workers=workers)
     for row in ex.map(execute_run, [s.to_dict() for s in pending], str(root)):
         record_result(root, row, order)
         bar.update(1)
