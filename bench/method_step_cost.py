@@ -4,6 +4,10 @@ All methods are timed in the same run, interleaved round by round (so a load cha
 hits all of them alike), each on its own copy of the same initial model; the median step time of
 each is divided by ST's. A step is the method's loss, zero_grad, backward and the optimizer step.
 Original MNIST when its files are found ($SGTLAB_DATA or ../shared/data), else MNIST-5k.
+Also timed, as a floor for SGT: `two-passes`, the forward and backward of two inputs (the clean
+batch and a flipped copy) with SGT's loss but no saliency pass and no masking. SGT's maths needs at
+least that plus the saliency pass (a forward and an input-gradient backward), so `floor_over_st`
+bounds from below what any exact SGT step can reach against this ST step.
 Last line: `sgt_over_st: X` (target X <= 1.9 on CPU).
 
     python bench/method_step_cost.py [--rounds 15] [--methods st,sgt,...] [--device cpu]
@@ -21,7 +25,17 @@ import torch
 
 from sgtlab.data import dataset_info, load_dataset
 from sgtlab.models import build_model
-from sgtlab.train.methods import METHODS, MethodConfig, StepContext
+from sgtlab.train.methods import METHODS, Method, MethodConfig, StepContext
+from sgtlab.train.methods._shared import forward_many, kl_term
+
+
+def two_passes(model, x, y, cfg, ctx):
+    """SGT's loss on the clean batch and a flipped copy: two inputs' forward and backward, no saliency."""
+    clean, other = forward_many(model, ctx.module, x, x.flip(-1))
+    return torch.nn.functional.cross_entropy(clean, y) + kl_term(clean, other), {}
+
+
+FLOOR = Method("two-passes", two_passes)
 
 
 def mnist_data():
@@ -43,6 +57,8 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     if "st" not in methods:
         methods.insert(0, "st")
+    if "sgt" in methods:
+        methods.insert(methods.index("sgt"), FLOOR.name)
     name, data = mnist_data()
     info = dataset_info(name)
     torch.manual_seed(0)
@@ -55,7 +71,7 @@ def main() -> None:
     cfg = MethodConfig()
     runs = {}
     for m in methods:
-        method = METHODS.get(m)
+        method = FLOOR if m == FLOOR.name else METHODS.get(m)
         model = copy.deepcopy(base).train()
         state = method.init_state(len(data.x), cfg, device) if method.init_state else {}
         runs[m] = (method, model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), state)
@@ -84,8 +100,9 @@ def main() -> None:
           f"{args.rounds} steps each (median)")
     for m in methods:
         med = statistics.median(times[m])
-        print(f"{m:8s} {med * 1e3:8.1f} ms/step  {med / st:5.2f} x st")
+        print(f"{m:10s} {med * 1e3:8.1f} ms/step  {med / st:5.2f} x st")
     if "sgt" in times:
+        print(f"floor_over_st: {statistics.median(times[FLOOR.name]) / st:.3f}  (two inputs, no saliency pass)")
         print(f"sgt_over_st: {statistics.median(times['sgt']) / st:.3f}")
 
 
