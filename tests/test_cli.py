@@ -54,3 +54,12 @@ def test_train_then_evaluate_json(tmp_path, capsys):
 def test_evaluate_missing_checkpoint_is_one_line(tmp_path):
     r = run_cli("evaluate", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_allocator_tuning_takes_effect_on_glibc():
+    import platform
+
+    from sgtlab.device import keep_freed_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc

@@ -26,3 +26,29 @@ def eval_batch_size(batch_size: int | None, device: torch.device | str) -> int:
     if batch_size < 1:
         raise SgtlabError(f"batch size must be >= 1, got {batch_size}")
     return int(batch_size)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks in the process instead of handing them back to the
+    kernel; True when it took effect (Linux with glibc), else a no-op.
+
+    PyTorch's CPU tensors come from malloc. By default glibc serves large blocks with fresh mmap'd
+    pages and trims the heap's free top, so every step of an attack or a training loop, which frees
+    and re-allocates activations of ~10-40 MB, page-faults in zeroed memory anew: an MNIST-5k
+    sweep (FGSM, PGD-10, MI-FGSM, 6 eps, 500 images, one thread) took 19.9 s with 5.4 s in the
+    kernel, and 14.3 s with 0.3 s after this. Both limits are set: setting one alone switches off
+    glibc's adaptive threshold and is slower than the default. The price: the process holds on to
+    its peak memory. Called by the command line, its worker processes and Ray tasks, not on import."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # 32 MiB: the largest mmap threshold glibc accepts on 64-bit systems
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sgtlab.device import keep_freed_memory
+
+    keep_freed_memory()  # a third faster on CPU (fewer page faults); see its doc
     try:
         return args._run(args) or 0
     except SgtlabError as e:

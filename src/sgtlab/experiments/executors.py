@@ -46,6 +46,9 @@ def _die_with_parent() -> None:
 
 def _init_worker(threads: int) -> None:
     _die_with_parent()
+    from sgtlab.device import keep_freed_memory
+
+    keep_freed_memory()
     import torch
 
     torch.set_num_threads(threads)
@@ -97,6 +100,9 @@ def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, item: Any, 
     of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
+    from sgtlab.device import keep_freed_memory
+
+    keep_freed_memory()
     if threads:
         import torch
 
