@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sgtlab.data import load_dataset
+from sgtlab.device import keep_freed_memory
 from sgtlab.evaluate.interpretability import aopc
 from sgtlab.explain import saliency_maps
 
@@ -69,6 +70,7 @@ def trained_model(run, dev):
 
 
 def main() -> None:
+    keep_freed_memory()  # as the sgtlab command does: both sides run with it
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--steps", type=int, default=50)

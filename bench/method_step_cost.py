@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sgtlab.data import dataset_info, load_dataset
+from sgtlab.device import keep_freed_memory
 from sgtlab.models import build_model
 from sgtlab.train.methods import METHODS, Method, MethodConfig, StepContext
 from sgtlab.train.methods._shared import forward_many, kl_term
@@ -46,6 +47,7 @@ def mnist_data():
 
 
 def main() -> None:
+    keep_freed_memory()  # as the sgtlab command does: both sides run with it
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15, help="timed steps per method")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")

@@ -25,7 +25,7 @@ import torch
 import torchattacks
 
 from sgtlab.data import load_dataset
-from sgtlab.device import eval_batch_size
+from sgtlab.device import eval_batch_size, keep_freed_memory
 from sgtlab.evaluate.robustness import robustness_sweep
 from sgtlab.train import TrainConfig, fit
 from sgtlab.train.checkpoint import load_model
@@ -74,6 +74,7 @@ def naive(model, x, y, batch: int) -> dict[str, dict[float, torch.Tensor]]:
 
 
 def main() -> int:
+    keep_freed_memory()  # as the sgtlab command does: both sides run with it
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as tmp:
         model, data = trained_model(Path(tmp))
