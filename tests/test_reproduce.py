@@ -127,3 +127,13 @@ def test_bad_workers_value_is_refused_before_any_work(tmp_path, value):
     r = subprocess.run([sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--workers", value, *REDUCED],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--workers" in r.stderr and "Traceback" not in r.stderr and not out.exists()
+
+
+def test_local_workers_return_every_result_and_raise_a_run_error():
+    import operator
+
+    from sgtlab.experiments.executors import LocalExecutor
+
+    assert sorted(LocalExecutor(2).map(operator.mul, [1, 2, 3], 10)) == [10, 20, 30]
+    with pytest.raises(ZeroDivisionError):
+        list(LocalExecutor(2).map(operator.truediv, [1, 2, 3], 0))

@@ -41,7 +41,12 @@ def _die_with_parent() -> None:
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass
+            return
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid != os.getppid():  # the driver died before the prctl
+            os._exit(1)
 
 
 def _init_worker(threads: int) -> None:
