@@ -28,7 +28,7 @@ def add_parser(sub):
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="device of every run")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
-                   help="run the runs in this process (local) or as Ray tasks (needs sgtlab[ray])")
+                   help="run the runs on this machine (local; see --workers) or as Ray tasks (needs sgtlab[ray])")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--workers", default="auto",
                    help="local executor: runs at once, each in its own process with an equal share of the CPU "
