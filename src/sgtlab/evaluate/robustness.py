@@ -23,9 +23,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from sgtlab.device import eval_batch_size
 from sgtlab.attacks.base import Attack, build_attack, ce_grad, check_inputs, eval_mode
 from sgtlab.data.base import TensorData
+from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
 from sgtlab.io import write_json_atomic, write_text_atomic
 
