@@ -1,6 +1,7 @@
 """AOPC throughput: a straightforward per-image, per-step loop (one forward pass per perturbed
-image, as reference implementations do) against `sgtlab.evaluate.interpretability.aopc`, which
-builds all steps of all images with one rank comparison and runs them in large batches.
+image, as reference implementations do) against `sgtlab.evaluate.interpretability.aopc`: on a CPU,
+for sgt-cnn, local recomputation over all images at once (`aopc_local`: each step recomputes only
+the windows its patch changes); elsewhere all steps of all images in large batches.
 
 256 MNIST test images (the original files when $SGTLAB_DATA or ../shared/data holds them, else
 MNIST-5k), L = 50 MoRF steps of 2 x 2 patches, vanilla-gradient maps, the same random fill values
@@ -101,7 +102,7 @@ def main() -> None:
     t_loop = time.perf_counter() - t
 
     diff = (ours - ref).abs().max().item()
-    print(f"per-image loop: {t_loop:.2f} s   batched: {t_ours:.2f} s   "
+    print(f"per-image loop: {t_loop:.2f} s   ours: {t_ours:.2f} s   "
           f"({len(x) * (args.steps + 1)} forward images each)")
     print(f"max |AOPC difference|: {diff:.2e} (mean AOPC {ours.mean():.4f})")
     if diff > 1e-5:

@@ -264,3 +264,46 @@ def test_localisation_on_decoy_mnist(trained_model):
     assert len(res["per_image"]["grad"]["digit_share"]) == 16
     assert interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2, pgd=False,
                                     qs=[0, 1])["metrics"][-1] == "localisation"
+
+
+# --- AOPC by local recomputation (aopc_local) against a forward of every perturbed image -------------
+
+def _custom_local_net() -> nn.Module:
+    """Padding, eval-mode batch-norm, a max-pool of 3 (floor mode leaves a row out) and an in-place
+    ReLU after Flatten: the cases the window arithmetic and the head must get right."""
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                         nn.Conv2d(6, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3), nn.Flatten(),
+                         nn.ReLU(inplace=True), nn.Linear(8 * 9 * 9, 10)).eval()
+
+
+@pytest.mark.parametrize("name", ["sgt-cnn", "alexnet-mnist", "custom"])
+@pytest.mark.parametrize("patch,steps,order", [(2, 40, "morf"), (3, 20, "lerf"), (5, 6, "morf")])
+def test_local_aopc_gives_the_numbers_of_a_forward_per_image(name, patch, steps, order):
+    from sgtlab.evaluate.aopc_local import local_plan
+    from sgtlab.models import build_model
+
+    torch.manual_seed(0)
+    model = _custom_local_net() if name == "custom" else build_model(name, 1, 10, (0.13,), (0.31,))
+    if name == "custom":
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # sharper outputs than at initialisation, so a wrong window would show
+        [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight.mul_(50)
+    assert local_plan(model.eval()) is not None
+    x, maps = torch.rand(12, 1, 28, 28), torch.rand(12, 28, 28)
+    fill = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
+    fast = aopc(model, x, maps, patch=patch, steps=steps, order=order, fill=fill)
+    ref = aopc(model, x, maps, patch=patch, steps=steps, order=order, fill=fill, local=False)
+    assert torch.equal(fast["pred"], ref["pred"])
+    assert (fast["prob"] - ref["prob"]).abs().max() < 1e-5
+    assert (fast["prob"][:, 1:] - fast["prob"][:, :1]).abs().max() > 1e-3  # the steps change the outputs (100x the tolerance)
+
+
+def test_local_aopc_applies_only_to_models_that_start_with_local_layers():
+    from sgtlab.evaluate.aopc_local import local_plan
+    from sgtlab.models import build_model
+
+    assert local_plan(build_model("resnet18-cifar", 3, 10, (0.5,) * 3, (0.25,) * 3).eval()) is None
+    assert local_plan(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()) is None
+    strided = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    assert local_plan(strided.eval()) is None

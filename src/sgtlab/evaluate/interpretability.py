@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgtlab.device import eval_batch_size
+from sgtlab.evaluate.aopc_local import aopc_probs_local, local_plan
 from sgtlab.errors import SgtlabError
 
 METRICS = ("entropy", "size", "gini", "aopc", "masked_accuracy", "low_saliency", "localisation")
@@ -160,12 +161,16 @@ def patch_scores(maps: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Te
 
 def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = "morf", patch: int | None = None,
          steps: int | None = None, fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
-         batch_size: int | None = None) -> dict[str, torch.Tensor]:
+         batch_size: int | None = None, local: bool = True) -> dict[str, torch.Tensor]:
     """AOPC (Samek et al. 2017). Patches ranked by summed `|s|` are replaced one per step, most
     relevant first (`morf`) or least relevant first (`lerf`), by uniform random values in [0, 1]
     (`fill`, N x C x H x W; drawn from `generator` when not given), for `steps` steps (default half
     the patches). With `f` the softmax probability of the class predicted on the clean image:
     `aopc = mean_{k=0..L} (f(x) - f(x_k))`.
+
+    On a CPU, a `Sequential` model that starts with convolutions, point-wise layers and max-pools
+    is evaluated by local recomputation (`aopc_local`, same numbers; `local=False`: a forward of
+    every perturbed image).
 
     Returns `aopc` (N), `prob` (N x L+1: f(x_k)), `pred` (N)."""
     _check_pair(x, maps)
@@ -186,11 +191,17 @@ def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = 
     ranks_pix = ranks_of(scores, descending=(order == "morf"))[:, pix_patch]
     ks = torch.arange(steps + 1)
     probs, preds = [], []
-    chunk = _chunk(steps + 1, batch_size)
     with _eval(model):
+        # on a CPU, models that start with local layers recompute only what each step changes
+        local = local_plan(model) if (local and _model_device(model).type == "cpu" == x.device.type) else None
+        chunk = batch_size if local else _chunk(steps + 1, batch_size)
         for i in range(0, n, chunk):
-            xs = _perturbed(x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], ks)
-            p = _probs(model, xs.flatten(0, 1), batch_size).view(len(xs), steps + 1, -1)
+            if local:
+                p = aopc_probs_local(*local, x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], pix_patch,
+                                     math.ceil(w / patch), patch, steps)
+            else:
+                xs = _perturbed(x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], ks)
+                p = _probs(model, xs.flatten(0, 1), batch_size).view(len(xs), steps + 1, -1)
             pred = p[:, 0].argmax(1)  # k = 0 is the clean image
             probs.append(p.gather(2, pred[:, None, None].expand(-1, steps + 1, 1))[..., 0])
             preds.append(pred)
