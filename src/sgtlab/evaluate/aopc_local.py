@@ -67,8 +67,7 @@ def local_plan(model: nn.Module) -> tuple[Plan, list[nn.Module]] | None:
     return plan, leaves[len(plan):]
 
 
-def _out_window(kind: str, m: nn.Module, start: torch.Tensor, length: int, size_in: int, size_out: int,
-                axis: int) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+def _out_window(kind: str, m: nn.Module, start: torch.Tensor, length: int, size_out: int, axis: int) -> tuple[torch.Tensor, int, torch.Tensor, int]:
     """For a change in input rows [start, start + length) (per image), the output window
     (start, length) that holds every changed output, and the input window (start, length) it is
     computed from. Windows are clamped into range, so every image's window has the same length."""
@@ -186,8 +185,8 @@ def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: t
         cur = torch.where((ranks_pix == k - 1).view(n, 1, h, w), fill, cur)
         prev, lr, lc = cur, min(patch, h), min(patch, w)
         for (pre, kind, core, post), out in zip(stages, caches):
-            ro, lor, ri, lir = _out_window(kind, core, r0, lr, prev.shape[2], out.shape[2], 0)
-            co, loc, ci, lic = _out_window(kind, core, c0, lc, prev.shape[3], out.shape[3], 1)
+            ro, lor, ri, lir = _out_window(kind, core, r0, lr, out.shape[2], 0)
+            co, loc, ci, lic = _out_window(kind, core, c0, lc, out.shape[3], 1)
             window, outside = _gather(prev, ri, lir, ci, lic)
             _scatter(out, ro, co, run(pre, kind, core, post, window, outside))
             prev, r0, c0, lr, lc = out, ro, co, lor, loc
