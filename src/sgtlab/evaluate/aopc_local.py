@@ -67,7 +67,8 @@ def local_plan(model: nn.Module) -> tuple[Plan, list[nn.Module]] | None:
     return plan, leaves[len(plan):]
 
 
-def _out_window(kind: str, m: nn.Module, start: torch.Tensor, length: int, size_out: int, axis: int) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+def _out_window(kind: str, m: nn.Module, start: torch.Tensor, length: int, size_out: int,
+                axis: int) -> tuple[torch.Tensor, int, torch.Tensor, int]:
     """For a change in input rows [start, start + length) (per image), the output window
     (start, length) that holds every changed output, and the input window (start, length) it is
     computed from. Windows are clamped into range, so every image's window has the same length."""
