@@ -193,11 +193,11 @@ def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = 
     probs, preds = [], []
     with _eval(model):
         # on a CPU, models that start with local layers recompute only what each step changes
-        local = local_plan(model) if (local and _model_device(model).type == "cpu" == x.device.type) else None
-        chunk = batch_size if local else _chunk(steps + 1, batch_size)
+        plan = local_plan(model) if (local and _model_device(model).type == "cpu" == x.device.type) else None
+        chunk = batch_size if plan else _chunk(steps + 1, batch_size)
         for i in range(0, n, chunk):
-            if local:
-                p = aopc_probs_local(*local, x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], pix_patch,
+            if plan:
+                p = aopc_probs_local(*plan, x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], pix_patch,
                                      math.ceil(w / patch), patch, steps)
             else:
                 xs = _perturbed(x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], ks)

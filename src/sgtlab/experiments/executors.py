@@ -49,14 +49,21 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
-    _die_with_parent()
+def _prepare_process(threads: int | None) -> None:
+    """What every process that runs runs needs: glibc keeping freed memory (as the CLI does) and
+    torch's thread count fixed to its share (torch reads OMP_NUM_THREADS only once)."""
     from sgtlab.device import keep_freed_memory
 
     keep_freed_memory()
-    import torch
+    if threads:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    _prepare_process(threads)
 
 
 class LocalExecutor:
@@ -105,13 +112,7 @@ def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, item: Any, 
     of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    from sgtlab.device import keep_freed_memory
-
-    keep_freed_memory()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _prepare_process(threads)
     return fn(item, *args)
 
 
