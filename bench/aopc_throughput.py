@@ -1,7 +1,8 @@
 """AOPC throughput: a straightforward per-image, per-step loop (one forward pass per perturbed
 image, as reference implementations do) against `sgtlab.evaluate.interpretability.aopc`: on a CPU,
 for sgt-cnn, local recomputation over all images at once (`aopc_local`: each step recomputes only
-the windows its patch changes); elsewhere all steps of all images in large batches.
+the windows its patch changes, and the first Linear from the changed inputs); elsewhere all steps
+of all images in large batches.
 
 256 MNIST test images (the original files when $SGTLAB_DATA or ../shared/data holds them, else
 MNIST-5k), L = 50 MoRF steps of 2 x 2 patches, vanilla-gradient maps, the same random fill values

@@ -276,21 +276,31 @@ def _custom_local_net() -> nn.Module:
                          nn.ReLU(inplace=True), nn.Linear(8 * 9 * 9, 10)).eval()
 
 
-@pytest.mark.parametrize("name", ["sgt-cnn", "alexnet-mnist", "custom"])
+def _rgb_local_net() -> nn.Module:
+    """Three input channels, a padded convolution and a Linear straight after Flatten (the Linear
+    is then updated from the changed inputs alone)."""
+    from sgtlab.models import Normalize
+
+    return nn.Sequential(Normalize((0.4, 0.5, 0.6), (0.2, 0.25, 0.3)), nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 14 * 14, 10)).eval()
+
+
+@pytest.mark.parametrize("name", ["sgt-cnn", "alexnet-mnist", "custom", "rgb"])
 @pytest.mark.parametrize("patch,steps,order", [(2, 40, "morf"), (3, 20, "lerf"), (5, 6, "morf")])
 def test_local_aopc_gives_the_numbers_of_a_forward_per_image(name, patch, steps, order):
     from sgtlab.evaluate.aopc_local import local_plan
     from sgtlab.models import build_model
 
     torch.manual_seed(0)
-    model = _custom_local_net() if name == "custom" else build_model(name, 1, 10, (0.13,), (0.31,))
+    nets = {"custom": _custom_local_net, "rgb": _rgb_local_net}
+    model = nets[name]() if name in nets else build_model(name, 1, 10, (0.13,), (0.31,))
     if name == "custom":
         model[1].running_mean.uniform_(-0.2, 0.2)
         model[1].running_var.uniform_(0.5, 2.0)
     with torch.no_grad():  # sharper outputs than at initialisation, so a wrong window would show
         [m for m in model.modules() if isinstance(m, nn.Linear)][-1].weight.mul_(50)
     assert local_plan(model.eval()) is not None
-    x, maps = torch.rand(12, 1, 28, 28), torch.rand(12, 28, 28)
+    x, maps = torch.rand(12, 3 if name == "rgb" else 1, 28, 28), torch.rand(12, 28, 28)
     fill = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
     fast = aopc(model, x, maps, patch=patch, steps=steps, order=order, fill=fill)
     ref = aopc(model, x, maps, patch=patch, steps=steps, order=order, fill=fill, local=False)
