@@ -11,11 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sgtlab.figures.interpretability import (aopc_plot, entropy_plot, low_saliency_plot, masked_accuracy_plot,
-                                             saliency_grid)
-
-CURVES = (("masked_accuracy", masked_accuracy_plot, "Masked accuracy"), ("aopc", aopc_plot, "AOPC curves"),
-          ("low_saliency", low_saliency_plot, "Low-saliency robustness"))
+from sgtlab.figures.interpretability import CURVE_PLOTS, entropy_plot, saliency_grid
 
 
 def _load(root: Path, rows: list[dict]) -> dict[str, list[dict[str, Any]]]:
@@ -58,7 +54,7 @@ def saliency_sections(root: Path, rows: list[dict], figs: Path, tables: Path) ->
                             figs / f"saliency_grid{suffix}", labels=ref["labels"],
                             title=f"{method} saliency maps (rows: training methods, first seed)")[0]
         grids.append(_img_tag(png, f"{method} saliency maps"))
-        for key, fn, title in CURVES:
+        for key, fn, title in CURVE_PLOTS:
             sel = {label: _mean_curve([r["curves"][method][key] for r in runs])
                    for label, runs in results.items() if all(key in r["curves"].get(method, {}) for r in runs)}
             if sel:

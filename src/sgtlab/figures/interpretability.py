@@ -78,22 +78,25 @@ def saliency_grid(images: Any, rows: Mapping[str, Any], out: str | Path, *, labe
     return _save(fig, out)
 
 
-def _curve_plot(series: Mapping[str, Mapping[str, Any]], x_key: str, y_keys: Sequence[tuple[str, str]],
+def _curve_plot(series: Mapping[str, Mapping[str, Any]], x_key: str, y_keys: Sequence[tuple[str, str, str]],
                 out, xlabel: str, ylabel: str, title: str | None) -> list[Path]:
+    """One colour per model, one line style per curve kind (`y_keys`: key, style, legend name)."""
     if not series:
         raise SgtlabError("nothing to plot: no curves given")
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
     colors = {name: f"C{i}" for i, name in enumerate(series)}
     for name, c in series.items():
-        for key, style in y_keys:
+        for key, style, label in y_keys:
             if key in c and c[key] is not None:
                 x = c.get(f"{key}_{x_key}") or c[x_key]  # PGD may have its own, coarser q grid
-                ax.plot(x, c[key], style, color=colors[name], marker=".", label=f"{name} ({key})")
+                # markers only on short curves: on AOPC's ~100 steps they hide the dashes
+                ax.plot(x, c[key], style, color=colors[name], marker="." if len(x) <= 30 else None,
+                        label=f"{name}, {label}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, handlelength=3.5)  # long enough to show dashed from solid
     if title:
         ax.set_title(title)
     return _save(fig, out)
@@ -102,22 +105,27 @@ def _curve_plot(series: Mapping[str, Mapping[str, Any]], x_key: str, y_keys: Seq
 def masked_accuracy_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
     """Accuracy after masking the top-p % salient pixels (solid) against p % random pixels
     (dashed); `curves[name] = {"p": [...], "top": [...], "random": [...]}`."""
-    return _curve_plot(curves, "p", [("top", "-"), ("random", "--")], out, "masked pixels p (%)", "accuracy",
-                       title or "Masked accuracy: salient (solid) vs random (dashed) pixels")
+    return _curve_plot(curves, "p", [("top", "-", "salient"), ("random", "--", "random")], out,
+                       "masked pixels p (%)", "accuracy", title or "Masked accuracy")
 
 
 def aopc_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
     """Mean drop `f(x) - f(x_k)` against step k, MoRF (solid) and LeRF (dashed);
     `curves[name] = {"k": [...], "morf": [...], "lerf": [...]}`. AOPC is the mean of each curve."""
-    return _curve_plot(curves, "k", [("morf", "-"), ("lerf", "--")], out, "patches replaced k",
-                       "f(x) - f(x_k)", title or "AOPC curves: MoRF (solid), LeRF (dashed)")
+    return _curve_plot(curves, "k", [("morf", "-", "MoRF"), ("lerf", "--", "LeRF")], out, "patches replaced k",
+                       "f(x) - f(x_k)", title or "AOPC curves")
 
 
 def low_saliency_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
     """Accuracy when only the q fraction of least-salient pixels is perturbed, uniform noise (solid)
     and PGD (dashed); `curves[name] = {"q": [...], "noise": [...], "pgd_q": [...], "pgd": [...]}`."""
-    return _curve_plot(curves, "q", [("noise", "-"), ("pgd", "--")], out, "fraction q of least-salient pixels",
-                       "accuracy", title or "Low-saliency robustness: noise (solid), PGD (dashed)")
+    return _curve_plot(curves, "q", [("noise", "-", "noise"), ("pgd", "--", "PGD")], out,
+                       "fraction q of least-salient pixels", "accuracy", title or "Low-saliency robustness")
+
+
+# (results key, drawing function, title): the curve pictures, for `interpretability_figures` and the report
+CURVE_PLOTS = (("masked_accuracy", masked_accuracy_plot, "Masked accuracy"), ("aopc", aopc_plot, "AOPC curves"),
+               ("low_saliency", low_saliency_plot, "Low-saliency robustness"))
 
 
 def entropy_plot(values: Mapping[str, Sequence[float]], out, title: str | None = None,
@@ -153,11 +161,10 @@ def interpretability_figures(results: Mapping[str, Mapping[str, Any]], out_dir: 
                                out_dir / f"maps_{method}", labels=first["examples"]["labels"],
                                title=f"{method} saliency maps")
         curves = {m: r["curves"].get(method, {}) for m, r in have.items()}
-        for key, fn in (("masked_accuracy", masked_accuracy_plot), ("aopc", aopc_plot),
-                        ("low_saliency", low_saliency_plot)):
+        for key, fn, what in CURVE_PLOTS:
             sel = {m: c[key] for m, c in curves.items() if key in c}
             if sel:
-                paths += fn(sel, out_dir / f"{key}_{method}", title=f"{key.replace('_', ' ')} ({method})")
+                paths += fn(sel, out_dir / f"{key}_{method}", title=f"{what} ({method})")
         ent = {m: r["per_image"][method]["entropy"] for m, r in have.items() if "entropy" in r["per_image"][method]}
         if ent:
             paths += entropy_plot(ent, out_dir / f"entropy_{method}", title=f"Saliency entropy ({method})")
