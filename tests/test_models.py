@@ -31,3 +31,34 @@ def test_unknown_model_lists_choices():
     with pytest.raises(SgtlabError, match="sgt-cnn"):
         build_model("vgg")
     assert {"sgt-cnn", "alexnet-mnist", "resnet18-cifar"} <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("shape,k", [((3, 5, 24, 24), 2), ((2, 4, 7, 9), 2), ((2, 3, 10, 11), 3), ((1, 2, 6, 6), (2, 3))])
+def test_max_pool_forward_without_gradient_equals_pytorch(shape, k):
+    """sgtlab's MaxPool2d takes its own CPU path when no gradient is taken (odd sizes: floor mode
+    drops the last rows/columns) and PyTorch's with one; both give PyTorch's values, NaN included."""
+    from sgtlab.models.layers import MaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(shape).relu()  # ties at 0
+    x[0, 0, 0, 0] = float("nan")
+    ours, ref = MaxPool2d(k), torch.nn.MaxPool2d(k)
+    with torch.no_grad():
+        assert torch.equal(ours(x).isnan(), ref(x).isnan())
+        assert torch.equal(ours(x).nan_to_num(), ref(x).nan_to_num())
+    xg = x.nan_to_num().requires_grad_(True)
+    g_ours, = torch.autograd.grad(ours(xg).sum(), xg)
+    g_ref, = torch.autograd.grad(ref(xg).sum(), xg)
+    assert torch.equal(g_ours, g_ref)  # with a gradient: PyTorch's layer, one maximum per window
+
+
+def test_max_pool_fast_path_only_where_it_is_exact():
+    from sgtlab.models.layers import MaxPool2d
+
+    x = torch.rand(2, 3, 9, 9)
+    for layer in (MaxPool2d(3, stride=2), MaxPool2d(2, padding=1), MaxPool2d(2, ceil_mode=True),
+                  MaxPool2d(2, dilation=2)):
+        with torch.no_grad():
+            ref = torch.nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                                     ceil_mode=layer.ceil_mode)(x)
+            assert torch.equal(layer(x), ref)

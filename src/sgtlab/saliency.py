@@ -55,8 +55,9 @@ MODE_FREE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ReLU, nn.LeakyReLU, 
 
 def _is_mode_free(m: nn.Module) -> bool:
     from sgtlab.models.base import Normalize
+    from sgtlab.models.layers import MaxPool2d
 
-    return type(m) in MODE_FREE or type(m) is Normalize
+    return type(m) in MODE_FREE or type(m) in (Normalize, MaxPool2d)
 
 
 def _leaves(model: nn.Module) -> list[nn.Module] | None:

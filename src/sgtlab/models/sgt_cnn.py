@@ -2,6 +2,7 @@
 from torch import nn
 
 from sgtlab.models.base import register_model
+from sgtlab.models.layers import MaxPool2d
 
 
 @register_model("sgt-cnn")
@@ -9,7 +10,7 @@ def sgt_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_channels, 32, 3), nn.ReLU(),
         nn.Conv2d(32, 64, 3), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
         nn.Linear(64 * 12 * 12, 128), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(128, num_classes),
     )
