@@ -20,16 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgtlab.models.layers import MaxPool2d, strided_max_pool
+from sgtlab.models.layers import MaxPool2d, is_strided_pool, pair, strided_max_pool
 
 # (kind, module): kind is "point" (output pixel depends on the same input pixel), "conv" or "pool"
 Plan = list[tuple[str, nn.Module]]
 
 POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _kind(m: nn.Module) -> str | None:
@@ -41,11 +37,10 @@ def _kind(m: nn.Module) -> str | None:
         return "point"
     if type(m) is nn.BatchNorm2d and not m.training and m.track_running_stats:
         return "point"  # eval-mode batch-norm is a per-channel affine map
-    if (type(m) is nn.Conv2d and _pair(m.stride) == (1, 1) and _pair(m.dilation) == (1, 1)
+    if (type(m) is nn.Conv2d and pair(m.stride) == (1, 1) and pair(m.dilation) == (1, 1)
             and m.padding_mode == "zeros" and not isinstance(m.padding, str)):
         return "conv"
-    if (type(m) in (nn.MaxPool2d, MaxPool2d) and _pair(m.kernel_size) == _pair(m.stride) and _pair(m.padding) == (0, 0)
-            and _pair(m.dilation) == (1, 1) and not m.ceil_mode and not m.return_indices):
+    if type(m) in (nn.MaxPool2d, MaxPool2d) and is_strided_pool(m):
         return "pool"
     return None
 
@@ -77,11 +72,11 @@ def _out_window(kind: str, m: nn.Module, start: torch.Tensor, length: int, size_
     if kind in ("point", "none"):
         return start, length, start, length
     if kind == "conv":
-        k, p = _pair(m.kernel_size)[axis], _pair(m.padding)[axis]
+        k, p = pair(m.kernel_size)[axis], pair(m.padding)[axis]
         lo = min(size_out, length + k - 1)
         o = (start + p - (k - 1)).clamp(0, size_out - lo)
         return o, lo, o - p, lo + k - 1
-    s = _pair(m.kernel_size)[axis]  # pool
+    s = pair(m.kernel_size)[axis]  # pool
     lo = min(size_out, math.ceil((length - 1) / s) + 1)
     o = torch.div(start, s, rounding_mode="floor").clamp(0, size_out - lo)
     return o, lo, o * s, lo * s
@@ -167,7 +162,7 @@ def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: t
             t = F.conv2d(t if outside is None else t.masked_fill(outside, 0.0), core.weight, core.bias,
                          padding=0 if window else core.padding, groups=core.groups)
         elif kind == "pool":
-            t = strided_max_pool(t, _pair(core.kernel_size))
+            t = strided_max_pool(t, pair(core.kernel_size))
         for m in post:
             t = m(t)
         return t
@@ -205,7 +200,7 @@ def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: t
             ci, cv = _index(ci, lic, prev.shape[2])
             window = prev.view(-1, prev.shape[3]).index_select(0, _rows(prev, ri, ci))
             outside = None
-            if kind == "conv" and any(_pair(core.padding)):
+            if kind == "conv" and any(pair(core.padding)):
                 outside = ~(rv[:, None, :, None] & cv[:, None, None, :])
             new = _nhwc(run(pre, kind, core, post, _nchw(window.view(n, lir, lic, -1)), outside))
             rows = _rows(out, ro[:, None] + torch.arange(lor, device=x.device),

@@ -18,8 +18,14 @@ def strided_max_pool(t: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
     return functools.reduce(torch.maximum, [rows[:, :, :, j::k[1]] for j in range(k[1])])
 
 
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def is_strided_pool(m: nn.MaxPool2d) -> bool:
+    """True when `strided_max_pool` computes `m`: kernel = stride, no padding or dilation, floor mode."""
+    return (pair(m.kernel_size) == pair(m.stride) and pair(m.padding) == (0, 0) and pair(m.dilation) == (1, 1)
+            and not m.ceil_mode and not m.return_indices)
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -34,7 +40,6 @@ class MaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.ndim == 4 and not (x.requires_grad and torch.is_grad_enabled())
-                and _pair(self.kernel_size) == _pair(self.stride) and _pair(self.padding) == (0, 0)
-                and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices):
-            return strided_max_pool(x, _pair(self.kernel_size))
+                and is_strided_pool(self)):
+            return strided_max_pool(x, pair(self.kernel_size))
         return super().forward(x)
