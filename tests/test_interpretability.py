@@ -179,6 +179,23 @@ def test_low_saliency_curve_uses_the_least_salient_support():
     assert res["pgd"][3] == 0.0
 
 
+def test_low_saliency_pgd_stops_per_sample():
+    """At q = 1 a budget of 0.5 fools every image within two steps of 0.25: with per-sample early
+    stopping the model sees far fewer rows than noise + 5 PGD steps + the final check (7 n)."""
+    rows = []
+
+    class Counting(KnownPixels):
+        def forward(self, x):
+            rows.append(len(x))
+            return super().forward(x)
+
+    x, y = known_pixel_data()
+    res = low_saliency_curve(Counting(), x, y, good_map(), qs=[1.0], eps=0.5, pgd_steps=5,
+                             generator=torch.Generator().manual_seed(0))
+    assert res["pgd"] == [0.0]
+    assert sum(rows) <= 5 * len(x) < 7 * len(x)
+
+
 @pytest.mark.parametrize("call", [
     lambda m, x, y, s: aopc(m, x, s[:, :6]),
     lambda m, x, y, s: aopc(m, x, s[:3]),

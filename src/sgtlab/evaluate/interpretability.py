@@ -260,8 +260,13 @@ def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps:
                        generator: torch.Generator | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """SCAAT's check: accuracy when only the `q` fraction of least-salient pixels is perturbed, by
     uniform noise in [-eps, eps] (clipped to [0, 1]) and by PGD (L-inf `eps`, `pgd_steps` steps,
-    `sgtlab.attacks.pgd` with the support as its mask), for each q (`pgd_qs`: PGD's own coarser
-    grid, default `qs`). q = 0 perturbs nothing (clean accuracy; not attacked)."""
+    `sgtlab.attacks.PGD` with the support as its mask), for each q (`pgd_qs`: PGD's own coarser
+    grid, default `qs`). q = 0 perturbs nothing (clean accuracy; not attacked). PGD stops per
+    sample at the first step that misclassifies it, as the robustness sweep does: a sample counts
+    as fooled once any iterate fools it, and fooled samples cost no further steps (1.45x faster on
+    an ST sgt-cnn). Numbers match judging the last iterate only, or are lower, up to float rounding:
+    the batch shrinks as samples leave, which can flip the sign of a near-zero gradient entry
+    (measured: a sample in 128, either way, at some q)."""
     _check_pair(x, maps)
     batch_size = eval_batch_size(batch_size, _model_device(model))
     qs = _check_fractions(qs, "low-saliency fractions q")
@@ -283,8 +288,9 @@ def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps:
             correct.append(pred == y[i:i + chunk, None])
     out["noise"] = torch.cat(correct).float().mean(0).tolist()
     if pgd:
-        from sgtlab.attacks import pgd as pgd_attack
+        from sgtlab.attacks import PGD
 
+        attack = PGD(steps=pgd_steps)
         pqs = qs if pgd_qs is None else _check_fractions(pgd_qs, "PGD fractions q")
         attacked = [j for j, q in enumerate(pqs) if q > 0]  # q = 0: nothing may move, clean accuracy
         # every (image, q) pair is one row of one large PGD batch
@@ -293,8 +299,8 @@ def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps:
         with _eval(model):
             for i in range(0, n * len(attacked), batch_size):
                 idx = torch.arange(i, min(i + batch_size, n * len(attacked)), device=dev) // len(attacked)
-                xa = pgd_attack(model, x[idx], y[idx], eps, steps=pgd_steps, mask=support[i:i + batch_size],
-                                check=False)
+                xa = attack(model, x[idx], y[idx], eps, check=False, mask=support[i:i + batch_size],
+                            early_stop=True)
                 hits.append(_probs(model, xa, batch_size).argmax(1) == y[idx])
             acc_by_q = torch.cat(hits).view(n, len(attacked)).float().mean(0).tolist() if attacked else []
             clean = _accuracy(model, x, y, batch_size) if len(attacked) < len(pqs) else None
