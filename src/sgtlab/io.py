@@ -1,21 +1,62 @@
-"""Atomic file writes: a crash never leaves a half-written checkpoint or table behind."""
+"""Atomic file writes (a crash never leaves a half-written checkpoint or table behind; temporaries of
+killed writers are removed) and folder locks (two commands never work in one folder at once)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from sgtlab.errors import SgtlabError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (not POSIX: no locking)
+    fcntl = None
+
+
+class WriteError(SgtlabError, OSError):
+    """A write the file system refused (disk full, permissions, read-only): one line for the user.
+    Also an OSError, so code that retries on OSError (downloads) still does."""
+
+
+# errnos of a refused write: the user's to fix (space, permissions), not a bug
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+                 errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def write_failed(path: Path, detail: str) -> str:
+    kept = "the previous file is kept" if path.is_file() else "nothing was written"
+    return f"could not write {path} ({detail}); {kept}. Free some space or fix the permissions, then run again"
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; rename it onto `path` only on success."""
+    """Yield a temporary path in the same folder; rename it onto `path` only on success.
+
+    The temporary's name carries this host and process id, so a later write of the same file
+    removes temporaries left by a killed process (and only those). A refused write (disk full,
+    permissions) raises `WriteError` and keeps the previous file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise WriteError(f"cannot write {path}: a folder of that name is in the way; move it or choose "
+                             f"another output folder")
+        remove_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except WriteError:
+        raise
+    except OSError as e:
+        raise WriteError(write_failed(path, e.strerror or str(e))) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -24,9 +65,135 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp makes the file private (0600); give it the mode a plain open() would
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise WriteError(write_failed(path, e.strerror or str(e))) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        try:
+            tmp_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+MAX_JSON_BYTES = 1 << 30  # a results file larger than this is not one sgtlab wrote
+
+
+def read_json(path: str | os.PathLike, kind: type = dict) -> Any:
+    """A JSON file sgtlab wrote earlier (a result, a config), read as untrusted: a damaged one is a
+    one-line SgtlabError saying to delete it (the stage that wrote it then runs again)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"larger than {MAX_JSON_BYTES} bytes")
+        value = json.loads(path.read_text())
+        if not isinstance(value, kind):
+            raise ValueError(f"a {type(value).__name__}, not a {kind.__name__}")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        detail = " ".join(str(e).split())[:150]
+        raise SgtlabError(f"{path} is damaged or unreadable ({detail}); delete it and run the command again "
+                          f"(what wrote it is redone)") from None
+    return value
+
+
+# -- temporaries of interrupted writes --------------------------------------------------------------
+
+STALE_AGE = 3600.0  # seconds after which a temporary without an owner tag (older sgtlab) is stale
+
+
+def _owner() -> str:
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove `.NAME.*.tmp` files (every name when None) of `folder` left by a process that died
+    mid-write: ones tagged with this host and a dead process id, and untagged ones older than
+    STALE_AGE. Returns the removed paths."""
+    removed = []
+    host = socket.gethostname().replace(".", "_")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        n = e.name
+        if not (n.startswith(".") and n.endswith(".tmp")) or (name is not None and not n.startswith(f".{name}.")):
+            continue
+        m = re.search(r"\.([^.]+)-(\d+)\.[^.]*\.tmp$", n)
+        try:
+            if m:
+                stale = m.group(1) == host and not _alive(int(m.group(2)))
+            else:
+                stale = time.time() - e.stat().st_mtime > STALE_AGE
+            if stale and e.is_file(follow_symlinks=False):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
+
+
+# -- folder locks ----------------------------------------------------------------------------------
+
+LOCK_FILE = ".sgtlab.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+    """Hold an OS lock (flock) on `folder` (created if needed) while a command works in it. The
+    kernel drops the lock when the process ends, even by SIGKILL, so a lock is never stale. A second
+    holder is refused at once with one line naming the holder. When the folder was created here and
+    holds nothing else at the end, it is removed again."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SgtlabError(f"{folder} is a file, not a folder; choose another output folder") from None
+    except OSError as e:
+        raise WriteError(f"cannot create the {what} {folder} ({e.strerror}); choose another output folder") from None
+    if not folder.is_dir():
+        raise SgtlabError(f"{folder} is not a folder; choose another output folder")
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise WriteError(f"cannot lock the {what} {folder} ({e.strerror}: {path}); check its permissions") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
+                raise SgtlabError(f"the {what} {folder} is in use by another sgtlab command ({holder}); wait for "
+                                  f"it to end, or choose another output folder") from None
+        cmd = " ".join(["sgtlab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(("sgtlab", "__main__.py")) \
+            else " ".join(sys.argv)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}: "
+                      f"{cmd[:200]}\n".encode(), 0)
+        remove_stale_temporaries(folder)
+        yield folder
+    finally:
+        try:  # leave nothing behind when the command failed before writing anything
+            if created and {e.name for e in os.scandir(folder)} <= {LOCK_FILE}:
+                path.unlink()
+                folder.rmdir()
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def _umask() -> int:

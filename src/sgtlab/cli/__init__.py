@@ -7,13 +7,13 @@ import importlib
 import sys
 
 from sgtlab import __version__
-from sgtlab.errors import SgtlabError
+from sgtlab.cli.handler import OneLineParser, run_command
 
 COMMANDS = ("train", "evaluate", "attack", "explain", "reproduce", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sgtlab",
         description="Train image classifiers with saliency-guided and adversarial methods, attack them, "
                     "measure their saliency maps, and reproduce the papers' experiments.",
@@ -28,21 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         p = module.add_parser(sub)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _resume=getattr(module, "resume_argv", None))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     from sgtlab.device import keep_freed_memory
 
     keep_freed_memory()  # a third faster on CPU (fewer page faults); see its doc
-    try:
-        return args._run(args) or 0
-    except SgtlabError as e:
-        print(f"sgtlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"sgtlab {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    return run_command(args, argv)  # errors -> one line and exit 2; bugs -> a log file, exit 1

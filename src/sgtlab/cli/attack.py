@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from sgtlab.validate import int64
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -19,11 +21,11 @@ def add_parser(sub):
                         "(ensemble = per-sample worst case over the others) (default: %(default)s)")
     p.add_argument("--eps", default="0.05:0.4:0.05", help="eps list '0.1,0.3' or range 'start:stop:step' "
                                                           "(stop included) (default: %(default)s)")
-    p.add_argument("--n", type=int, default=None, help="attack the first N test images (default: all)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--n", type=int64, default=None, help="attack the first N test images (default: all)")
+    p.add_argument("--batch-size", type=int64, default=None,
                    help="images per attack batch (default: 128 on a CPU, where larger batches leave the "
                         "caches and cost more per image; 1024 on a GPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default: %(default)s)")
+    p.add_argument("--seed", type=int64, default=0, help="seed of the random starts (default: %(default)s)")
     p.add_argument("--checks", action="store_true", help="also run the gradient-masking checks")
     p.add_argument("--out", default=None, help="folder for robustness.json and robustness_per_sample.csv "
                                                "(default: RUN/attack when RUN is a folder; none otherwise)")
@@ -43,9 +45,11 @@ def run(args) -> int:
     from sgtlab.errors import SgtlabError
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
+    from sgtlab.validate import check_seed
 
     # every argument is checked before the model is loaded or any image attacked
     eps = check_eps_grid(parse_float_list(args.eps))
+    check_seed(args.seed, "--seed")
     attacks = parse_name_list(args.attacks)
     resolve_attacks(attacks)  # unknown names -> error listing the valid ones
     if args.batch_size is not None and args.batch_size < 1:

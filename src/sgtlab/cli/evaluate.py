@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from sgtlab.evaluate import accuracy
+from sgtlab.validate import int64
 
 
 def add_parser(sub):
@@ -12,7 +13,7 @@ def add_parser(sub):
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder or a checkpoint.safetensors file")
     p.add_argument("--dataset", default=None, help="data set (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
-    p.add_argument("--n", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--n", type=int64, default=None, help="evaluate on the first N test images")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sgtlab.cli.options import parse_float_list, parse_name_list
 from sgtlab.errors import SgtlabError
+from sgtlab.validate import check_seed, finite_float, int64
 
 
 def add_parser(sub):
@@ -24,21 +25,21 @@ def add_parser(sub):
                    "(grad, input-x-grad, smoothgrad, ig; default: %(default)s)")
     p.add_argument("--metrics", default="all", help="'all' or a comma-separated subset of: entropy, size, gini, "
                    "aopc, masked_accuracy, low_saliency, localisation (default: %(default)s)")
-    p.add_argument("--n", type=int, default=256, help="number of test images (default: %(default)s)")
+    p.add_argument("--n", type=int64, default=256, help="number of test images (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--smoothgrad-samples", type=int, default=10, help="SmoothGrad noisy samples (default: %(default)s)")
-    p.add_argument("--smoothgrad-noise", type=float, default=0.15,
+    p.add_argument("--smoothgrad-samples", type=int64, default=10, help="SmoothGrad noisy samples (default: %(default)s)")
+    p.add_argument("--smoothgrad-noise", type=finite_float, default=0.15,
                    help="SmoothGrad noise std as a fraction of the input range (default: %(default)s)")
-    p.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default: %(default)s)")
-    p.add_argument("--aopc-steps", type=int, default=None, help="AOPC steps L (default: half the patches)")
-    p.add_argument("--aopc-patch", type=int, default=None, help="AOPC patch size (default: 2 for 28 px, 4 for 32 px)")
-    p.add_argument("--eps", type=float, default=0.3, help="low-saliency curve: noise / PGD budget (default: %(default)s)")
+    p.add_argument("--ig-steps", type=int64, default=32, help="Integrated Gradients steps (default: %(default)s)")
+    p.add_argument("--aopc-steps", type=int64, default=None, help="AOPC steps L (default: half the patches)")
+    p.add_argument("--aopc-patch", type=int64, default=None, help="AOPC patch size (default: 2 for 28 px, 4 for 32 px)")
+    p.add_argument("--eps", type=finite_float, default=0.3, help="low-saliency curve: noise / PGD budget (default: %(default)s)")
     p.add_argument("--qs", default="0:1:0.1", help="low-saliency fractions q (default: %(default)s)")
     p.add_argument("--pgd-qs", default=None, help="PGD's fractions q (default: those of --qs)")
-    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
+    p.add_argument("--pgd-steps", type=int64, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
     p.add_argument("--no-pgd", action="store_true", help="low-saliency curve with uniform noise only")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random fill and noise (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--seed", type=int64, default=0, help="seed of every random fill and noise (default: %(default)s)")
+    p.add_argument("--batch-size", type=int64, default=None,
                    help="images per model call (default: 128 on a CPU, 1024 on a GPU)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,6 +77,7 @@ def run(args) -> int:
             raise SgtlabError(f"unknown metric {m!r}; choose 'all' or from: {', '.join(METRICS)}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_seed(args.seed, "--seed")
     qs = parse_float_list(args.qs)
     pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
     # load every checkpoint and the data first: a bad one fails before any work

@@ -7,7 +7,8 @@ import types
 import typing
 from typing import Any
 
-from sgtlab.errors import SgtlabError
+from sgtlab.errors import SgtlabError  # noqa: F401  (re-exported for commands)
+from sgtlab.validate import finite_float, int64, parse_grid
 
 
 def _base_type(tp):
@@ -33,7 +34,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls, skip: tupl
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=f.metadata["help"])
         else:
-            parser.add_argument(flag, dest=f.name, type=tp, default=default, choices=f.metadata.get("choices"),
+            # floats must be finite, ints fit 64 bits: refused by argparse in one line
+            kind = {float: finite_float, int: int64}.get(tp, tp)
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
 
 
@@ -43,21 +46,9 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra):
 
 
 def parse_float_list(text: str) -> list[float]:
-    """'0.1,0.3' or a range 'start:stop:step' (stop included) -> floats."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(t) for t in text.split(":"))
-            if step <= 0 or stop < start:
-                raise SgtlabError(f"range {text!r} needs step > 0 and stop >= start")
-            n = int(round((stop - start) / step))
-            values = [round(start + i * step, 10) for i in range(n + 1)]
-        else:
-            values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SgtlabError(f"cannot read {text!r} as numbers: give '0.1,0.3' or 'start:stop:step'") from None
-    if not values:
-        raise SgtlabError("an empty list of values")
-    return values
+    """'0.1,0.3' or a range 'start:stop:step' (stop included) -> finite floats, at most
+    sgtlab.validate.MAX_GRID of them."""
+    return parse_grid(text)
 
 
 def parse_name_list(text: str) -> list[str]:

@@ -12,7 +12,9 @@ def add_parser(sub):
 
 def run(args) -> int:
     from sgtlab.experiments.report import build_report
+    from sgtlab.io import folder_lock
 
-    path = build_report(args.folder)
+    with folder_lock(args.folder, "experiment folder"):  # not while a `reproduce` works in it
+        path = build_report(args.folder)
     print(f"report: {path}")
     return 0

@@ -84,3 +84,8 @@ def run(args) -> int:
     run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
     print(f"report: {out / 'report' / 'report.html'}")
     return 0
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Finished runs are skipped and half-done ones resume: the same command continues."""
+    return argv

@@ -37,3 +37,8 @@ def run(args) -> int:
     if args.json and (dist is None or dist.rank == 0):
         print(json.dumps(result))
     return 0
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """The command that continues an interrupted `train`: the same one with --resume."""
+    return argv if "--resume" in argv else [*argv, "--resume"]

@@ -75,18 +75,26 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
 def data_root(data_dir: str | os.PathLike | None) -> Path:
     """`--data-dir`, else $SGTLAB_DATA, else ~/.cache/sgtlab/data."""
     if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("SGTLAB_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "sgtlab" / "data"
+        root, what = Path(data_dir).expanduser(), "--data-dir"
+    elif os.environ.get("SGTLAB_DATA"):
+        root, what = Path(os.environ["SGTLAB_DATA"]).expanduser(), "$SGTLAB_DATA"
+    else:
+        return Path.home() / ".cache" / "sgtlab" / "data"
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{what} {root} is a file; give the folder that holds the data files")
+    return root
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder where a data file should be; remove it and put the file there") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror}); check its permissions") from None
     return h.hexdigest()
 
 

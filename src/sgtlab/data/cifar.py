@@ -91,9 +91,14 @@ def parse_batch(obj: object, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{what}: 'data' must be a uint8 array of N x 3072, got {desc}")
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise DataError(f"{what}: 'labels' must be a list of integers, got {type(labels).__name__}")
     try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
+        y = np.asarray(labels)
+        if y.dtype.kind not in "iub" and y.size:  # no floats, strings or objects cast to numbers
+            raise TypeError
+        y = y.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{what}: 'labels' is not a list of integers") from None
     if y.shape != (len(data),):
         raise DataError(f"{what}: {len(data)} images but labels of shape {y.shape}")
@@ -102,13 +107,22 @@ def parse_batch(obj: object, what: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), y  # rows are 1024 red, 1024 green, 1024 blue, row-major
 
 
+MAX_BATCH_BYTES = 64 << 20     # an official batch is 31 MB
+MAX_ARCHIVE_BYTES = 512 << 20  # the official archive is 163 MB
+
+
 def _read_folder(folder: Path, names: list[str], verify: bool) -> list[tuple[bytes, str]]:
     out = []
     for n in names:
         p = folder / n
         if verify:
             check_md5(p, MD5[n])
-        out.append((p.read_bytes(), str(p)))
+        try:
+            if p.stat().st_size > MAX_BATCH_BYTES:
+                raise DataError(f"{p}: larger than {MAX_BATCH_BYTES} bytes, not a CIFAR-10 batch; {_HOW_TO}")
+            out.append((p.read_bytes(), str(p)))
+        except OSError as e:
+            raise DataError(f"cannot read {p} ({e.strerror}); check its permissions") from None
     return out
 
 
@@ -118,10 +132,15 @@ def _read_archive(path: Path, names: list[str], verify: bool) -> list[tuple[byte
     wanted = {f"{FOLDER}/{n}": n for n in names}
     found: dict[str, bytes] = {}
     try:
+        if path.stat().st_size > MAX_ARCHIVE_BYTES:
+            raise DataError(f"{path}: larger than {MAX_ARCHIVE_BYTES} bytes, not the CIFAR-10 archive; {_HOW_TO}")
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:  # read members in memory; nothing is extracted to disk
                 if member.name in wanted and member.isfile():
-                    found[wanted[member.name]] = tar.extractfile(member).read()
+                    if member.size > MAX_BATCH_BYTES:
+                        raise DataError(f"{path}: {member.name} is {member.size} bytes, not a CIFAR-10 batch; "
+                                        f"{_HOW_TO}")
+                    found[wanted[member.name]] = tar.extractfile(member).read(MAX_BATCH_BYTES + 1)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable tar.gz ({e}); delete it and {_HOW_TO}") from None
     missing = [n for n in names if n not in found]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -37,20 +39,35 @@ MIRRORS = {
 _IDX_DTYPE = {0x08: np.uint8}
 
 
+MAX_IDX_BYTES = 64 << 20  # decompressed: the largest original file (train images) is 47 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse a gzipped IDX file (big-endian header: 0, 0, dtype code, ndim, then dims)."""
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            raw = f.read(MAX_IDX_BYTES + 1)  # bounded: a gzip bomb stops here
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not an IDX .gz file; remove it and put the file there") from None
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable gzip file ({e}); delete it and download it again") from None
+    return parse_idx(raw, str(path))
+
+
+def parse_idx(raw: bytes, what: str = "IDX data") -> np.ndarray:
+    """The array in an (uncompressed) IDX byte string; anything else is a DataError."""
+    if len(raw) > MAX_IDX_BYTES:
+        raise DataError(f"{what}: more than {MAX_IDX_BYTES} bytes once decompressed; not an MNIST-style file")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPE:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+        raise DataError(f"{what} is not an IDX file of unsigned bytes")
     ndim = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(f"{path}: header says shape {dims} but holds {len(raw) - offset} bytes")
+    if len(raw) < offset:
+        raise DataError(f"{what}: the header promises {ndim} dimensions but the file ends after {len(raw)} bytes")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    size = math.prod(dims)  # Python integers: no overflow
+    if len(raw) - offset != size:
+        raise DataError(f"{what}: header says shape {dims} but holds {len(raw) - offset} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -84,11 +101,21 @@ def load_idx_dataset(name: str, split: str = "train", data_dir=None, download: b
                      verify: bool = True) -> TensorData:
     img_path, lbl_path = find_files(name, split, data_dir, download, verify)
     images, labels = read_idx(img_path), read_idx(lbl_path)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{name}: images {images.shape} and labels {labels.shape} do not match")
+    check_idx_pair(name, images, labels)
     x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)
     y = torch.from_numpy(labels.astype(np.int64))
     return TensorData(x, y, name)
+
+
+def check_idx_pair(name: str, images: np.ndarray, labels: np.ndarray, shape=(28, 28), classes: int = 10) -> None:
+    """Images N x 28 x 28 and N labels in 0..classes-1, or a DataError."""
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{name}: images {images.shape} and labels {labels.shape} do not match")
+    if images.shape[1:] != shape:
+        raise DataError(f"{name}: images are {images.shape[1]} x {images.shape[2]} pixels, expected "
+                        f"{shape[0]} x {shape[1]}")
+    if len(labels) and int(labels.max()) >= classes:
+        raise DataError(f"{name}: labels must be 0..{classes - 1}, got {int(labels.max())}")
 
 
 register_dataset(DatasetInfo(

@@ -11,10 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sgtlab.errors import SgtlabError
+from sgtlab.experiments.checks import check_experiment
 from sgtlab.train import MethodConfig, TrainConfig
+from sgtlab.validate import MAX_YAML_CHARS, load_yaml, one_line
 
 PRESET_DIR = "presets"
 SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "dataset", "model", "seeds", "train", "methods",
@@ -30,17 +30,19 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     """A preset by name (`quick`) or a path to a YAML file of the same form."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
-        text, name = path.read_text(), path.stem
+        try:
+            if path.stat().st_size > MAX_YAML_CHARS:
+                raise SgtlabError(f"preset {name_or_path}: larger than {MAX_YAML_CHARS} bytes; is it a preset?")
+            text, name = path.read_text(), path.stem
+        except (OSError, UnicodeDecodeError) as e:
+            raise SgtlabError(f"preset {name_or_path}: cannot read it ({one_line(e)})") from None
     elif name_or_path in preset_names():
         text = resources.files("sgtlab.experiments").joinpath(PRESET_DIR, f"{name_or_path}.yaml").read_text()
         name = name_or_path
     else:
         raise SgtlabError(f"unknown preset {name_or_path!r}; choose one of: {', '.join(preset_names())} "
                           f"(or give a .yaml file)")
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SgtlabError(f"preset {name_or_path}: not valid YAML ({e})") from None
+    cfg = load_yaml(text, f"preset {name_or_path}")  # plain data only; `1e-3` is a number
     if not isinstance(cfg, dict):
         raise SgtlabError(f"preset {name_or_path}: expected a mapping at the top level")
     cfg.setdefault("name", name)
@@ -48,32 +50,47 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`train.epochs=1`, `seeds=[0]`, `attack.eps=[0.1,0.2]`, `methods.1.k=0.3`."""
+    """`train.epochs=1`, `seeds=[0]`, `attack.eps=[0.1,0.2]`, `methods.1.k=0.3`, `train.lr=1e-3`.
+
+    A value is read as YAML as a person means it (`1e-3` is a number; text that is not YAML stays
+    text); a key must lead through mappings and list indices that exist (mappings are created)."""
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
             raise SgtlabError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=1")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"--set {key}")
+        except SgtlabError as e:
+            structured = raw.lstrip().startswith(("[", "{", "&", "*", "!"))
+            if structured or "not valid YAML" not in str(e):
+                raise  # meant as structured YAML: say what is wrong with it
             value = raw
         parts = key.strip().split(".")
         if parts[0] not in SECTIONS:
             raise SgtlabError(f"--set {key}: unknown preset key {parts[0]!r}; keys: {', '.join(sorted(SECTIONS))}")
-        node = cfg
-        for p in parts[:-1]:
+        if any(not p for p in parts):
+            raise SgtlabError(f"--set {key}: an empty part in the key; write e.g. train.epochs=1")
+        node: Any = cfg
+        for depth, p in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[:depth]) or "the preset"
             if isinstance(node, list):
-                if not re.fullmatch(r"\d+", p) or int(p) >= len(node):
-                    raise SgtlabError(f"--set {key}: {p!r} is not an index of a {len(node)}-element list")
-                node = node[int(p)]
+                if not re.fullmatch(r"\d{1,6}", p) or int(p) >= len(node):
+                    raise SgtlabError(f"--set {key}: {p!r} is not an index of the {len(node)}-element list {where}")
+                if last:
+                    node[int(p)] = value
+                else:
+                    node = node[int(p)]
+            elif isinstance(node, dict):
+                if last:
+                    node[p] = value
+                else:
+                    if node.get(p) is None:
+                        node[p] = {}
+                    node = node[p]
             else:
-                node = node.setdefault(p, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+                raise SgtlabError(f"--set {key}: {where} is {node!r}, not a mapping or list; set {where} itself")
     return cfg
 
 
@@ -98,6 +115,7 @@ def _slug(text: str) -> str:
 
 def expand(cfg: dict[str, Any]) -> list[RunSpec]:
     """Validate a preset and expand it into runs (every impossible value is refused here, before work)."""
+    check_experiment(cfg)  # types, ranges and names of every section, before anything else
     unknown = set(cfg) - SECTIONS
     if unknown:
         raise SgtlabError(f"unknown preset keys: {', '.join(sorted(unknown))}")

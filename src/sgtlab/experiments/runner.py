@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from sgtlab.errors import SgtlabError
 from sgtlab.experiments.presets import RunSpec, expand
-from sgtlab.io import write_json_atomic, write_text_atomic
+from sgtlab.io import folder_lock, read_json, write_json_atomic, write_text_atomic
 
 RESULT = "result.json"
 RESULTS_TABLE = "results.csv"
@@ -43,7 +43,7 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
         spec = RunSpec(**spec)
     folder = run_dir(Path(root), spec.name)
     if (folder / RESULT).exists():
-        return json.loads((folder / RESULT).read_text())
+        return read_json(folder / RESULT)
     t0 = time.perf_counter()
     cfg = TrainConfig.from_dict(spec.train)
     last = fit(cfg, folder, resume=True, progress=progress)
@@ -104,13 +104,13 @@ def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress
         data = data if data is not None else _test_data(cfg, attack.get("n"))
         kw = checks if isinstance(checks, dict) else {}
         write_json_atomic(checks_path, gradient_masking_checks(model, data, seed=cfg.seed, progress=progress, **kw))
-    stored = json.loads(path.read_text())
+    stored = read_json(path)
     cols = {"clean_accuracy": stored["clean_accuracy"]}
     for name, curve in stored["robust_accuracy"].items():
         for eps, acc in curve.items():
             cols[f"rob:{name}:{float(eps):g}"] = acc
     if checks:
-        for name, check in json.loads(checks_path.read_text()).items():
+        for name, check in read_json(checks_path).items():
             cols[f"check:{name}"] = check["passed"]  # None: the check could not run (said in checks.json)
     return cols
 
@@ -129,7 +129,7 @@ def _interpretability_stage(model, cfg, explain: dict[str, Any], folder: Path, p
         res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
                                        n=None, seed=cfg.seed, progress=progress, **opts)
         write_json_atomic(path, res)
-    stored = json.loads(path.read_text())
+    stored = read_json(path)
     cols = {}
     for method, metrics in stored["summary"].items():
         for metric, value in metrics.items():
@@ -143,8 +143,12 @@ def read_results(root: Path) -> list[dict[str, Any]]:
     path = Path(root) / RESULTS_TABLE
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return [_parse_row(r) for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            return [_parse_row(r) for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SgtlabError(f"{path} is damaged ({type(e).__name__}); delete it: it is rebuilt from the runs' "
+                          f"{RESULT} files") from None
 
 
 def _parse_row(row: dict[str, str]) -> dict[str, Any]:
@@ -186,7 +190,15 @@ def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
                    progress: bool = True, report: bool = True, workers: int = 1) -> list[dict[str, Any]]:
     """Run every (method, seed) of `cfg` not yet complete into `out`, record each row as it finishes,
-    then build the report. `workers`: runs at once with the local executor (in worker processes)."""
+    then build the report. `workers`: runs at once with the local executor (in worker processes).
+    The folder is locked meanwhile: a second command on it is refused at once, naming the holder."""
+    expand(cfg)  # the whole experiment is valid before the folder is even created
+    with folder_lock(out, "experiment folder"):
+        return _run_experiment(cfg, out, executor, address, progress, report, workers)
+
+
+def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address: str | None, progress: bool,
+                    report: bool, workers: int) -> list[dict[str, Any]]:
     from sgtlab.experiments.executors import get_executor
 
     specs = expand(cfg)
@@ -197,7 +209,7 @@ def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local"
     # rows of runs finished before a crash but not yet in the table
     for s in specs:
         if is_complete(root, s.name):
-            record_result(root, json.loads((run_dir(root, s.name) / RESULT).read_text()), order)
+            record_result(root, read_json(run_dir(root, s.name) / RESULT), order)
     pending = [s for s in specs if not is_complete(root, s.name)]
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=f"{cfg.get('name', 'experiment')} runs",
                disable=not progress, unit="run")
@@ -221,7 +233,7 @@ def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:
     path = root / EXPERIMENT
     free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu"}
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path)
         new = json.loads(json.dumps(cfg))
         changed = sorted(k for k in (set(old) | set(new)) - free if old.get(k) != new.get(k))
         if changed:

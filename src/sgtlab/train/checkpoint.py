@@ -14,8 +14,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sgtlab.errors import CheckpointError
-from sgtlab.io import atomic_path
+from sgtlab.errors import CheckpointError, SgtlabError
+from sgtlab.io import WriteError, atomic_path, write_failed
+from sgtlab.validate import check_plain, one_line
 
 CHECKPOINT = "checkpoint.safetensors"
 META_KEY = "sgtlab"
@@ -67,8 +68,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any],
                 tensors[f"rng.cuda{i}"] = s
     for k, v in (method_state or {}).items():
         tensors[f"method.{k}"] = v.detach().cpu().contiguous()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    except SafetensorError as e:  # safetensors reports a full disk or a refused write this way
+        raise WriteError(write_failed(Path(path), one_line(e))) from None
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -79,9 +83,75 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {})[META_KEY])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable sgtlab checkpoint ({e})") from None
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError, MemoryError) as e:
+        raise CheckpointError(f"{path} is not a readable sgtlab checkpoint ({one_line(e)[:200]})") from None
+    check_meta(meta, path)
     return tensors, meta
+
+
+MAX_META_VALUES = 200_000
+MAX_CHANNELS = 64
+MAX_CLASSES = 100_000
+MAX_EPOCHS = 100_000
+
+
+def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
+    """The metadata a checkpoint must hold, with sane types and sizes: a damaged or hand-made one
+    is a CheckpointError, never a crash (or a model of a billion channels) later on."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path} has damaged metadata ({what}); it is not a usable sgtlab checkpoint: "
+                               f"delete it (a run then starts over) or use another one")
+
+    try:
+        check_plain(meta, "metadata", max_nodes=MAX_META_VALUES, max_depth=8)
+    except SgtlabError as e:
+        raise bad(str(e)[:200]) from None
+    if not isinstance(meta, dict):
+        raise bad(f"a {type(meta).__name__}, not a mapping")
+    arch = meta.get("arch")
+    if not isinstance(arch, dict):
+        raise bad("no 'arch' mapping")
+    if not isinstance(arch.get("model"), str):
+        raise bad("arch.model is not a name")
+    if arch.get("dataset") is not None and not isinstance(arch["dataset"], str):
+        raise bad("arch.dataset is not a name")
+    for key, hi in (("in_channels", MAX_CHANNELS), ("num_classes", MAX_CLASSES)):
+        v = arch.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise bad(f"arch.{key} must be an integer in 1..{hi}, got {v!r}"[:120])
+    for key in ("mean", "std"):
+        v = arch.get(key)
+        if (not isinstance(v, list) or len(v) != arch["in_channels"]
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            raise bad(f"arch.{key} must be {arch['in_channels']} numbers, got {v!r}"[:120])
+    if not all(x > 0 for x in arch["std"]):
+        raise bad("arch.std must be > 0")
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise bad("config is not a mapping")
+    if "epoch" in meta:
+        e = meta["epoch"]
+        if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= MAX_EPOCHS:
+            raise bad(f"epoch must be an integer in 0..{MAX_EPOCHS}, got {e!r}"[:120])
+    opt = meta.get("optimizer")
+    if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get("param_groups"), list)
+                                and all(isinstance(g, dict) for g in opt["param_groups"])
+                                and isinstance(opt.get("scalars", {}), dict)):
+        raise bad("the optimizer state is not a mapping with a list of param_groups")
+    return meta
+
+
+def resume_epoch(meta: dict[str, Any], epochs: int, path: str | Path) -> int:
+    """The epoch a checkpoint was saved after, checked against the run's length: an epoch beyond
+    the one its own config planned is damage; one beyond --epochs needs more --epochs."""
+    e = meta.get("epoch")
+    planned = (meta.get("config") or {}).get("epochs")
+    if not isinstance(e, int) or isinstance(e, bool) or e < 1 or (isinstance(planned, int) and e > planned):
+        raise CheckpointError(f"{path} records epoch {e!r} of a {planned!r}-epoch run, which no run writes: the "
+                              f"file is damaged; delete it to start the run over")
+    if e > epochs:
+        raise CheckpointError(f"{path} is at epoch {e}, past --epochs {epochs}; pass --epochs {e} or more to "
+                              f"continue it, or use another --out")
+    return e
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -98,7 +168,17 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
 
 def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict, optimizer: torch.optim.Optimizer
                            ) -> dict[str, torch.Tensor]:
-    """Restore optimizer and RNG state; return the method state."""
+    """Restore optimizer and RNG state; return the method state. A damaged state is a CheckpointError."""
+    try:
+        return _restore_training_state(tensors, meta, optimizer)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"cannot resume: the checkpoint's optimizer or RNG state is damaged "
+                              f"({type(e).__name__}: {one_line(e)[:150]}); delete the checkpoint to start the run "
+                              f"over") from None
+
+
+def _restore_training_state(tensors: dict[str, torch.Tensor], meta: dict, optimizer: torch.optim.Optimizer
+                            ) -> dict[str, torch.Tensor]:
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]

@@ -14,6 +14,9 @@ def opt(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+LIMITS = {"epochs": (None, 100_000), "batch_size": (None, 1 << 24)}  # beyond: surely a typo
+
+
 @dataclass
 class TrainConfig:
     dataset: str = opt("mnist5k", "data set name")
@@ -37,6 +40,9 @@ class TrainConfig:
     method_cfg: MethodConfig = field(default_factory=MethodConfig)
 
     def validate(self) -> "TrainConfig":
+        from sgtlab.validate import SEED_LIMIT, check_fields
+
+        check_fields(self, LIMITS | {"seed": (0, SEED_LIMIT)})  # types, finite values, sizes
         if self.epochs < 1:
             raise SgtlabError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

@@ -18,7 +18,7 @@ from sgtlab.data import TensorLoader, dataset_info, load_dataset
 from sgtlab.device import resolve_device
 from sgtlab.errors import CheckpointError, SgtlabError, TrainingDiverged
 from sgtlab.evaluate import accuracy
-from sgtlab.io import write_json_atomic, write_text_atomic
+from sgtlab.io import folder_lock, write_json_atomic, write_text_atomic
 from sgtlab.models import build_model
 from sgtlab.train import checkpoint as ckpt
 from sgtlab.train.config import TrainConfig
@@ -61,9 +61,9 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue  # a torn last line
-        if row.get("epoch", 0) <= upto_epoch:
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= upto_epoch:
             rows.append(row)
     return rows
 
@@ -72,8 +72,16 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
         dist=None) -> dict[str, Any]:
     """Train one run into the folder `out`; return the last epoch's metrics.
 
-    `dist` (optional) is a `sgtlab.distributed.DistContext` when running under torchrun."""
+    `dist` (optional) is a `sgtlab.distributed.DistContext` when running under torchrun. The run
+    folder is locked (rank 0) while training, so two commands never train one run at once."""
     cfg.validate()
+    if dist is not None and dist.rank != 0:
+        return _fit(cfg, out, resume, progress, dist)
+    with folder_lock(out, "run folder"):
+        return _fit(cfg, out, resume, progress, dist)
+
+
+def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) -> dict[str, Any]:
     out = Path(out)
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     is_main = rank == 0
@@ -102,7 +110,11 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
         if not resume:
             raise SgtlabError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         tensors, meta = ckpt.read_checkpoint(ckpt_path)
-        saved = TrainConfig.from_dict(meta["config"])
+        try:
+            saved = TrainConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
+                                  f"delete it to start the run over") from None
         saved.epochs, saved.device, saved.amp = cfg.epochs, cfg.device, cfg.amp  # may change on resume
         if saved.to_dict() != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v)
@@ -111,7 +123,7 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
         ckpt.load_weights(model, tensors, str(ckpt_path))
         loaded = ckpt.restore_training_state(tensors, meta, optimizer)
         state.update({k: v.to(device) for k, v in loaded.items()})
-        start_epoch = meta["epoch"]
+        start_epoch = ckpt.resume_epoch(meta, cfg.epochs, ckpt_path)  # refused when out of range
         history = _read_metrics(out / METRICS, start_epoch)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,10 +183,12 @@ def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool 
             if (i + 1) % NAN_CHECK_EVERY == 0 or i == last_i:
                 # under DDP the check is collective: every rank stops at the same step
                 if not (dist.all_finite(sums["loss"]) if dist else torch.isfinite(sums["loss"])):
+                    # say only what is true: a checkpoint exists only after a finished epoch
+                    kept = (f"the last good checkpoint (epoch {epoch}) is kept in {out}" if epoch > 0 else
+                            "no checkpoint was written (it diverged in the first epoch)")
                     raise TrainingDiverged(
                         f"the loss became {'non-finite' if dist else sums['loss'].item()} in epoch {epoch + 1} "
-                        f"(step {step}); training "
-                        f"stopped; the last good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr?")
+                        f"(step {step}); training stopped; {kept}. Lower --lr?")
                 bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.4f}")
         means = {k: v / max(n_steps, 1) for k, v in sums.items()}
         if dist:

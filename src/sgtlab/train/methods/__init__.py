@@ -49,6 +49,9 @@ class MethodConfig:
     eps_irr: float = _opt(1.0, "SCAAT: L-inf budget on the low-saliency support (1.0: any value in [0, 1])")
 
     def validate(self) -> "MethodConfig":
+        from sgtlab.validate import check_fields
+
+        check_fields(self, {"train_steps": (None, 100_000)})  # types and finite values (NaN fails every `<`)
         if self.k is not None and not 0 < self.k < 1:
             raise SgtlabError(f"k must be in (0, 1), got {self.k}")
         if self.lam < 0:

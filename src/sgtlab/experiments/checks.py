@@ -1,0 +1,166 @@
+"""Validation of a whole experiment (a preset after its `--set` overrides) before the first run:
+every section's type, every name (data set, methods, attacks, saliency methods, metrics, option
+keys) and every number's range, so a typo fails in a second, not after hours of training.
+Per-run training options are checked by `TrainConfig.validate` when `expand` builds the runs."""
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+from sgtlab.errors import SgtlabError
+from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, check_seed
+
+MAX_RUNS = 1000         # method entries x seeds
+MAX_IMAGES = 10_000_000  # attack.n / explain.n
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # the default folder is results/NAME
+ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks"}
+
+
+def check_experiment(cfg: Any) -> None:
+    check_plain(cfg, "the preset")
+    if not isinstance(cfg, dict):
+        raise SgtlabError(f"a preset is a mapping of sections, got {type(cfg).__name__}")
+    _kind(cfg, "name", str)
+    if "name" in cfg and not NAME.fullmatch(cfg["name"]):
+        raise SgtlabError(f"name {cfg['name']!r} must be 1-100 letters, digits, '.', '_' or '-' (it names the "
+                          f"folder results/NAME)")
+    _kind(cfg, "description", str)
+    for key in ("minutes_2cpu", "minutes_gpu"):
+        if cfg.get(key) is not None:
+            check_number(cfg[key], key, lo=0)
+    if not isinstance(cfg.get("dataset"), str):
+        raise SgtlabError(f"the preset needs `dataset: NAME` (a data set name), got {cfg.get('dataset')!r}; "
+                          f"e.g. --set dataset=mnist5k")
+    _kind(cfg, "model", str)
+    _kind(cfg, "train", dict)
+    seeds = cfg.get("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if not isinstance(seeds, list) or not seeds:
+        raise SgtlabError(f"seeds must be a list of integers, e.g. [0, 1], got {seeds!r}")
+    for s in seeds:
+        check_seed(s, f"seeds must be integers in 0..{SEED_LIMIT}: each seed")
+    if len(set(seeds)) < len(seeds):
+        raise SgtlabError(f"seeds {seeds} repeat a seed; each seed is one run")
+    methods = cfg.get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise SgtlabError(f"methods must be a non-empty list of entries like {{method: sgt, k: 0.5}}, got {methods!r}"
+                          [:300])
+    for i, entry in enumerate(methods):
+        if not isinstance(entry, dict) or not isinstance(entry.get("method", "st"), str):
+            raise SgtlabError(f"methods.{i} must be a mapping like {{method: sgt, k: 0.5}}, got {entry!r}"[:300])
+        if not isinstance(entry.get("label", ""), str):
+            raise SgtlabError(f"methods.{i}.label must be a string, got {entry['label']!r}")
+    if len(methods) * len(seeds) > MAX_RUNS:
+        raise SgtlabError(f"{len(methods)} methods x {len(seeds)} seeds is more than {MAX_RUNS} runs (the limit)")
+    _check_attack(cfg.get("attack"))
+    _check_explain(cfg.get("explain"))
+
+
+def _kind(cfg: dict, key: str, kind: type) -> None:
+    if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+        want = {str: "a string", dict: "a mapping"}[kind]
+        raise SgtlabError(f"{key} must be {want}, got {cfg[key]!r}"[:300])
+
+
+def _grid(value: Any, where: str, hi: float | None = None) -> None:
+    if not isinstance(value, list) or not value:
+        raise SgtlabError(f"{where} must be a non-empty list of numbers, got {value!r}"[:300])
+    if len(value) > MAX_GRID:
+        raise SgtlabError(f"{where} has {len(value)} values; the limit is {MAX_GRID}")
+    for v in value:
+        check_number(v, f"each value of {where}", lo=0, hi=hi)
+
+
+def _count(section: dict, key: str, where: str, hi: float = MAX_IMAGES) -> None:
+    v = section.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise SgtlabError(f"{where} must be a positive integer, got {v!r}"[:300])
+    if v is not None:
+        check_number(v, where, integer=True, lo=1, hi=hi)
+
+
+def _check_attack(attack: Any) -> None:
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.robustness import resolve_attacks
+
+    if attack is None:
+        return
+    if not isinstance(attack, dict):
+        raise SgtlabError(f"attack must be a mapping (attacks, eps, n, steps, checks), got {attack!r}"[:300])
+    unknown = set(attack) - ATTACK_KEYS
+    if unknown:
+        raise SgtlabError(f"unknown attack options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(ATTACK_KEYS))}")
+    names = attack.get("attacks", ["fgsm", "pgd", "mifgsm"])
+    if not isinstance(names, list) or not names or not all(isinstance(a, str) for a in names):
+        raise SgtlabError(f"attack.attacks must be a list of attack names, e.g. [fgsm, pgd], got {names!r}"[:300])
+    resolve_attacks(names)  # unknown names -> the list of valid ones
+    if any(a in ("apgd-ce", "apgd-dlr", "square") for a in names):
+        from sgtlab.attacks.autoattack import require_pyautoattack
+
+        require_pyautoattack()
+    _grid(attack.get("eps"), "attack.eps", hi=1.0)  # pixel units: images are in [0, 1]
+    _count(attack, "n", "attack.n")
+    _count(attack, "steps", "attack.steps", hi=100_000)
+    checks = attack.get("checks", False)
+    if isinstance(checks, dict):
+        allowed = set(inspect.signature(gradient_masking_checks).parameters) - {"model", "data", "progress", "seed"}
+        _options(checks, allowed, "attack.checks")
+    elif not isinstance(checks, bool):
+        raise SgtlabError(f"attack.checks must be true, false or a mapping of options, got {checks!r}"[:300])
+
+
+def _check_explain(explain: Any) -> None:
+    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics
+    from sgtlab.explain import SALIENCY
+    from sgtlab.explain.base import _check_options
+
+    if explain is None:
+        return
+    if not isinstance(explain, dict):
+        raise SgtlabError(f"explain must be a mapping (methods, metrics, n, ...), got {explain!r}"[:300])
+    allowed = (set(inspect.signature(interpretability_metrics).parameters) - {"model", "data", "n", "seed",
+                                                                               "progress"}) | {"n"}
+    unknown = set(explain) - allowed
+    if unknown:
+        raise SgtlabError(f"unknown explain options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}")
+    methods = explain.get("methods") or []
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise SgtlabError(f"explain.methods must be a list of saliency methods, got {methods!r}"[:300])
+    for m in methods:
+        SALIENCY.get(m)
+    metrics = explain.get("metrics", "all")
+    if metrics != "all":
+        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+            raise SgtlabError(f"explain.metrics must be 'all' or a list of metric names, got {metrics!r}"[:300])
+        for m in metrics:
+            if m not in METRICS:
+                raise SgtlabError(f"unknown metric {m!r} in explain.metrics; choose from: {', '.join(METRICS)}")
+    _count(explain, "n", "explain.n")
+    for key in ("aopc_patch", "aopc_steps", "pgd_steps", "batch_size", "n_examples"):
+        _count(explain, key, f"explain.{key}", hi=1_000_000)
+    if explain.get("eps") is not None:
+        check_number(explain["eps"], "explain.eps", lo=0, hi=1.0)
+    if not isinstance(explain.get("pgd", True), bool):
+        raise SgtlabError(f"explain.pgd must be true or false, got {explain['pgd']!r}")
+    for key in ("masked_ps", "qs", "pgd_qs"):
+        if explain.get(key) is not None:
+            _grid(explain[key], f"explain.{key}", hi=1.0)
+    opts = explain.get("method_options") or {}
+    if not isinstance(opts, dict):
+        raise SgtlabError(f"explain.method_options must map a saliency method to its options, got {opts!r}"[:300])
+    for m, o in opts.items():
+        if not isinstance(o, dict):
+            raise SgtlabError(f"explain.method_options.{m} must be a mapping of options, got {o!r}"[:300])
+        _check_options(m, SALIENCY.get(m), o)  # option names the method takes
+        for k, v in o.items():
+            check_number(v, f"explain.method_options.{m}.{k}", lo=0)
+
+
+def _options(opts: dict, allowed: set[str], where: str) -> None:
+    unknown = set(opts) - allowed
+    if unknown:
+        raise SgtlabError(f"unknown {where} options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}")
+    for k, v in opts.items():
+        if v is not None:
+            check_number(v, f"{where}.{k}", lo=0)
