@@ -21,8 +21,7 @@ def check_experiment(cfg: Any) -> None:
     check_plain(cfg, "the preset")
     if not isinstance(cfg, dict):
         raise SgtlabError(f"a preset is a mapping of sections, got {type(cfg).__name__}")
-    _kind(cfg, "name", str)
-    if "name" in cfg and not NAME.fullmatch(cfg["name"]):
+    if "name" in cfg and not (isinstance(cfg["name"], str) and NAME.fullmatch(cfg["name"])):
         raise SgtlabError(f"name {cfg['name']!r} must be 1-100 letters, digits, '.', '_' or '-' (it names the "
                           f"folder results/NAME)")
     _kind(cfg, "description", str)
