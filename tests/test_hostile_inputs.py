@@ -173,7 +173,7 @@ CASES = [
     ("set-no-equals", ["reproduce", "--set", "train.epochs", "--dry-run"], "KEY=VALUE"),
     ("set-date", ["reproduce", "--set", "train.lr=2020-01-01", "--dry-run"], "not allowed"),
     ("set-binary-tag", ["reproduce", "--set", "train.lr=!!binary aGVsbG8=", "--dry-run"], "not allowed"),
-    ("set-name-path", ["reproduce", "--set", "name=../../etc", "--dry-run"], "letters, digits"),
+    ("set-name-path", ["reproduce", "--set", "name=../../etc", "--dry-run"], "without '/'"),
     ("preset-no-dataset", ["reproduce", "--preset", "{root}/no-dataset.yaml", "--dry-run"], "dataset: NAME"),
     ("preset-list-dataset", ["reproduce", "--preset", "{root}/list-dataset.yaml", "--dry-run"], "dataset: NAME"),
     ("preset-binary", ["reproduce", "--preset", "{root}/binary.yaml", "--dry-run"], "preset"),

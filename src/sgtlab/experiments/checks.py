@@ -13,7 +13,7 @@ from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, che
 
 MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # the default folder is results/NAME
+NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
 ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks"}
 
 
@@ -22,8 +22,8 @@ def check_experiment(cfg: Any) -> None:
     if not isinstance(cfg, dict):
         raise SgtlabError(f"a preset is a mapping of sections, got {type(cfg).__name__}")
     if "name" in cfg and not (isinstance(cfg["name"], str) and NAME.fullmatch(cfg["name"])):
-        raise SgtlabError(f"name {cfg['name']!r} must be 1-100 letters, digits, '.', '_' or '-' (it names the "
-                          f"folder results/NAME)")
+        raise SgtlabError(f"name {cfg['name']!r}"[:120] + " must be a folder name of 1-100 characters without '/' "
+                          "and not starting with '.' (it names the folder results/NAME)")
     _kind(cfg, "description", str)
     for key in ("minutes_2cpu", "minutes_gpu"):
         if cfg.get(key) is not None:
