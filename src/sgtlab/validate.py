@@ -47,6 +47,12 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def list_names(names) -> str:
+    """Names for a message, sorted; odd ones (spaces, newlines, non-strings) quoted with repr."""
+    return ", ".join(n if isinstance(n, str) and re.fullmatch(r"[\w.+-]+", n) else repr(n)
+                     for n in sorted(names, key=str))
+
+
 def load_yaml(text: str, where: str) -> Any:
     """Plain data (mappings, lists, strings, numbers, booleans, null) from YAML text; anything else
     (tags such as !!binary or !!set, dates, huge or deeply nested documents) is refused."""

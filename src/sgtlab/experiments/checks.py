@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from sgtlab.errors import SgtlabError
-from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, check_seed
+from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, check_seed, list_names
 
 MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
@@ -89,7 +89,7 @@ def _check_attack(attack: Any) -> None:
         raise SgtlabError(f"attack must be a mapping (attacks, eps, n, steps, checks), got {attack!r}"[:300])
     unknown = set(attack) - ATTACK_KEYS
     if unknown:
-        raise SgtlabError(f"unknown attack options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(ATTACK_KEYS))}")
+        raise SgtlabError(f"unknown attack options: {list_names(unknown)}; known: {', '.join(sorted(ATTACK_KEYS))}")
     names = attack.get("attacks", ["fgsm", "pgd", "mifgsm"])
     if not isinstance(names, list) or not names or not all(isinstance(a, str) for a in names):
         raise SgtlabError(f"attack.attacks must be a list of attack names, e.g. [fgsm, pgd], got {names!r}"[:300])
@@ -122,7 +122,7 @@ def _check_explain(explain: Any) -> None:
                                                                                "progress"}) | {"n"}
     unknown = set(explain) - allowed
     if unknown:
-        raise SgtlabError(f"unknown explain options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}")
+        raise SgtlabError(f"unknown explain options: {list_names(unknown)}; known: {', '.join(sorted(allowed))}")
     methods = explain.get("methods") or []
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise SgtlabError(f"explain.methods must be a list of saliency methods, got {methods!r}"[:300])
@@ -151,6 +151,9 @@ def _check_explain(explain: Any) -> None:
     for m, o in opts.items():
         if not isinstance(o, dict):
             raise SgtlabError(f"explain.method_options.{m} must be a mapping of options, got {o!r}"[:300])
+        odd = [k for k in o if not re.fullmatch(r"\w+", k)]
+        if odd:
+            raise SgtlabError(f"explain.method_options.{m}: no option is named {list_names(odd)}")
         _check_options(m, SALIENCY.get(m), o)  # option names the method takes
         for k, v in o.items():
             check_number(v, f"explain.method_options.{m}.{k}", lo=0)
@@ -159,7 +162,7 @@ def _check_explain(explain: Any) -> None:
 def _options(opts: dict, allowed: set[str], where: str) -> None:
     unknown = set(opts) - allowed
     if unknown:
-        raise SgtlabError(f"unknown {where} options: {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}")
+        raise SgtlabError(f"unknown {where} options: {list_names(unknown)}; known: {', '.join(sorted(allowed))}")
     for k, v in opts.items():
         if v is not None:
             check_number(v, f"{where}.{k}", lo=0)

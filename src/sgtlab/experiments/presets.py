@@ -14,7 +14,7 @@ from typing import Any
 from sgtlab.errors import SgtlabError
 from sgtlab.experiments.checks import check_experiment
 from sgtlab.train import MethodConfig, TrainConfig
-from sgtlab.validate import MAX_YAML_CHARS, load_yaml, one_line
+from sgtlab.validate import MAX_YAML_CHARS, list_names, load_yaml, one_line
 
 PRESET_DIR = "presets"
 SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "dataset", "model", "seeds", "train", "methods",
@@ -118,7 +118,7 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
     check_experiment(cfg)  # types, ranges and names of every section, before anything else
     unknown = set(cfg) - SECTIONS
     if unknown:
-        raise SgtlabError(f"unknown preset keys: {', '.join(sorted(unknown))}")
+        raise SgtlabError(f"unknown preset keys: {list_names(unknown)}")
     seeds = cfg.get("seeds", [0])
     if isinstance(seeds, int):
         seeds = [seeds]

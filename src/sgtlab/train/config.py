@@ -78,5 +78,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise SgtlabError(f"unknown training options: {', '.join(sorted(unknown))}")
+            from sgtlab.validate import list_names
+
+            raise SgtlabError(f"unknown training options: {list_names(unknown)}")
         return cls(**d, method_cfg=MethodConfig.from_dict(mc))

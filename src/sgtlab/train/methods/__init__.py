@@ -77,7 +77,9 @@ class MethodConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise SgtlabError(f"unknown method options: {', '.join(sorted(unknown))}")
+            from sgtlab.validate import list_names
+
+            raise SgtlabError(f"unknown method options: {list_names(unknown)}")
         return cls(**d)
 
 
