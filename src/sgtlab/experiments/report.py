@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sgtlab.errors import SgtlabError  # noqa: E402
 from sgtlab.experiments.runner import EXPERIMENT, read_results, run_dir  # noqa: E402
 from sgtlab.experiments.tables import Table, fmt_ms, mean_std  # noqa: E402
-from sgtlab.io import write_text_atomic  # noqa: E402
+from sgtlab.io import read_json, write_text_atomic  # noqa: E402
 
 REPORT_DIR = "report"
 HEADLINE_ATTACKS = ("pgd", "mifgsm", "fgsm")  # the strongest attack present leads the text
@@ -249,7 +249,7 @@ def build_report(root: str | Path) -> Path:
     rows = read_results(root)
     if not rows:
         raise SgtlabError(f"{root} holds no finished runs (no {root / 'results.csv'}); run `sgtlab reproduce` first")
-    cfg = json.loads((root / EXPERIMENT).read_text()) if (root / EXPERIMENT).exists() else {}
+    cfg = read_json(root / EXPERIMENT) if (root / EXPERIMENT).exists() else {}  # damaged: one line
     out = root / REPORT_DIR
     figs = out / "figures"
     sections: list[tuple[str, list[str]]] = []

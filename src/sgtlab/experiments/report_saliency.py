@@ -5,13 +5,13 @@ Figures for the first saliency method carry plain names (`saliency_grid.png`, ..
 the method as a suffix."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sgtlab.figures.interpretability import CURVE_PLOTS, entropy_plot, saliency_grid
+from sgtlab.io import read_json
 
 
 def _load(root: Path, rows: list[dict]) -> dict[str, list[dict[str, Any]]]:
@@ -22,7 +22,7 @@ def _load(root: Path, rows: list[dict]) -> dict[str, list[dict[str, Any]]]:
     for r in sorted(rows, key=lambda r: (r["seed"] if r.get("seed") is not None else 0)):
         path = run_dir(root, r["run"]) / "interpretability.json"
         if path.exists():
-            out.setdefault(r["label"], []).append(json.loads(path.read_text()))
+            out.setdefault(r["label"], []).append(read_json(path))
     return out
 
 
