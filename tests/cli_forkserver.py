@@ -50,6 +50,10 @@ def main() -> None:
     import sgtlab.cli
 
     sgtlab.cli.build_parser()  # imports every command module (torch and all) once, in the parent
+    # MNIST-5k's parsed CSV is cached per process (lru_cache): parse it once here, not in every child
+    from sgtlab.data.mnist5k import _load_all
+
+    _load_all()
     workdir = sys.argv[1]
     print(json.dumps({"ready": os.getpid()}), flush=True)
     for n, line in enumerate(sys.stdin):
