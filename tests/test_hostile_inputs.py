@@ -69,8 +69,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         out[rel + "/"] = (0, 0)  # folders count too: none may appear
         for f in files:
             st = os.stat(os.path.join(dirpath, f))
-            # a lock file records its latest holder: its being there counts, not its content
-            out[os.path.join(rel, f)] = (0, 0) if f == ".sgtlab.lock" else (st.st_size, st.st_mtime_ns)
+            out[os.path.join(rel, f)] = (st.st_size, st.st_mtime_ns)
     return out
 
 

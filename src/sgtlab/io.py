@@ -152,10 +152,11 @@ LOCK_FILE = ".sgtlab.lock"
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
-    """Hold an OS lock (flock) on `folder` (created if needed) while a command works in it. The
-    kernel drops the lock when the process ends, even by SIGKILL, so a lock is never stale. A second
-    holder is refused at once with one line naming the holder. When the folder was created here and
-    holds nothing else at the end, it is removed again."""
+    """Hold an OS lock (flock on `FOLDER/.sgtlab.lock`) on `folder` (created if needed) while a
+    command works in it. The kernel drops the lock when the process ends, even by SIGKILL, so a lock
+    is never stale (a killed holder's file stays, unlocked, and the next holder reuses it). A second
+    holder is refused at once with one line naming the holder. The lock file is removed on release,
+    and so is the folder when it was created here and holds nothing."""
     folder = Path(folder)
     created = not folder.exists()
     try:
@@ -167,18 +168,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     if not folder.is_dir():
         raise SgtlabError(f"{folder} is not a folder; choose another output folder")
     path = folder / LOCK_FILE
+    fd = _lock_file(path, folder, what)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        raise WriteError(f"cannot lock the {what} {folder} ({e.strerror}: {path}); check its permissions") from None
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
-                raise SgtlabError(f"the {what} {folder} is in use by another sgtlab command ({holder}); wait for "
-                                  f"it to end, or choose another output folder") from None
         cmd = " ".join(["sgtlab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(("sgtlab", "__main__.py")) \
             else " ".join(sys.argv)
         os.ftruncate(fd, 0)
@@ -187,13 +178,40 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
         remove_stale_temporaries(folder)
         yield folder
     finally:
-        try:  # leave nothing behind when the command failed before writing anything
-            if created and {e.name for e in os.scandir(folder)} <= {LOCK_FILE}:
-                path.unlink()
+        try:  # removed while still held: a waiting opener then finds another inode and retries
+            path.unlink()
+            if created and not os.listdir(folder):  # made for nothing: leave nothing behind
                 folder.rmdir()
         except OSError:
             pass
         os.close(fd)
+
+
+def _lock_file(path: Path, folder: Path, what: str) -> int:
+    """Open and flock `path`; the lock counts only if `path` is still that file afterwards (the
+    holder before may have removed it on release), else try again."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            raise WriteError(f"cannot lock the {what} {folder} ({e.strerror}: {path}); check its permissions") from None
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise SgtlabError(f"the {what} {folder} is in use by another sgtlab command ({holder}); wait for "
+                              f"it to end, or choose another output folder") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise SgtlabError(f"cannot lock the {what} {folder}: its lock file keeps changing; try again")
 
 
 def _umask() -> int:
