@@ -158,7 +158,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     holder is refused at once with one line naming the holder. The lock file is removed on release,
     and so is the folder when it was created here and holds nothing."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # made here: removed if left empty
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -180,8 +180,10 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     finally:
         try:  # removed while still held: a waiting opener then finds another inode and retries
             path.unlink()
-            if created and not os.listdir(folder):  # made for nothing: leave nothing behind
-                folder.rmdir()
+            for p in created:  # folders made for nothing (deepest first): leave nothing behind
+                if os.listdir(p):
+                    break
+                p.rmdir()
         except OSError:
             pass
         os.close(fd)
