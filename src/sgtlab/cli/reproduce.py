@@ -33,7 +33,12 @@ def add_parser(sub):
     p.add_argument("--workers", default="auto",
                    help="local executor: runs at once, each in its own process with an equal share of the CPU "
                         "threads; 'auto': one per CPU core (at most 8) on a CPU, 1 on a GPU (default: auto)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, then stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs and whether each is done, with the measured time estimate, then stop")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a few training steps of each method and the evaluation on a slice of the test set "
+                        "on this machine, print the projected time of every run and of the whole experiment "
+                        "for --workers, then stop (also part of --dry-run)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -80,6 +85,15 @@ def run(args) -> int:
             print(f"{s.name:28s} {state:6s} {t['method']:8s} seed {s.seed}  {t['dataset']}/{t['model']}  "
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
+    if args.dry_run or args.estimate:
+        from sgtlab.experiments.estimate import estimate_experiment, format_estimate
+
+        todo = [s for s in specs if not is_complete(out, s.name)]
+        if todo:
+            est = estimate_experiment(cfg, workers=workers, device=args.device, names=[s.name for s in todo])
+            print(format_estimate(est))
+        else:
+            print("every run is done")
         return 0
     run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
     print(f"report: {out / 'report' / 'report.html'}")
