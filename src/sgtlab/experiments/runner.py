@@ -234,7 +234,7 @@ def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:
     """Refuse to mix two different experiments in one folder. Adding seeds or method entries is
     fine (runs are independent); changing shared settings (data, training, evaluation) is not."""
     path = root / EXPERIMENT
-    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu"}
+    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu", "measured"}
     if path.exists():
         old = read_json(path)
         new = json.loads(json.dumps(cfg))
