@@ -96,21 +96,21 @@ def run(args) -> int:
             print(f"{s.name:28s} {state:6s} {t['method']:8s} seed {s.seed}  {t['dataset']}/{t['model']}  "
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
+    todo = [s for s in specs if not is_complete(out, s.name)]
+    gpus = _gpu_plan(args.workers, cfg, todo) if todo else None
+    if gpus:
+        workers = len(gpus)
+        print(f"{len(gpus)} run(s) at once on {len(set(gpus))} GPU(s): " + ", ".join(
+            f"GPU {g}: {gpus.count(g)}" for g in sorted(set(gpus))))
     if args.dry_run or args.estimate:
         from sgtlab.experiments.estimate import estimate_experiment, format_estimate
 
-        todo = [s for s in specs if not is_complete(out, s.name)]
         if todo:
             est = estimate_experiment(cfg, workers=workers, device=args.device, names=[s.name for s in todo])
             print(format_estimate(est))
         else:
             print("every run is done")
         return 0
-    gpus = _gpu_plan(args.workers, cfg, specs)
-    if gpus:
-        workers = len(gpus)
-        print(f"{len(gpus)} run(s) at once on {len(set(gpus))} GPU(s): " + ", ".join(
-            f"GPU {g}: {gpus.count(g)}" for g in sorted(set(gpus))))
     run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers,
                    gpus=gpus)
     print(f"report: {out / 'report' / 'report.html'}")
