@@ -49,8 +49,8 @@ def main() -> None:
                 continue
             seen.add(s.label)
             n_eval = (s.attack.get("n") or 10000)
-            print(f"{s.label:14s} train {bs / (r.step_ms / 1e3):8.0f} img/s   evaluation {n_eval / max(r.eval_s, 1e-9):7.1f} "
-                  f"test img/s (all stages)   run {r.total_s / 60:7.1f} min")
+            print(f"{s.label:14s} train {bs / (r.step_ms / 1e3):8.0f} img/s   evaluation "
+                  f"{n_eval / max(r.eval_s, 1e-9):7.1f} test img/s (all stages)   run {r.total_s / 60:7.1f} min")
         print(format_estimate(est).splitlines()[-1 - len(est.notes) - bool(est.data_note)])
         for n in ([est.data_note] if est.data_note else []) + est.notes:
             print(f"note: {n}")
