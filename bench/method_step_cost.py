@@ -8,7 +8,8 @@ Also timed, as a floor for SGT: `two-passes`, the forward and backward of two in
 batch and a flipped copy) with SGT's loss but no saliency pass and no masking. SGT's maths needs at
 least that plus the saliency pass (a forward and an input-gradient backward), so `floor_over_st`
 bounds from below what any exact SGT step can reach against this ST step.
-Last line: `sgt_over_st: X` (target X <= 1.9 on CPU).
+Last lines: `sgt_over_st: X` and `sgt_over_floor: Y`, the SGT step over the two-input floor in
+the same run (target Y <= 1.10 on CPU).
 
     python bench/method_step_cost.py [--rounds 15] [--methods st,sgt,...] [--device cpu]
 """
@@ -106,6 +107,7 @@ def main() -> None:
     if "sgt" in times:
         print(f"floor_over_st: {statistics.median(times[FLOOR.name]) / st:.3f}  (two inputs, no saliency pass)")
         print(f"sgt_over_st: {statistics.median(times['sgt']) / st:.3f}")
+        print(f"sgt_over_floor: {statistics.median(times['sgt']) / statistics.median(times[FLOOR.name]):.3f}")
 
 
 if __name__ == "__main__":

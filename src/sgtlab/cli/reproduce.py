@@ -31,9 +31,16 @@ def add_parser(sub):
                    help="run the runs on this machine (local; see --workers) or as Ray tasks (needs sgtlab[ray])")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--workers", default="auto",
-                   help="local executor: runs at once, each in its own process with an equal share of the CPU "
-                        "threads; 'auto': one per CPU core (at most 8) on a CPU, 1 on a GPU (default: auto)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, then stop")
+                   help="runs at once, each in its own process (an equal share of the CPU threads); 'auto': on a "
+                        "CPU one per core (at most 8); on CUDA as many per GPU as its free memory holds (measured "
+                        "peak of the preset's hungriest method), spread over all GPUs, at most one per CPU core; "
+                        "with Ray it sets the GPU fraction per task (default: auto)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs and whether each is done, with the measured time estimate, then stop")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a few training steps of each method and the evaluation on a slice of the test set "
+                        "on this machine, print the projected time of every run and of the whole experiment "
+                        "for --workers, then stop (also part of --dry-run)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -64,6 +71,15 @@ def parse_workers(value: str, device: str | None) -> int:
     return n
 
 
+def _gpu_plan(workers: str, cfg: dict, specs) -> list[int] | None:
+    """On CUDA (when the runs would use it) the GPU of every worker slot; None on a CPU."""
+    from sgtlab.experiments.executors import gpu_slots
+
+    if cfg.get("train", {}).get("device", "auto") == "cpu":
+        return None
+    return gpu_slots(workers, [s.train for s in specs])
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -80,8 +96,23 @@ def run(args) -> int:
             print(f"{s.name:28s} {state:6s} {t['method']:8s} seed {s.seed}  {t['dataset']}/{t['model']}  "
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
+    todo = [s for s in specs if not is_complete(out, s.name)]
+    gpus = _gpu_plan(args.workers, cfg, todo) if todo else None
+    if gpus:
+        workers = len(gpus)
+        print(f"{len(gpus)} run(s) at once on {len(set(gpus))} GPU(s): " + ", ".join(
+            f"GPU {g}: {gpus.count(g)}" for g in sorted(set(gpus))))
+    if args.dry_run or args.estimate:
+        from sgtlab.experiments.estimate import estimate_experiment, format_estimate
+
+        if todo:
+            est = estimate_experiment(cfg, workers=workers, device=args.device, names=[s.name for s in todo])
+            print(format_estimate(est))
+        else:
+            print("every run is done")
         return 0
-    run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
+    run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers,
+                   gpus=gpus)
     print(f"report: {out / 'report' / 'report.html'}")
     return 0
 

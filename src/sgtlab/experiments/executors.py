@@ -14,20 +14,103 @@ from sgtlab.errors import SgtlabError
 EXECUTORS = ("local", "ray")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# GPU memory a run needs beyond what its tensors take: the CUDA context and cuDNN/cuBLAS workspaces
+# (about 0.5 GiB per process on recent GPUs), and headroom for the allocator's fragmentation
+CUDA_CONTEXT_BYTES = 768 << 20
+HEADROOM = 1.25
+
+
+def gpu_memory() -> list[tuple[int, int]]:
+    """(free, total) bytes of every visible CUDA device; [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [tuple(torch.cuda.mem_get_info(i)) for i in range(torch.cuda.device_count())]
+
+
+def plan_gpu_workers(run_bytes: int, devices: list[tuple[int, int]] | None = None, cores: int | None = None,
+                     max_per_gpu: int = 16) -> list[int]:
+    """The GPU of every worker slot: as many runs on each GPU as its free memory holds (`run_bytes`
+    of tensors each, plus the CUDA context and headroom), at most `max_per_gpu`, and in all at most
+    one per CPU core (each run's process feeds its GPU from one core); slots are dealt out over the
+    GPUs in turn, so a sweep with fewer runs than slots still spreads over all GPUs. At least one
+    slot on GPU 0 (a run too big for the free memory still gets its try, alone)."""
+    devices = gpu_memory() if devices is None else devices
+    if not devices:
+        return []
+    need = int(run_bytes * HEADROOM) + CUDA_CONTEXT_BYTES
+    fit = [min(max_per_gpu, free // max(1, need)) for free, _ in devices]
+    budget = max(1, cores if cores is not None else _cores())
+    slots: list[int] = []
+    while len(slots) < budget and any(fit):
+        for gpu, left in enumerate(fit):
+            if left and len(slots) < budget:
+                slots.append(gpu)
+                fit[gpu] -= 1
+    return slots or [0]
+
+
+def measure_run_bytes(train: dict, eval_batch: int | None = None) -> int:
+    """Peak CUDA memory of a run's training steps and an evaluation batch, measured on GPU 0 (two
+    training steps of `train`, a TrainConfig dict, then one attack step on an evaluation batch)."""
+    import torch
+
+    from sgtlab.device import eval_batch_size
+    from sgtlab.experiments.estimate import _data, time_training_steps
+    from sgtlab.train import TrainConfig
+
+    tc = TrainConfig.from_dict({**train, "device": "cuda"})
+    dev = torch.device("cuda", 0)
+    torch.cuda.reset_peak_memory_stats(dev)
+    data, _ = _data(tc, "train", max(tc.batch_size * 3, eval_batch_size(eval_batch, dev)))
+    _, model = time_training_steps(tc, data, dev, steps=1, warmup=1)
+    model.eval()
+    x = data.x[:eval_batch_size(eval_batch, dev)].to(dev).requires_grad_(True)
+    torch.autograd.grad(model(x).sum(), x)
+    peak = torch.cuda.max_memory_allocated(dev)
+    del model, x
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+def gpu_slots(workers: str | int, train_dicts: list[dict], devices: list[tuple[int, int]] | None = None,
+              cores: int | None = None, measure=None) -> list[int] | None:
+    """The worker plan on CUDA (None on a CPU): `--workers auto` fits runs by the measured peak
+    memory of the preset's hungriest training setup (`measure(train_dict) -> bytes`, default
+    `measure_run_bytes`); a number N deals N slots over the GPUs in turn."""
+    devices = gpu_memory() if devices is None else devices
+    if not devices:
+        return None
+    if workers != "auto":
+        return [i % len(devices) for i in range(int(workers))]
+    measure = measure or measure_run_bytes
+    seen, need = set(), 0
+    for t in train_dicts:
+        key = repr(sorted((k, v) for k, v in t.items() if k not in ("seed", "method_cfg")) + [t.get("method_cfg")])
+        if key not in seen:
+            seen.add(key)
+            need = max(need, measure(t))
+    return plan_gpu_workers(need, devices, cores)
+
+
 def default_workers(device: str | None = None) -> int:
     """`--workers auto`: on a CPU, one run per core (at most 8), each on one thread: sgtlab's small
     models scale poorly over threads (an sgt-cnn training step: 88 ms on one thread, 65 ms on two),
     so two runs side by side finish about 1.4x sooner than two runs one after the other on two
-    threads each. On a GPU, one run at a time (they would share the device)."""
+    threads each. On CUDA the caller plans GPU slots (`plan_gpu_workers`); without a plan, 1."""
     import torch
 
     if device in ("cuda", "auto", None) and torch.cuda.is_available():
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(8, _cores()))
 
 
 def _die_with_parent() -> None:
@@ -61,26 +144,31 @@ def _prepare_process(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, gpus=None) -> None:
     _die_with_parent()
+    if gpus is not None:
+        # this worker's GPU, taken before anything initialises CUDA: the run sees it as its only
+        # device (cuda:0), as it would alone on a one-GPU machine
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     _prepare_process(threads)
 
 
 class LocalExecutor:
     """Runs on this machine: one at a time in this process (`workers=1`), or `workers` at once in
-    worker processes that share the CPU threads equally; results come as runs finish."""
+    worker processes that share the CPU threads equally; results come as runs finish. `gpus`: the
+    GPU of every worker slot (`plan_gpu_workers`), so several runs share a GPU, one process each."""
 
     name = "local"
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, gpus: list[int] | None = None):
         if workers < 1:
             raise SgtlabError(f"--workers must be >= 1, got {workers}")
-        self.workers = workers
+        self.workers, self.gpus = (len(gpus), list(gpus)) if gpus else (workers, None)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *args) -> Iterator[Any]:
         items = list(items)
         workers = min(self.workers, len(items))
-        if workers <= 1:
+        if workers <= 1:  # in this process: GPU 0 of the plan is this process's default device
             for item in items:
                 yield fn(item, *args)
             return
@@ -91,8 +179,13 @@ class LocalExecutor:
 
         threads = max(1, torch.get_num_threads() // workers)
         # spawn, not fork: a forked copy of a process that already ran torch's thread pools can hang
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads,))
+        ctx = multiprocessing.get_context("spawn")
+        gpus = None
+        if self.gpus:  # the first `workers` slots of the plan (dealt over the GPUs in turn)
+            gpus = ctx.Queue()
+            for g in self.gpus[:workers]:
+                gpus.put(g)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus))
         pending = {pool.submit(fn, item, *args) for item in items}
         try:
             while pending:
@@ -239,7 +332,12 @@ def get_executor(name: str = "local", **kw):
     if name == "local":
         if kw.get("address"):
             raise SgtlabError("--address is the address of a Ray cluster: use it with --executor ray")
-        return LocalExecutor(kw.get("workers") or 1)
+        return LocalExecutor(kw.get("workers") or 1, kw.get("gpus"))
     if name == "ray":
+        kw.pop("workers", None)
+        gpus = kw.pop("gpus", None)
+        if gpus and kw.get("gpus_per_task") is None and not os.environ.get("SGTLAB_RAY_GPUS_PER_TASK"):
+            # as many runs per GPU as the local plan puts on one (Ray packs fractional GPUs)
+            kw["gpus_per_task"] = 1 / max(gpus.count(g) for g in set(gpus))
         return RayExecutor(**kw)
     raise SgtlabError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

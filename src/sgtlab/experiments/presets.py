@@ -17,7 +17,7 @@ from sgtlab.train import MethodConfig, TrainConfig
 from sgtlab.validate import MAX_YAML_CHARS, list_names, load_yaml, one_line
 
 PRESET_DIR = "presets"
-SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "dataset", "model", "seeds", "train", "methods",
+SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "measured", "dataset", "model", "seeds", "train", "methods",
             "attack", "explain", "name"}
 
 
@@ -164,6 +164,8 @@ def _check_eval(cfg: dict[str, Any]) -> None:
 def describe(name: str) -> str:
     cfg = load_preset(name)
     n_runs = len(cfg.get("methods") or []) * len(cfg.get("seeds") or [0])
+    if cfg.get("measured"):  # a figure measured on a named machine (end to end, or by --estimate)
+        return f"{name}: {cfg.get('description', '')} [{n_runs} runs; {cfg['measured']}]"
     times = []
     if cfg.get("minutes_2cpu"):
         m = cfg["minutes_2cpu"]

@@ -188,17 +188,19 @@ def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
 # -- the whole experiment ---------------------------------------------------------------------------
 
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
-                   progress: bool = True, report: bool = True, workers: int = 1) -> list[dict[str, Any]]:
+                   progress: bool = True, report: bool = True, workers: int = 1,
+                   gpus: list[int] | None = None) -> list[dict[str, Any]]:
     """Run every (method, seed) of `cfg` not yet complete into `out`, record each row as it finishes,
-    then build the report. `workers`: runs at once with the local executor (in worker processes).
+    then build the report. `workers`: runs at once with the local executor (in worker processes);
+    `gpus`: on CUDA, the GPU of every worker slot (`executors.plan_gpu_workers`), several runs per GPU.
     The folder is locked meanwhile: a second command on it is refused at once, naming the holder."""
     expand(cfg)  # the whole experiment is valid before the folder is even created
     with folder_lock(out, "experiment folder"):
-        return _run_experiment(cfg, out, executor, address, progress, report, workers)
+        return _run_experiment(cfg, out, executor, address, progress, report, workers, gpus)
 
 
 def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address: str | None, progress: bool,
-                    report: bool, workers: int) -> list[dict[str, Any]]:
+                    report: bool, workers: int, gpus: list[int] | None = None) -> list[dict[str, Any]]:
     from sgtlab.experiments.executors import get_executor
 
     specs = expand(cfg)
@@ -213,7 +215,8 @@ def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address
     pending = [s for s in specs if not is_complete(root, s.name)]
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=f"{cfg.get('name', 'experiment')} runs",
                disable=not progress, unit="run")
-    ex = get_executor(executor, address=address) if executor != "local" else get_executor("local", workers=workers)
+    ex = (get_executor(executor, address=address, gpus=gpus) if executor != "local"
+          else get_executor("local", workers=workers, gpus=gpus))
     for row in ex.map(execute_run, [s.to_dict() for s in pending], str(root)):
         record_result(root, row, order)
         bar.update(1)
@@ -231,7 +234,7 @@ def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:
     """Refuse to mix two different experiments in one folder. Adding seeds or method entries is
     fine (runs are independent); changing shared settings (data, training, evaluation) is not."""
     path = root / EXPERIMENT
-    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu"}
+    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu", "measured"}
     if path.exists():
         old = read_json(path)
         new = json.loads(json.dumps(cfg))

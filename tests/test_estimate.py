@@ -1,0 +1,94 @@
+"""Measured time estimates (`sgtlab reproduce --dry-run/--estimate`) against real run times."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sgtlab.experiments.estimate import estimate_experiment, format_estimate, schedule
+from sgtlab.experiments.presets import apply_overrides, load_preset
+from sgtlab.experiments.runner import run_experiment
+
+TINY = ["seeds=[0]", "train.train_subset=256", "train.epochs=1", "train.eval_subset=200",
+        "methods=[{label: ST, method: st}, {label: SGT, method: sgt, k: 0.5}]",
+        "attack.n=64", "attack.eps=[0.1,0.3]", "attack.attacks=[fgsm,pgd]", "attack.steps=3",
+        "attack.checks=false", "explain.n=16", "explain.methods=[grad]"]
+
+
+def test_schedule_starts_runs_in_order_on_the_first_free_slot():
+    assert schedule([3, 1, 1, 1], 2) == 3
+    assert schedule([1, 1, 1], 1) == 3
+    assert schedule([], 4) == 0
+
+
+@pytest.mark.slow
+def test_estimate_of_a_tiny_preset_is_within_a_factor_1_5_of_its_real_time(tmp_path):
+    cfg = apply_overrides(load_preset("quick"), TINY)
+    est = estimate_experiment(cfg, workers=1)
+    text = format_estimate(est)
+    assert "st-seed0" in text and "projected" in text and len(est.runs) == 2
+    t0 = time.perf_counter()
+    run_experiment(cfg, tmp_path / "exp", progress=False, report=False, workers=1)
+    real = time.perf_counter() - t0
+    ratio = est.makespan_s / real
+    assert 1 / 1.5 <= ratio <= 1.5, (est.makespan_s, real, text)
+
+
+# --- GPU worker planning, with the devices faked -------------------------------------------------------
+
+GIB = 1 << 30
+
+
+def test_plan_fits_runs_to_each_gpus_free_memory_and_spreads_them():
+    from sgtlab.experiments.executors import CUDA_CONTEXT_BYTES, HEADROOM, plan_gpu_workers
+
+    need = int(2 * GIB * HEADROOM) + CUDA_CONTEXT_BYTES  # 3.25 GiB per run
+    plan = plan_gpu_workers(2 * GIB, devices=[(20 * GIB, 80 * GIB), (7 * GIB, 80 * GIB)], cores=64)
+    assert plan.count(0) == 20 * GIB // need == 6 and plan.count(1) == 2
+    assert plan[:4] == [0, 1, 0, 1]  # dealt in turn: the first runs go to different GPUs
+    # at most one run per CPU core, still spread
+    assert plan_gpu_workers(2 * GIB, devices=[(80 * GIB, 80 * GIB)] * 4, cores=6) == [0, 1, 2, 3, 0, 1]
+    # a run bigger than any free memory still gets one slot, alone
+    assert plan_gpu_workers(100 * GIB, devices=[(20 * GIB, 80 * GIB)], cores=8) == [0]
+    assert plan_gpu_workers(GIB, devices=[], cores=8) == []
+
+
+def test_gpu_slots_from_faked_devices_and_measured_memory(monkeypatch):
+    import torch
+
+    from sgtlab.experiments import executors
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((40 * GIB, 80 * GIB), (10 * GIB, 24 * GIB))[i])
+    monkeypatch.setattr(executors, "_cores", lambda: 32)
+    measured = []
+
+    def measure(t):
+        measured.append(t["method"])
+        return {"st": GIB, "asgt": 3 * GIB}[t["method"]]
+
+    trains = [{"method": m, "seed": s, "method_cfg": {}} for m in ("st", "asgt") for s in (0, 1)]
+    plan = executors.gpu_slots("auto", trains, measure=measure)
+    assert measured == ["st", "asgt"]  # once per setup, not per seed
+    need = int(3 * GIB * executors.HEADROOM) + executors.CUDA_CONTEXT_BYTES  # the hungriest setup decides
+    assert plan.count(0) == 40 * GIB // need and plan.count(1) == 10 * GIB // need
+    assert executors.gpu_slots("3", trains, measure=measure) == [0, 1, 0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert executors.gpu_slots("auto", trains, measure=measure) is None
+
+
+def test_local_executor_gives_each_worker_its_planned_gpu():
+    from sgtlab.experiments.executors import LocalExecutor
+
+    ex = LocalExecutor(workers=1, gpus=[1, 0])
+    assert ex.workers == 2
+    assert sorted(ex.map(_visible_gpu, range(2))) == ["0", "1"]
+
+
+def _visible_gpu(_item):
+    import os
+    import time
+
+    time.sleep(0.5)  # every worker gets a task
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

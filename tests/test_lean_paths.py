@@ -1,0 +1,49 @@
+"""The fast paths of issue 17 against their plain definitions: the first convolution's input
+gradient by col2im, the SGT step that starts its graph at the first convolution, hooks."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgtlab.models import build_model
+from sgtlab.saliency import conv_input_grad, has_hooks, saliency, saliency_and_clean_logits
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2), dict(padding=1), dict(padding=(2, 1), dilation=2),
+                                dict(stride=(2, 3), padding=1)])
+def test_conv_input_grad_is_autograds_input_gradient(kw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, **kw)
+    x = torch.randn(4, 3, 13, 11, requires_grad=True)
+    out = conv(x)
+    g = torch.randn_like(out)
+    (ref,) = torch.autograd.grad(out, x, g)
+    assert torch.allclose(conv_input_grad(conv, g, (13, 11)), ref, atol=1e-5)
+
+
+def test_lean_sgt_graph_has_no_input_gradient_and_matches_the_plain_saliency():
+    torch.manual_seed(1)
+    model = build_model("sgt-cnn", 1, 10, [0.13], [0.31]).train()
+    x, y = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    torch.manual_seed(3)
+    s, clean = saliency_and_clean_logits(model, x, y)
+    assert torch.allclose(s, saliency(model, x, y), atol=1e-6)
+    torch.manual_seed(3)
+    assert torch.allclose(clean, model(x), atol=1e-6)
+    # the training graph reaches the parameters only: the input gets no gradient
+    (gx,) = torch.autograd.grad(F.cross_entropy(clean, y), [p for p in model.parameters()][:1])
+    assert gx.shape == model.body[0].weight.shape
+
+
+def test_a_model_with_hooks_takes_the_plain_path():
+    torch.manual_seed(2)
+    model = build_model("sgt-cnn", 1, 10, [0.13], [0.31]).train()
+    seen = []
+    model.body[2].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    assert has_hooks(model)
+    x, y = torch.rand(3, 1, 28, 28), torch.randint(0, 10, (3,))
+    s, clean = saliency_and_clean_logits(model, x, y)
+    assert clean is None and seen == [3]  # one plain saliency forward, seen by the hook
+    assert torch.allclose(s, saliency(model, x, y))
