@@ -1,0 +1,128 @@
+"""Attacks and the robustness sweep against closed forms on hand-built models.
+
+The models are piecewise simple so that what an attack must reach, and at which eps a sample must
+first be fooled, follows from the maths alone (no comparison with the code under test).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgtlab.attacks import build_attack, fgsm, mifgsm, pgd
+from sgtlab.evaluate.robustness import robustness_sweep
+
+
+class Threshold(nn.Module):
+    """Two classes; class 1 iff the mean pixel exceeds `t`; the loss of class 0 rises with the
+    mean pixel (a linear logit), so every gradient attack pushes every pixel up by its full budget."""
+
+    def __init__(self, t: float = 0.9):
+        super().__init__()
+        self.lin = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[0.0], [10.0]]))
+            self.lin.bias.copy_(torch.tensor([0.0, -10.0 * t]))
+
+    def forward(self, x):
+        return self.lin(x.flatten(1).mean(1, keepdim=True))
+
+
+class Lottery(nn.Module):
+    """Zero gradient everywhere; class 1 iff the single pixel exceeds 0.75. From x = 0.5 at eps 0.3 a
+    PGD run is fooled only by its random start: probability 0.05 / 0.6 = 1/12 per restart."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        v = x.flatten(1)[:, 0]
+        z = -5 + 10 * (v > 0.75).float() + 0 * v + 0 * self.anchor
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_pgd_restarts_each_draw_a_new_start():
+    """Fooled fraction after R restarts = 1 - (11/12)^R (closed form); 1 and 8 restarts differ by ~0.44."""
+    model, n = Lottery(), 1200
+    x, y = torch.full((n, 1, 1, 1), 0.5), torch.zeros(n, dtype=torch.long)
+    for restarts in (1, 8):
+        torch.manual_seed(restarts)
+        adv = pgd(model, x, y, 0.3, steps=3, restarts=restarts)
+        fooled = (model(adv).argmax(1) != y).float().mean().item()
+        expect = 1 - (11 / 12) ** restarts
+        sd = math.sqrt(expect * (1 - expect) / n)
+        assert abs(fooled - expect) < 5 * sd, (restarts, fooled, expect)
+        assert (adv - x).abs().max() <= 0.3 + 1e-6
+
+
+def test_pgd_restarts_keep_the_worst_case_loss_when_none_fools():
+    """No restart can fool (threshold 0.9 out of reach of x = 0.2 at eps 0.3): every PGD run ends at
+    the loss maximum x + eps, whatever the restarts; a single-step run from a random start does not."""
+    model = Threshold(0.9)
+    x, y = torch.full((256, 1, 2, 2), 0.2), torch.zeros(256, dtype=torch.long)
+    torch.manual_seed(0)
+    adv = pgd(model, x, y, 0.3, steps=1, alpha=0.05, restarts=6)
+    one = pgd(model, x, y, 0.3, steps=1, alpha=0.05, restarts=1)
+    m6, m1 = adv.flatten(1).mean(1), one.flatten(1).mean(1)
+    # the mean pixel (the loss) of the best of 6 draws is ~1.3 sd (~0.09) above one draw's on average;
+    # the average over 256 samples has an sd of ~0.005
+    assert m6.mean() > m1.mean() + 0.05, (m6.mean(), m1.mean())
+    assert (model(adv).argmax(1) == y).all()
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "mifgsm"])
+def test_sweep_records_the_smallest_fooling_eps_exactly(name):
+    """Mean pixel x + eps > 0.9 fools: x = 0.85 first at 0.1, 0.75 at 0.2, 0.55 at 0.5, 0.3 never,
+    0.95 is wrong when clean (0)."""
+    model = Threshold(0.9)
+    xs = torch.tensor([0.85, 0.75, 0.55, 0.3, 0.95])
+    x, y = xs.reshape(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous(), torch.zeros(5, dtype=torch.long)
+    res = robustness_sweep(model, (x, y), [name], [0.1, 0.2, 0.5], progress=False)
+    assert res.first_fooled[name].tolist() == [0.1, 0.2, 0.5, math.inf, 0.0]
+    assert res.robust_accuracy[name] == pytest.approx({0.1: 0.6, 0.2: 0.4, 0.5: 0.2})
+    assert res.clean_accuracy == pytest.approx(0.8)
+
+
+def test_sweep_matches_attacking_every_image_from_scratch():
+    """On a trained-like random CNN, the sweep's per-sample result equals a per-eps, per-sample loop
+    of fresh deterministic attacks (FGSM, MI-FGSM): the sweep's shortcuts change nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    x = torch.rand(12, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 3  # three wrong when clean
+    grid = [0.03, 0.1, 0.2]
+    res = robustness_sweep(model, (x, y), ["fgsm", "mifgsm"], grid, progress=False)
+    for name, fn in (("fgsm", fgsm), ("mifgsm", mifgsm)):
+        expect = []
+        for i in range(len(x)):
+            xi, yi = x[i:i + 1], y[i:i + 1]
+            if model(xi).argmax(1) != yi:
+                expect.append(0.0)
+                continue
+            fooled = [e for e in grid if model(fn(model, xi, yi, e)).argmax(1) != yi]
+            expect.append(min(fooled) if fooled else math.inf)
+        got = res.first_fooled[name].tolist()
+        # the sweep may only be stronger (an earlier iterate of MI-FGSM can fool), never weaker
+        assert all(g <= e for g, e in zip(got, expect)), (name, got, expect)
+        if name == "fgsm":  # one step: exactly the same images
+            assert got == expect
+
+
+def test_fgsm_and_mifgsm_move_by_the_closed_form():
+    model = Threshold(2.0)  # never fooled: the steps are all the same sign
+    x, y = torch.full((3, 1, 2, 2), 0.4), torch.zeros(3, dtype=torch.long)
+    assert torch.allclose(fgsm(model, x, y, 0.25), x + 0.25)
+    assert torch.allclose(mifgsm(model, x, y, 0.25, steps=5), x + 0.25)
+    assert torch.allclose(mifgsm(model, x, y, 0.25, steps=5, alpha=0.01), x + 0.05)
+    assert torch.allclose(pgd(model, x, y, 0.25, steps=6, alpha=0.1), x + 0.25)  # from any start: projected
+    assert torch.allclose(pgd(model, x, y, 0.25, steps=2, alpha=0.05, random_start=False), x + 0.1)
+    torch.manual_seed(0)
+    assert torch.allclose(fgsm(model, x, y, 0.25, random_start=True, alpha=1.0), x + 0.25)
+    x1 = torch.full((3, 1, 2, 2), 0.9)
+    assert torch.allclose(fgsm(model, x1, y, 0.25), torch.ones_like(x1))  # clipped to [0, 1]
+    assert build_attack("pgd", steps=3).steps == 3
