@@ -75,21 +75,23 @@ def cfg(**kw) -> MethodConfig:
     return MethodConfig(**{**base, **kw}).validate()
 
 
-def run(name, model, x, y, c, state=None, epoch=1):
+def run(name, model, x, y, c, state=None, epoch=1, wrap=False):
+    """One step; `wrap`: through a DDP-like wrapper, so nothing is shared (the other code path)."""
     ctx = StepContext(idx=torch.arange(len(x)), epoch=epoch, step=0, state=state or {}, module=model)
-    return METHODS.get(name).fn(model, x, y, c, ctx)
+    return METHODS.get(name).fn(Wrapper(model) if wrap else model, x, y, c, ctx)
 
 
 def ce(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
 @pytest.mark.parametrize("mode,target", [("abs", "true"), ("signed", "true"), ("abs", "pred")])
-def test_sgt_is_the_spec_formula(mode, target):
+def test_sgt_is_the_spec_formula(mode, target, wrap):
     model, (x, y) = linear_model(), data()
     y[:4] = 1 - model(x[:4]).argmax(1)  # half the labels disagree with the prediction: target matters
     c = cfg(saliency=mode, saliency_target=target, k=0.25)
-    loss, parts = run("sgt", model, x, y, c)
+    loss, parts = run("sgt", model, x, y, c, wrap=wrap)
     xm = mask_ref(x, saliency_ref(model, x, y, mode, target), 0.25)
     kl = kl_ref(model(x), model(xm))
     assert kl > 1e-3
@@ -126,13 +128,14 @@ def test_asgt_attacks_then_masks():
     assert torch.allclose(loss, ce(model, x, y) + ce(model, x_adv, y) + 0.37 * kl, atol=1e-6)
 
 
-def test_scaat_kl_direction_and_lambda_with_a_real_attack():
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
+def test_scaat_kl_direction_and_lambda_with_a_real_attack(wrap):
     """PGD runs for real (budget eps_irr = 1 on the q_i lowest-saliency pixels): the KL term is large."""
     model, (x, y) = linear_model(), data()
     q = torch.tensor([0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 0.25, 0.5])
     for lam in (0.37, 2.0):
         state = {"q": q.clone()}
-        loss, parts = run("scaat", model, x, y, cfg(lam=lam, eps_irr=1.0), state, epoch=0)
+        loss, parts = run("scaat", model, x, y, cfg(lam=lam, eps_irr=1.0), state, epoch=0, wrap=wrap)
         s = saliency_ref(model, x, y).reshape(len(x), -1)
         n = (q * H * W).long()
         support = (s.argsort(1).argsort(1) < n[:, None]).reshape(-1, 1, H, W).float()
