@@ -86,33 +86,6 @@ def test_sweep_records_the_smallest_fooling_eps_exactly(name):
     assert res.clean_accuracy == pytest.approx(0.8)
 
 
-def test_sweep_matches_attacking_every_image_from_scratch():
-    """On a trained-like random CNN, the sweep's per-sample result equals a per-eps, per-sample loop
-    of fresh deterministic attacks (FGSM, MI-FGSM): the sweep's shortcuts change nothing."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
-    x = torch.rand(12, 1, 8, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    y[:3] = (y[:3] + 1) % 3  # three wrong when clean
-    grid = [0.03, 0.1, 0.2]
-    res = robustness_sweep(model, (x, y), ["fgsm", "mifgsm"], grid, progress=False)
-    for name, fn in (("fgsm", fgsm), ("mifgsm", mifgsm)):
-        expect = []
-        for i in range(len(x)):
-            xi, yi = x[i:i + 1], y[i:i + 1]
-            if model(xi).argmax(1) != yi:
-                expect.append(0.0)
-                continue
-            fooled = [e for e in grid if model(fn(model, xi, yi, e)).argmax(1) != yi]
-            expect.append(min(fooled) if fooled else math.inf)
-        got = res.first_fooled[name].tolist()
-        # the sweep may only be stronger (an earlier iterate of MI-FGSM can fool), never weaker
-        assert all(g <= e for g, e in zip(got, expect)), (name, got, expect)
-        if name == "fgsm":  # one step: exactly the same images
-            assert got == expect
-
-
 def test_fgsm_and_mifgsm_move_by_the_closed_form():
     model = Threshold(2.0)  # never fooled: the steps are all the same sign
     x, y = torch.full((3, 1, 2, 2), 0.4), torch.zeros(3, dtype=torch.long)
@@ -126,3 +99,58 @@ def test_fgsm_and_mifgsm_move_by_the_closed_form():
     x1 = torch.full((3, 1, 2, 2), 0.9)
     assert torch.allclose(fgsm(model, x1, y, 0.25), torch.ones_like(x1))  # clipped to [0, 1]
     assert build_attack("pgd", steps=3).steps == 3
+
+
+# -- a fast oracle: torchattacks on a tiny CNN (the mutation runs use these instead of the MNIST ones) --
+
+def _tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::4] = (y[::4] + 1) % 3
+    return model, x, y
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_tiny_equals_torchattacks(eps):
+    ta = pytest.importorskip("torchattacks")
+    model, x, y = _tiny()
+    model.train()  # both attack in eval mode
+    assert torch.equal(fgsm(model, x, y, eps), ta.FGSM(model, eps=eps)(x, y))
+    for steps, alpha, rs in ((4, None, True), (3, 0.02, False), (5, 0.07, True)):
+        torch.manual_seed(7)
+        ours = pgd(model, x, y, eps, steps=steps, alpha=alpha, random_start=rs)
+        torch.manual_seed(7)
+        ref = ta.PGD(model, eps=eps, alpha=2.5 * eps / steps if alpha is None else alpha, steps=steps,
+                     random_start=rs)(x, y)
+        assert torch.equal(ours, ref), (steps, alpha, rs)
+    for steps, decay, alpha in ((5, 1.0, None), (4, 0.5, 0.03)):
+        ref = ta.MIFGSM(model, eps=eps, alpha=eps / steps if alpha is None else alpha, steps=steps, decay=decay)(x, y)
+        assert torch.equal(mifgsm(model, x, y, eps, steps=steps, decay=decay, alpha=alpha), ref)
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("eps", [0.05, torch.tensor([0.05] * 8 + [0.2] * 8)])
+def test_tiny_masks_early_stop_and_per_sample_eps(eps):
+    """Early stop is never weaker (same images for samples never fooled); a mask limits the
+    perturbation to its pixels; a per-sample eps bounds each sample."""
+    model, x, y = _tiny()
+    bound = (eps if isinstance(eps, torch.Tensor) else torch.full((16,), eps)).reshape(-1, 1, 1, 1)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:5, 3:7] = 1
+    for attack in (build_attack("pgd", steps=4), build_attack("mifgsm", steps=4), build_attack("fgsm")):
+        torch.manual_seed(1)
+        full = attack(model, x, y, eps)
+        assert ((full - x).abs() <= bound + 1e-6).all() and full.min() >= 0 and full.max() <= 1
+        if attack.supports_early_stop:
+            torch.manual_seed(1)
+            early = attack(model, x, y, eps, early_stop=True)
+            with torch.no_grad():
+                f_full, f_early = model(full).argmax(1) != y, model(early).argmax(1) != y
+            assert (f_early >= f_full).all()
+            assert torch.equal(early[~f_early], full[~f_early])
+    torch.manual_seed(1)
+    masked = pgd(model, x, y, 0.3, steps=3, mask=mask)
+    assert ((masked - x).abs() * (1 - mask) == 0).all() and ((masked - x).abs() * mask).sum() > 0
