@@ -154,3 +154,34 @@ def test_tiny_masks_early_stop_and_per_sample_eps(eps):
     torch.manual_seed(1)
     masked = pgd(model, x, y, 0.3, steps=3, mask=mask)
     assert ((masked - x).abs() * (1 - mask) == 0).all() and ((masked - x).abs() * mask).sum() > 0
+
+
+def test_zero_gradient_moves_nothing():
+    """sign(0) = 0: without a random start, a model with no input gradient keeps every image."""
+    model = Lottery()
+    x, y = torch.full((4, 1, 1, 1), 0.5), torch.zeros(4, dtype=torch.long)
+    for adv in (fgsm(model, x, y, 0.3), mifgsm(model, x, y, 0.3, steps=3),
+                pgd(model, x, y, 0.3, steps=3, random_start=False)):
+        assert torch.equal(adv, x)
+
+
+def test_fast_at_fgsm_is_one_step_from_the_random_start():
+    """x0 = clip(x + U(-eps, eps)) drawn as torchattacks does, then x0 + alpha sign(grad), projected."""
+    model = Threshold(2.0)  # gradient sign +1 everywhere
+    x, y = torch.full((64, 1, 2, 2), 0.5), torch.zeros(64, dtype=torch.long)
+    torch.manual_seed(3)
+    adv = fgsm(model, x, y, 0.2, random_start=True, alpha=0.05)
+    torch.manual_seed(3)
+    u = torch.empty_like(x).uniform_(-0.2, 0.2)
+    assert torch.allclose(adv, x + (u + 0.05).clamp(-0.2, 0.2), atol=1e-6)
+
+
+@pytest.mark.parametrize("attack", [fgsm, mifgsm, pgd])
+def test_bad_images_are_refused_unless_checks_are_off(attack):
+    from sgtlab.errors import SgtlabError
+
+    model = Threshold(2.0)
+    x, y = torch.full((2, 1, 2, 2), 1.5), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(SgtlabError, match=r"\[0, 1\]"):
+        attack(model, x, y, 0.1)
+    assert attack(model, x, y, 0.1, check=False).shape == x.shape
