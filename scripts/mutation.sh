@@ -9,6 +9,7 @@
 #   scripts/mutation.sh                    # every module of the core (about an hour on 2 cores)
 #   scripts/mutation.sh attacks/pgd saliency   # some modules
 #   JOBS=2 MUTATION_DIR=/tmp/m scripts/mutation.sh ...
+#   SCORE_ONLY=1 scripts/mutation.sh attacks/pgd   # re-score a finished run (e.g. after listing equivalents)
 #
 # Raise statements (error-message text) are left out of the run (do_not_mutate_patterns).
 set -euo pipefail
@@ -44,12 +45,17 @@ MODULES=("$@")
 [ ${#MODULES[@]} -eq 0 ] && MODULES=("${CORE[@]}")
 
 # equivalent mutants: names in backquotes at the start of a list item of docs/testing.md
-equivalents() { grep -oE '^- `[A-Za-z0-9_.]+__mutmut_[0-9]+`' "$ROOT/docs/testing.md" 2>/dev/null | tr -d '`- ' || true; }
+equivalents() { grep -oE '^- `[^`]+__mutmut_[0-9]+`' "$ROOT/docs/testing.md" 2>/dev/null | sed -E 's/^- `(.*)`$/\1/' || true; }
 
 printf '%-28s %7s %6s %8s %5s %6s %7s %7s\n' module mutants killed survived equiv other score seconds
 for mod in "${MODULES[@]}"; do
   tests=$(tests_for "$mod")
   dir="$WORK/${mod//\//_}"
+  if [ -n "${SCORE_ONLY:-}" ]; then
+    equivalents > "$dir/equivalent.txt"
+    "$PY" "$dir/score.py" "$dir" "$mod" "$(cat "$dir/seconds")"
+    continue
+  fi
   rm -rf "$dir" && mkdir -p "$dir"
   cp -r "$ROOT/src" "$ROOT/tests" "$ROOT/pyproject.toml" "$dir/"
   find "$dir" -name __pycache__ -prune -exec rm -rf {} +
@@ -67,9 +73,10 @@ for mod in "${MODULES[@]}"; do
   t0=$(date +%s)
   (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut run --max-children "$JOBS" > "$dir/run.log" 2>&1) || true
   secs=$(( $(date +%s) - t0 ))
+  echo "$secs" > "$dir/seconds"
   (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
   equivalents > "$dir/equivalent.txt"
-  "$PY" - "$dir" "$mod" "$secs" <<'PY'
+  cat > "$dir/score.py" <<'PY'
 import sys
 from pathlib import Path
 d, mod, secs = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -88,5 +95,6 @@ score = f"{100 * killed / total:.1f}%" if total else "-"
 print(f"{mod:<28} {len(status):7d} {killed:6d} {len(surv):8d} {len(eq):5d} {other:6d} {score:>7} {secs:>7}")
 (d / "survivors.txt").write_text("".join(f"{n}: {status[n]}\n" for n in surv))
 PY
+  "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
 done
 echo "survivors (not killed, not listed as equivalent): $WORK/<module>/survivors.txt; logs: run.log"
