@@ -44,6 +44,15 @@ class Lottery(nn.Module):
         return torch.stack([torch.zeros_like(z), z], 1)
 
 
+class Kink(Lottery):
+    """Never fooled; the loss rises with the mean pixel m up to m = 1 and falls above it."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1)
+        z = 10 * m - 20 * torch.relu(m - 1) - 15 + 0 * self.anchor
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
 def test_pgd_restarts_each_draw_a_new_start():
     """Fooled fraction after R restarts = 1 - (11/12)^R (closed form); 1 and 8 restarts differ by ~0.44."""
     model, n = Lottery(), 1200
@@ -166,14 +175,20 @@ def test_zero_gradient_moves_nothing():
 
 
 def test_fast_at_fgsm_is_one_step_from_the_random_start():
-    """x0 = clip(x + U(-eps, eps)) drawn as torchattacks does, then x0 + alpha sign(grad), projected."""
-    model = Threshold(2.0)  # gradient sign +1 everywhere
-    x, y = torch.full((64, 1, 2, 2), 0.5), torch.zeros(64, dtype=torch.long)
-    torch.manual_seed(3)
-    adv = fgsm(model, x, y, 0.2, random_start=True, alpha=0.05)
-    torch.manual_seed(3)
-    u = torch.empty_like(x).uniform_(-0.2, 0.2)
-    assert torch.allclose(adv, x + (u + 0.05).clamp(-0.2, 0.2), atol=1e-6)
+    """x0 = clip(x + U(-eps, eps)) drawn as torchattacks does, then x0 + alpha sign(grad) (alpha
+    defaults to eps), projected onto the eps-ball and [0, 1]; images near 0 and 1 are clipped."""
+    x = torch.tensor([0.05, 0.5, 0.95]).repeat(32).reshape(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    y = torch.zeros(len(x), dtype=torch.long)
+    # gradient sign +1 on [0, 1] (Kink: -1 above 1, where an unclipped start would step); zero gradient
+    for model, sign in ((Threshold(2.0), 1.0), (Kink(), 1.0), (Lottery(), 0.0)):
+        for alpha in (0.05, None):
+            torch.manual_seed(3)
+            adv = fgsm(model, x, y, 0.2, random_start=True, alpha=alpha)
+            torch.manual_seed(3)
+            x0 = (x + torch.empty_like(x).uniform_(-0.2, 0.2)).clamp(0, 1)
+            step = 0.2 if alpha is None else alpha
+            expect = (x + (x0 + step * sign - x).clamp(-0.2, 0.2)).clamp(0, 1)
+            assert torch.allclose(adv, expect, atol=1e-6), (model, alpha)
 
 
 @pytest.mark.parametrize("attack", [fgsm, mifgsm, pgd])
