@@ -200,3 +200,23 @@ def test_bad_images_are_refused_unless_checks_are_off(attack):
     with pytest.raises(SgtlabError, match=r"\[0, 1\]"):
         attack(model, x, y, 0.1)
     assert attack(model, x, y, 0.1, check=False).shape == x.shape
+
+
+def test_defaults_are_the_spec_ones():
+    """SPEC defaults: PGD and MI-FGSM 10 steps, PGD alpha 2.5 eps / steps with a random start,
+    MI-FGSM alpha eps / steps and decay 1.0; non-positive steps or alpha are refused."""
+    from sgtlab.errors import SgtlabError
+
+    ta = pytest.importorskip("torchattacks")
+    model, x, y = _tiny()
+    ref = ta.MIFGSM(model, eps=0.1, alpha=0.01, steps=10, decay=1.0)(x, y)
+    assert torch.equal(mifgsm(model, x, y, 0.1), ref) and torch.equal(build_attack("mifgsm")(model, x, y, 0.1), ref)
+    for run in (lambda: pgd(model, x, y, 0.1), lambda: build_attack("pgd")(model, x, y, 0.1)):
+        torch.manual_seed(2)
+        ours = run()
+        torch.manual_seed(2)
+        assert torch.equal(ours, ta.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True)(x, y))
+    for name in ("pgd", "mifgsm"):
+        for bad in ({"steps": 0}, {"alpha": 0.0}, {"alpha": -1.0}):
+            with pytest.raises(SgtlabError):
+                build_attack(name, **bad)
