@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Mutation testing of sgtlab's science core with mutmut (a dev tool, not a runtime dependency:
+# `pip install -e '.[mutation]'`). Each module runs in its own scratch copy of the repository
+# (src/, tests/, pyproject.toml) with a [tool.mutmut] section that mutates that module only and
+# selects the fast tests that cover it; mutmut then runs, per mutant, only the selected tests that
+# reach the mutated function. Prints, per module: mutants, killed, survived, equivalent (listed in
+# docs/testing.md), score = killed / (mutants - equivalent), and the wall time.
+#
+#   scripts/mutation.sh                    # every module of the core (about an hour on 2 cores)
+#   scripts/mutation.sh attacks/pgd saliency   # some modules
+#   JOBS=2 MUTATION_DIR=/tmp/m scripts/mutation.sh ...
+#   SCORE_ONLY=1 scripts/mutation.sh attacks/pgd   # re-score a finished run (e.g. after listing equivalents)
+#
+# Raise statements (error-message text) are left out of the run (do_not_mutate_patterns).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python}
+JOBS=${JOBS:-2}
+WORK=${MUTATION_DIR:-${TMPDIR:-/tmp}/sgtlab-mutation}
+"$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install -q "mutmut==3.8.1"
+
+# module -> the fast tests that cover it (slow-marked tests are deselected; '%' stands for a space)
+tests_for() {
+  case "$1" in
+    saliency) echo tests/test_saliency.py tests/test_science_methods.py ;;
+    train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
+    train/loop) echo tests/test_train_options.py ;;
+    attacks/pgd|attacks/fgsm|attacks/mifgsm|attacks/base) echo tests/test_science_attacks.py ;;
+    evaluate/robustness) echo tests/test_science_attacks.py tests/test_robustness.py tests/test_masking_checks_flag.py ;;
+    evaluate/masking_checks) echo tests/test_masking_checks_flag.py ;;
+    data/cifar) echo tests/test_unpickler.py tests/test_data.py -k cifar ;;
+    data/mnist|data/mnist5k|data/base) echo tests/test_data.py ;;
+    explain/*) echo tests/test_explain.py tests/test_science_saliency.py ;;
+    evaluate/interpretability|evaluate/aopc_local) echo tests/test_interpretability.py ;;
+    *) echo "no test selection for module $1" >&2; return 1 ;;
+  esac
+}
+
+CORE=(saliency train/methods/_shared train/methods/sgt train/methods/sga train/methods/asgt train/methods/scaat
+      train/methods/adversarial train/methods/st attacks/fgsm attacks/mifgsm attacks/pgd attacks/base
+      data/cifar explain/smoothgrad evaluate/masking_checks evaluate/robustness train/loop
+      evaluate/aopc_local evaluate/interpretability data/mnist)
+MODULES=("$@")
+[ ${#MODULES[@]} -eq 0 ] && MODULES=("${CORE[@]}")
+
+# equivalent mutants: names in backquotes at the start of a list item of docs/testing.md
+equivalents() { grep -oE '^- `[^`]+__mutmut_[0-9]+`' "$ROOT/docs/testing.md" 2>/dev/null | sed -E 's/^- `(.*)`$/\1/' || true; }
+
+printf '%-28s %7s %6s %8s %5s %6s %7s %7s\n' module mutants killed survived equiv other score seconds
+for mod in "${MODULES[@]}"; do
+  tests=$(tests_for "$mod")
+  dir="$WORK/${mod//\//_}"
+  if [ -n "${SCORE_ONLY:-}" ]; then
+    equivalents > "$dir/equivalent.txt"
+    "$PY" "$dir/score.py" "$dir" "$mod" "$(cat "$dir/seconds")"
+    continue
+  fi
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp -r "$ROOT/src" "$ROOT/tests" "$ROOT/pyproject.toml" "$dir/"
+  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
+  {
+    echo
+    echo "[tool.mutmut]"
+    echo "source_paths = [\"src\"]"
+    echo "only_mutate = [\"src/sgtlab/$mod.py\"]"
+    echo "pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests | tr '%' ' ')]"
+    echo "pytest_add_cli_args = [\"-q\", \"-m\", \"not slow\", \"-p\", \"no:cacheprovider\", \"-p\", \"no:randomly\"]"
+    echo "do_not_mutate_patterns = ['^\\s*raise [A-Za-z.]*(Error|Diverged)\\(']"
+    echo "process_isolation = \"forkserver\""
+    echo "use_git_change_detection = false"
+  } >> "$dir/pyproject.toml"
+  t0=$(date +%s)
+  (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut run --max-children "$JOBS" > "$dir/run.log" 2>&1) || true
+  secs=$(( $(date +%s) - t0 ))
+  echo "$secs" > "$dir/seconds"
+  (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
+  equivalents > "$dir/equivalent.txt"
+  cat > "$dir/score.py" <<'PY'
+import sys
+from pathlib import Path
+d, mod, secs = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+equiv = set((d / "equivalent.txt").read_text().split())
+status = {}
+for line in (d / "results.txt").read_text().splitlines():
+    if ": " in line:
+        name, st = line.strip().rsplit(": ", 1)
+        status[name] = st
+killed = sum(s in ("killed", "timeout") for s in status.values())
+eq = [n for n, s in status.items() if n in equiv and s not in ("killed", "timeout")]
+surv = [n for n, s in status.items() if s not in ("killed", "timeout") and n not in equiv]
+other = sum(s not in ("killed", "timeout", "survived") for s in status.values())
+total = len(status) - len(eq)
+score = f"{100 * killed / total:.1f}%" if total else "-"
+print(f"{mod:<28} {len(status):7d} {killed:6d} {len(surv):8d} {len(eq):5d} {other:6d} {score:>7} {secs:>7}")
+(d / "survivors.txt").write_text("".join(f"{n}: {status[n]}\n" for n in surv))
+PY
+  "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
+done
+echo "survivors (not killed, not listed as equivalent): $WORK/<module>/survivors.txt; logs: run.log"

@@ -1,0 +1,232 @@
+"""Training methods against references written from SPEC.md's formulas, not from the code.
+
+The model is a 2-class linear map: its input gradient of the cross-entropy has a constant sign per
+pixel (grad = p_other * (w_other - w_y)), so a PGD run of enough steps ends at a closed form,
+clip(x + eps * sign(w_other - w_y)), whatever its random start; the saliency |w_y| (or w_y, signed)
+is input-independent with distinct values, so the masked pixels are known; a fixed mask fill of
+[0.5, 0.5 + 1e-9] makes the masked values 0.5. Every loss is then recomputed here from the formula,
+with KL(p || q) = sum_c p_c (log p_c - log q_c), averaged over the batch, p the clean prediction.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgtlab.train.methods import METHODS, MethodConfig, StepContext
+
+H = W = 4
+
+
+def linear_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    lin = nn.Linear(H * W, 2)
+    with torch.no_grad():  # distinct |w| and mixed signs: abs and signed rankings differ
+        w0 = torch.linspace(-1.0, 1.2, H * W)[torch.randperm(H * W)]
+        w1 = torch.linspace(-0.9, 1.3, H * W)[torch.randperm(H * W)]
+        lin.weight.copy_(torch.stack([w0, w1]))
+        lin.bias.zero_()
+    return nn.Sequential(nn.Flatten(), lin)
+
+
+def data(n: int = 8, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, H, W, generator=g) * 0.6 + 0.2, torch.randint(0, 2, (n,), generator=g)
+
+
+def kl_ref(p_logits, q_logits):
+    """KL(p || q) from the definition."""
+    lp, lq = p_logits.log_softmax(1), q_logits.log_softmax(1)
+    return (lp.exp() * (lp - lq)).sum(1).mean()
+
+
+def weights(model):
+    return model[1].weight.detach()
+
+
+def saliency_ref(model, x, y, mode="abs", target="true"):
+    """d logit_c / d x for c the label (or the prediction), per image: the row w_c."""
+    c = model(x).argmax(1) if target == "pred" else y
+    s = weights(model)[c].reshape(-1, H, W)
+    return s.abs() if mode == "abs" else s
+
+
+def mask_ref(x, s, k):
+    """The floor(k * H * W) lowest-saliency pixels set to 0.5."""
+    n = int(k * H * W + 1e-9)
+    out = x.clone().reshape(len(x), -1)
+    idx = s.reshape(len(x), -1).argsort(1)[:, :n]
+    out.scatter_(1, idx, 0.5)
+    return out.reshape(x.shape)
+
+
+def attack_ref(model, x, y, eps, support=None):
+    """The end point of a saturating PGD: every pixel (of the support) at its ball edge that raises the loss."""
+    w = weights(model)
+    direction = torch.sign(w[1 - y] - w[y]).reshape(-1, 1, H, W)
+    if support is not None:
+        direction = direction * support
+    return (x + eps * direction).clamp(0, 1)
+
+
+def cfg(**kw) -> MethodConfig:
+    base = dict(mask_fill="fixed", mask_low=0.5, mask_high=0.5 + 1e-9, train_steps=6, lam=0.37)
+    return MethodConfig(**{**base, **kw}).validate()
+
+
+def run(name, model, x, y, c, state=None, epoch=1, wrap=False):
+    """One step; `wrap`: through a DDP-like wrapper, so nothing is shared (the other code path)."""
+    ctx = StepContext(idx=torch.arange(len(x)), epoch=epoch, step=0, state=state or {}, module=model)
+    return METHODS.get(name).fn(Wrapper(model) if wrap else model, x, y, c, ctx)
+
+
+def ce(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
+@pytest.mark.parametrize("mode,target", [("abs", "true"), ("signed", "true"), ("abs", "pred")])
+def test_sgt_is_the_spec_formula(mode, target, wrap):
+    model, (x, y) = linear_model(), data()
+    y[:4] = 1 - model(x[:4]).argmax(1)  # half the labels disagree with the prediction: target matters
+    c = cfg(saliency=mode, saliency_target=target, k=0.25)
+    loss, parts = run("sgt", model, x, y, c, wrap=wrap)
+    xm = mask_ref(x, saliency_ref(model, x, y, mode, target), 0.25)
+    kl = kl_ref(model(x), model(xm))
+    assert kl > 1e-3
+    assert torch.allclose(parts["kl"], kl, atol=1e-6) and torch.allclose(parts["ce"], ce(model, x, y))
+    assert torch.allclose(loss, ce(model, x, y) + 0.37 * kl, atol=1e-6)
+
+
+def test_saliency_options_change_which_pixels_are_masked():
+    """The three references differ on this batch, so the parametrised test above tells them apart."""
+    model, (x, y) = linear_model(), data()
+    y[:4] = 1 - model(x[:4]).argmax(1)
+    masks = [mask_ref(x, saliency_ref(model, x, y, m, t), 0.25) for m, t in
+             [("abs", "true"), ("signed", "true"), ("abs", "pred")]]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+
+
+def test_sga_masks_then_attacks():
+    model, (x, y) = linear_model(), data()
+    loss, parts = run("sga", model, x, y, cfg(train_eps=0.1, k=0.5))
+    x_ma = attack_ref(model, mask_ref(x, saliency_ref(model, x, y), 0.5), y, 0.1)
+    kl = kl_ref(model(x), model(x_ma))
+    assert torch.allclose(parts["kl"], kl, atol=1e-6)
+    assert torch.allclose(loss, ce(model, x, y) + 0.37 * kl, atol=1e-6)
+
+
+def test_asgt_attacks_then_masks():
+    model, (x, y) = linear_model(), data()
+    loss, parts = run("asgt", model, x, y, cfg(train_eps=0.1, k=0.25))
+    x_adv = attack_ref(model, x, y, 0.1)
+    x_am = mask_ref(x_adv, saliency_ref(model, x_adv, y), 0.25)
+    kl = kl_ref(model(x), model(x_am))
+    assert torch.allclose(parts["ce_adv"], ce(model, x_adv, y), atol=1e-6)
+    assert torch.allclose(parts["kl"], kl, atol=1e-6)
+    assert torch.allclose(loss, ce(model, x, y) + ce(model, x_adv, y) + 0.37 * kl, atol=1e-6)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
+def test_scaat_kl_direction_and_lambda_with_a_real_attack(wrap):
+    """PGD runs for real (budget eps_irr = 1 on the q_i lowest-saliency pixels): the KL term is large."""
+    model, (x, y) = linear_model(), data()
+    q = torch.tensor([0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 0.25, 0.5])
+    for lam in (0.37, 2.0):
+        state = {"q": q.clone()}
+        loss, parts = run("scaat", model, x, y, cfg(lam=lam, eps_irr=1.0), state, epoch=0, wrap=wrap)
+        s = saliency_ref(model, x, y).reshape(len(x), -1)
+        n = (q * H * W).long()
+        support = (s.argsort(1).argsort(1) < n[:, None]).reshape(-1, 1, H, W).float()
+        x_adv = attack_ref(model, x, y, 1.0, support)
+        kl = kl_ref(model(x), model(x_adv))
+        assert kl > 0.05 and not torch.allclose(kl, kl_ref(model(x_adv), model(x)), atol=1e-3)
+        assert torch.allclose(parts["kl"], kl, atol=1e-5)
+        assert torch.allclose(loss, ce(model, x, y) + lam * kl, atol=1e-5)
+        assert torch.equal(state["q"], q)  # epoch 0 is the warm-up
+
+
+@pytest.mark.parametrize("name", ["at-pgd", "at-fgsm"])
+@pytest.mark.parametrize("clean_loss", [False, True])
+def test_adversarial_training_loss_and_clean_loss_option(name, clean_loss):
+    model, (x, y) = linear_model(), data()
+    c = cfg(train_eps=0.1, clean_loss=clean_loss, random_start=False, fgsm_alpha=0.1)
+    loss, parts = run(name, model, x, y, c)
+    x_adv = attack_ref(model, x, y, 0.1)
+    expect = ce(model, x_adv, y) + (ce(model, x, y) if clean_loss else 0)
+    assert torch.allclose(loss, expect, atol=1e-6)
+    assert ("ce" in parts) == clean_loss
+
+
+def test_train_alpha_sets_the_pgd_step():
+    """One PGD step of alpha from a random start in the eps-ball: with alpha = eps / 100 the adversarial
+    loss stays near the random start's; with alpha = 2 eps every pixel reaches its loss-raising edge."""
+    model, (x, y) = linear_model(), data(64)
+    torch.manual_seed(0)
+    small, _ = run("at-pgd", model, x, y, cfg(train_eps=0.1, train_steps=1, train_alpha=0.001))
+    big, _ = run("at-pgd", model, x, y, cfg(train_eps=0.1, train_steps=1, train_alpha=0.2))
+    assert torch.allclose(big, ce(model, attack_ref(model, x, y, 0.1), y), atol=1e-6)
+    assert small < big - 0.02
+
+
+def test_fgsm_alpha_sets_the_fast_at_step():
+    """AT-FGSM with a random start: x0 = x + U(-eps, eps), one step of fgsm_alpha, projection. With
+    fgsm_alpha = 2 eps the step saturates at the edge (closed form); with a tiny one it does not."""
+    model, (x, y) = linear_model(), data(64)
+    torch.manual_seed(0)
+    big, _ = run("at-fgsm", model, x, y, cfg(train_eps=0.1, fgsm_alpha=0.2))
+    small, _ = run("at-fgsm", model, x, y, cfg(train_eps=0.1, fgsm_alpha=0.001))
+    assert torch.allclose(big, ce(model, attack_ref(model, x, y, 0.1), y), atol=1e-6)
+    assert small < big - 0.02
+
+
+class TrainScale(nn.Module):
+    """Mode-dependent but deterministic: x2 in train mode, x1 in eval mode (stands for dropout)."""
+
+    def forward(self, x):
+        return x * 2 if self.training else x
+
+
+def two_mode_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), TrainScale(), nn.Flatten(), nn.Linear(3 * 4, 2)).train()
+
+
+class Wrapper(nn.Module):
+    """Stands for DDP: `model is not ctx.module`, so a method may share nothing."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
+@pytest.mark.parametrize("name", ["sgt", "sga", "asgt", "scaat"])
+def test_shared_forward_is_exact_with_a_mode_dependent_layer(name):
+    """Saliency in eval mode, the loss in train mode: the path that shares the layers before the
+    mode-dependent one gives exactly the unshared path's loss and gradients, and its clean CE is the
+    train-mode one (an eval-mode clean forward would give another value)."""
+    model, (x, y) = two_mode_model(), data()
+    c = cfg(train_eps=0.1, train_steps=2)
+    results = []
+    for net in (model, Wrapper(model)):
+        model.zero_grad()
+        torch.manual_seed(3)
+        ctx = StepContext(idx=torch.arange(len(x)), epoch=0, step=0, state={"q": torch.full((8,), 0.3)},
+                          module=model)
+        loss, parts = METHODS.get(name).fn(net, x, y, c, ctx)
+        loss.backward()
+        results.append((loss.detach(), parts, [p.grad.clone() for p in model.parameters()]))
+        assert model.training and model[2].training
+    (l1, p1, g1), (l2, p2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+    train_ce = F.cross_entropy(model(x), y)
+    with torch.no_grad():
+        eval_ce = F.cross_entropy(model.eval()(x), y)
+    model.train()
+    assert not torch.allclose(train_ce, eval_ce, atol=1e-3)
+    assert torch.allclose(p1["ce"], train_ce, atol=1e-6) and torch.allclose(p2["ce"], train_ce, atol=1e-6)
