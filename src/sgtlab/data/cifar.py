@@ -218,7 +218,8 @@ def load_cifar(fmt: Format, split: str = "train", data_dir=None, download: bool 
     release: only for files one made oneself in the same format; the parsing stays just as strict."""
     kind, path = locate(split, data_dir, download, fmt)
     read = _read_folder if kind == "folder" else _read_archive
-    parts = [parse_batch(safe_load(raw, what, fmt), what, fmt) for raw, what in read(path, fmt.files[split], verify, fmt)]
+    parts = [parse_batch(safe_load(raw, what, fmt), what, fmt)
+             for raw, what in read(path, fmt.files[split], verify, fmt)]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     name = fmt.name if fmt.label_key != "coarse_labels" else "cifar100-coarse"

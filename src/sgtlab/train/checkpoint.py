@@ -196,6 +196,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_mode
     arch = meta["arch"]
     if expect_model is not None and expect_model != arch["model"]:
         raise CheckpointError(f"{path} holds a {arch['model']!r} model, not {expect_model!r}")
-    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"])
+    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"],
+                        arch.get("input_size"))  # absent in older checkpoints: the model's own size
     load_weights(model, tensors, str(path))
     return model.to(device).eval(), meta
