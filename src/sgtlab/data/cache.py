@@ -90,19 +90,34 @@ def open_cache(folder: Path, fp: str) -> Cached | None:
     try:
         y = np.load(folder / "y.npy", allow_pickle=False)
         stats = np.load(folder / "stats.npy", allow_pickle=False)
-        if n == 0:
-            x = torch.empty((0, *shape), dtype=torch.uint8)
-        else:
-            # read-only mapping: a copy-on-write one would be charged in full to the commit limit
-            arr = np.memmap(folder / "x.u8", dtype=np.uint8, mode="r", shape=(n, *shape))
-            with warnings.catch_warnings():  # torch warns that it cannot write to it: nothing does
-                warnings.simplefilter("ignore", UserWarning)
-                x = torch.from_numpy(arr)
+        size = (folder / "x.u8").stat().st_size
     except (OSError, ValueError):
         return None
-    if len(y) != n or stats.shape != (n, shape[0], 2):
+    if len(y) != n or stats.shape != (n, shape[0], 2) or size != n * int(np.prod(shape)):
         return None
+    if n == 0:
+        x = torch.empty((0, *shape), dtype=torch.uint8)
+    else:
+        try:  # read-only mapping: a copy-on-write one would be charged in full to the commit limit
+            arr = np.memmap(folder / "x.u8", dtype=np.uint8, mode="r", shape=(n, *shape))
+        except OSError as e:
+            raise DataError(f"cannot memory-map {folder / 'x.u8'} ({e}); is the address space limited "
+                            f"(ulimit -v)?") from None
+        with warnings.catch_warnings():  # torch warns that it cannot write to it: nothing does
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(arr)
     return Cached(x, torch.from_numpy(y.astype(np.int64)), stats, meta)
+
+
+def image_stats(x: np.ndarray, block: int = 64) -> np.ndarray:
+    """Per-image channel mean and mean square of uint8 n x C x H x W, in [0, 1] units (n x C x 2),
+    computed `block` images at a time (a float copy of a whole chunk would cost 4x its memory)."""
+    out = np.empty((len(x), x.shape[1], 2))
+    for s in range(0, len(x), block):
+        xf = x[s:s + block].reshape(-1, x.shape[1], x[0, 0].size).astype(np.float32) / 255.0
+        out[s:s + block, :, 0] = xf.mean(2)
+        out[s:s + block, :, 1] = (xf * xf).mean(2)
+    return out
 
 
 def build_cache(folder: Path, fp: str, shape: tuple[int, int, int], chunks: Iterator[tuple[np.ndarray, np.ndarray]],
@@ -121,8 +136,7 @@ def build_cache(folder: Path, fp: str, shape: tuple[int, int, int], chunks: Iter
                 if x.shape[1:] != shape or x.dtype != np.uint8:
                     raise DataError(f"internal: a chunk of {x.dtype} {x.shape[1:]}, expected uint8 {shape}")
                 f.write(np.ascontiguousarray(x).tobytes())
-                xf = x.reshape(len(x), shape[0], -1).astype(np.float64) / 255.0
-                stats.append(np.stack([xf.mean(2), (xf * xf).mean(2)], axis=2))
+                stats.append(image_stats(x))
                 ys.append(np.asarray(y, dtype=np.int64))
                 n += len(x)
         np.save(tmp / "y.npy", np.concatenate(ys) if ys else np.zeros(0, np.int64))

@@ -20,7 +20,7 @@ from sgtlab.errors import DataError
 NAME = "pcam"
 SPLITS = {"train": "train", "test": "test", "valid": "valid"}
 SHAPE = (96, 96, 3)
-CHUNK = 2048
+CHUNK = 512  # images read at a time: 14 MB
 URL = "https://zenodo.org/record/2546921"
 _HOW_TO = (f"download camelyonpatch_level_2_split_{{train,test}}_{{x,y}}.h5.gz from {URL}, gunzip them into "
            f"DIR/pcam (or DIR), then pass --data-dir DIR or set SGTLAB_DATA=DIR")

@@ -39,8 +39,9 @@ class InputSizeCheck:
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.ndim == 4 and tuple(x.shape[-2:]) != self.size:
             h, w = x.shape[-2:]
-            raise SgtlabError(f"{self.name} was built for {self.size[0]}x{self.size[1]} images, got {h}x{w}; "
-                              f"build it with input_size=({h}, {w}) (--model {self.name} on that data set does); "
+            raise SgtlabError(f"{self.name} was built for {self.size[0]}x{self.size[1]} images, got {h}x{w}: give it "
+                              f"{self.size[0]}x{self.size[1]} images or build it for {h}x{w} "
+                              f"(input_size=({h}, {w}); sgtlab train builds it for its data set); "
                               f"{self.name} takes {self.sizes}")
 
 
