@@ -126,6 +126,10 @@ def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
             raise bad(f"arch.{key} must be {arch['in_channels']} numbers, got {v!r}"[:120])
     if not all(x > 0 for x in arch["std"]):
         raise bad("arch.std must be > 0")
+    size = arch.get("input_size")  # absent in checkpoints older than image folders
+    if size is not None and (not isinstance(size, list) or len(size) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in size)):
+        raise bad(f"arch.input_size must be [H, W] with 1..4096, got {size!r}"[:120])
     if "config" in meta and not isinstance(meta["config"], dict):
         raise bad("config is not a mapping")
     if "epoch" in meta:
