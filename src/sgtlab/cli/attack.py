@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from sgtlab.cli.options import DATASET_HELP, add_verify_option
 from sgtlab.validate import int64
 
 
@@ -14,8 +15,9 @@ def add_parser(sub):
                     "print an attack x eps table of robust accuracy and write robustness.json and "
                     "robustness_per_sample.csv to --out.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder or a checkpoint.safetensors file")
-    p.add_argument("--dataset", default=None, help="data set (default: the one the model was trained on)")
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
+    add_verify_option(p)
     p.add_argument("--attacks", default="fgsm,pgd,mifgsm",
                    help="comma-separated attack names: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, square, ensemble "
                         "(ensemble = per-sample worst case over the others) (default: %(default)s)")
@@ -56,7 +58,8 @@ def run(args) -> int:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     if any(a in ("apgd-ce", "apgd-dlr", "square") for a in attacks):
         require_pyautoattack()
-    model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, args.n, args.device)
+    model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, args.n, args.device,
+                                            verify=args.verify)
     check_inputs(data.x, data.y, eps[-1])
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,

@@ -8,7 +8,8 @@ from sgtlab.train.checkpoint import load_model
 
 
 def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, device: str = "auto",
-                        split: str = "test"):
+                        split: str = "test", verify: bool = True):
+    """`verify=False` (--no-verify), or a run trained with --no-verify, skips the data files' md5 check."""
     if n is not None and n < 1:
         raise SgtlabError(f"--n must be >= 1, got {n}")
     dev = resolve_device(device)
@@ -19,5 +20,6 @@ def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, devic
     if (info.shape[0], info.num_classes) != (arch["in_channels"], arch["num_classes"]):
         raise SgtlabError(f"the model takes {arch['in_channels']}-channel images and {arch['num_classes']} classes; "
                           f"{name} has {info.shape[0]} channels and {info.num_classes} classes")
-    data = load_dataset(name, split, data_dir).subset(n)
+    verify = verify and meta.get("config", {}).get("verify", True)
+    data = load_dataset(name, split, data_dir, verify=verify).subset(n)
     return model, meta, data

@@ -5,7 +5,7 @@ import csv
 import io
 from pathlib import Path
 
-from sgtlab.cli.options import parse_float_list, parse_name_list
+from sgtlab.cli.options import DATASET_HELP, add_verify_option, parse_float_list, parse_name_list
 from sgtlab.errors import SgtlabError
 from sgtlab.validate import check_seed, finite_float, int64
 
@@ -19,8 +19,9 @@ def add_parser(sub):
                     "per checkpoint and saliency method, mean and std of each metric), interpretability.json "
                     "(curves, per-image values) and PNG/PDF figures into --out.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or checkpoint.safetensors files")
-    p.add_argument("--dataset", default=None, help="data set (default: the one the first model was trained on)")
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
+    add_verify_option(p)
     p.add_argument("--methods", default="grad,smoothgrad,ig", help="saliency methods, comma-separated "
                    "(grad, input-x-grad, smoothgrad, ig; default: %(default)s)")
     p.add_argument("--metrics", default="all", help="'all' or a comma-separated subset of: entropy, size, gini, "
@@ -81,7 +82,8 @@ def run(args) -> int:
     qs = parse_float_list(args.qs)
     pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
     # load every checkpoint and the data first: a bad one fails before any work
-    loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device) for r in args.runs]
+    loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device, verify=args.verify)
+              for r in args.runs]
     names = _labels(args.runs)
     opts = {"smoothgrad": {"samples": args.smoothgrad_samples, "noise": args.smoothgrad_noise},
             "ig": {"steps": args.ig_steps}}

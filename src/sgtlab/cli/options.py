@@ -40,6 +40,17 @@ def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls, skip: tupl
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
 
 
+DATASET_HELP = ("data set (default: the one the model was trained on): a name, folder:PATH[,size=N] or npz:PATH "
+                "(see docs/data.md)")
+
+
+def add_verify_option(parser) -> None:
+    """`--no-verify`: skip the md5 comparison of data files with the official release (files one made)."""
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not md5-check the data files against the official release (for files you made "
+                             "yourself in the same format; parsing stays as strict)")
+
+
 def dataclass_from_args(cls, args: argparse.Namespace, **extra):
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)

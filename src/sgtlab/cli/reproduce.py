@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from sgtlab.cli.options import add_verify_option
 from sgtlab.experiments.presets import apply_overrides, describe, expand, load_preset, preset_names
 
 
@@ -27,6 +28,7 @@ def add_parser(sub):
     p.add_argument("--seeds", default=None, help="shortcut for --set seeds=[...]: e.g. 0,1,2")
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="device of every run")
+    add_verify_option(p)
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="run the runs on this machine (local; see --workers) or as Ray tasks (needs sgtlab[ray])")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -53,6 +55,8 @@ def build_config(args) -> dict:
         overrides.append(f"train.data_dir={args.data_dir}")
     if args.device:
         overrides.append(f"train.device={args.device}")
+    if not getattr(args, "verify", True):
+        overrides.append("train.verify=false")
     return apply_overrides(load_preset(args.preset), overrides)
 
 

@@ -45,13 +45,14 @@ class TensorLoader:
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             idx = batch[self.rank::self.world_size]
+            # uint8 storage (CIFAR, folders, PCAM) goes to the device as uint8 and becomes float
+            # there; augmentation works on float on the device (its draws come from the CPU `g`)
             if self.augment is None:
-                x = self.data.x[idx]
+                x = self.data.batch(idx, self.device)
             elif self.world_size == 1:
-                x = self.augment(self.data.x[idx], g)
+                x = self.augment(self.data.batch(idx, self.device), g)
             else:  # augment the global batch, keep this rank's share: same draws as one process,
                 # and no two ranks reuse the same crops (they share the generator's state)
-                x = self.augment(self.data.x[batch], g)[self.rank::self.world_size]
+                x = self.augment(self.data.batch(batch, self.device), g)[self.rank::self.world_size]
             y = self.data.y[idx]
-            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
-                   idx.to(self.device, non_blocking=True))
+            yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)

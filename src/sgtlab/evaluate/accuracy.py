@@ -20,5 +20,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
 
 
 def accuracy(model: nn.Module, data: TensorData, batch_size: int = 1000) -> float:
-    pred = predict(model, data.x, batch_size)
+    """Clean accuracy; uint8 data is converted to float batch by batch (never the whole split)."""
+    if data.pixels.is_floating_point():
+        pred = predict(model, data.x, batch_size)
+    else:
+        device = next(model.parameters()).device
+        pred = torch.cat([predict(model, data.batch(slice(i, i + batch_size), device), batch_size)
+                          for i in range(0, len(data), batch_size)] or [torch.empty(0, dtype=torch.long)])
     return (pred.cpu() == data.y).float().mean().item()

@@ -67,7 +67,7 @@ def _device(name: str):
 def _test_data(cfg, n: int | None):
     from sgtlab.data import load_dataset
 
-    return load_dataset(cfg.dataset, "test", cfg.data_dir).subset(n)
+    return load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify).subset(n)
 
 
 def _attack_plan(attack: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,10 @@
-"""ResNet-18 for 32x32 inputs (He et al. 2016, CIFAR variant: 3x3 stem, no max-pool)."""
+"""ResNet-18 (He et al. 2016) for any class count: the CIFAR form for 32x32 inputs (3x3 stem, no
+max-pool) and the ImageNet form for larger ones (7x7 stride-2 stem, 3x3 stride-2 max-pool: the
+first block sees a quarter of the input size). Both end in a global average pool, so they take
+any input size; the ImageNet form wants at least 32x32 (1x1 maps in the last stage)."""
 from torch import nn
 
-from sgtlab.models.base import register_model
+from sgtlab.models.base import check_size, register_model
 
 
 class BasicBlock(nn.Module):
@@ -22,10 +25,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int = 3, num_classes: int = 10):
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, stem: str = "cifar"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
-                                  nn.ReLU(inplace=True))
+        if stem == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU(inplace=True))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         layers, cin = [], 64
         for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
             layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
@@ -41,3 +48,11 @@ class ResNet18(nn.Module):
 @register_model("resnet18-cifar")
 def resnet18_cifar(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     return ResNet18(in_channels, num_classes)
+
+
+@register_model("resnet18")
+def resnet18_imagenet(in_channels: int = 3, num_classes: int = 1000, input_size=None) -> nn.Module:
+    if input_size is not None:
+        check_size("resnet18", input_size, lambda h, w: h >= 32 and w >= 32,
+                   "any size from 32x32 (224x224 as on ImageNet; resnet18-cifar for 32x32 images)")
+    return ResNet18(in_channels, num_classes, stem="imagenet")

@@ -126,6 +126,10 @@ def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
             raise bad(f"arch.{key} must be {arch['in_channels']} numbers, got {v!r}"[:120])
     if not all(x > 0 for x in arch["std"]):
         raise bad("arch.std must be > 0")
+    size = arch.get("input_size")  # absent in checkpoints older than image folders
+    if size is not None and (not isinstance(size, list) or len(size) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in size)):
+        raise bad(f"arch.input_size must be [H, W] with 1..4096, got {size!r}"[:120])
     if "config" in meta and not isinstance(meta["config"], dict):
         raise bad("config is not a mapping")
     if "epoch" in meta:
@@ -196,6 +200,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_mode
     arch = meta["arch"]
     if expect_model is not None and expect_model != arch["model"]:
         raise CheckpointError(f"{path} holds a {arch['model']!r} model, not {expect_model!r}")
-    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"])
+    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"],
+                        arch.get("input_size"))  # absent in older checkpoints: the model's own size
     load_weights(model, tensors, str(path))
     return model.to(device).eval(), meta

@@ -19,7 +19,9 @@ LIMITS = {"epochs": (None, 100_000), "batch_size": (None, 1 << 24)}  # beyond: s
 
 @dataclass
 class TrainConfig:
-    dataset: str = opt("mnist5k", "data set name")
+    dataset: str = opt("mnist5k", "data set: a name (mnist5k, mnist, fashion-mnist, cifar10, cifar100, pcam, "
+                                  "...), folder:PATH[,size=N][,test=F][,skip-bad] (class/image.ext) or npz:PATH "
+                                  "(see docs/data.md)")
     model: str | None = opt(None, "model name (default: the data set's default model)")
     method: str = opt("st", "training method name")
     epochs: int = opt(5, "number of epochs")
@@ -37,6 +39,8 @@ class TrainConfig:
     amp: str = opt("none", "mixed precision on CUDA", choices=("none", "bf16"))
     channels_last: bool = opt(False, "use the channels_last memory format (helps convolutions on GPUs)")
     data_dir: str | None = opt(None, "folder of the data files (default: $SGTLAB_DATA)")
+    verify: bool = opt(True, "md5-check data files against the official release; --no-verify for files you made "
+                             "yourself in the same format (parsing stays as strict)")
     method_cfg: MethodConfig = field(default_factory=MethodConfig)
 
     def validate(self) -> "TrainConfig":

@@ -48,8 +48,9 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     info = dataset_info(cfg.dataset)
     arch = dict(model=cfg.model or info.default_model, in_channels=info.shape[0], num_classes=info.num_classes,
-                mean=list(info.mean), std=list(info.std), dataset=cfg.dataset)
-    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"])
+                mean=list(info.mean), std=list(info.std), dataset=cfg.dataset, input_size=list(info.shape[1:]))
+    model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"],
+                        arch["input_size"])
     return model, arch
 
 
@@ -90,8 +91,8 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
         raise SgtlabError("--amp bf16 needs a CUDA device; CPU training runs in float32")
     method = METHODS.get(cfg.method)
 
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.train_subset)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir).subset(cfg.eval_subset)
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir, verify=cfg.verify).subset(cfg.train_subset)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify).subset(cfg.eval_subset)
     augment = None
     if cfg.augment:
         from sgtlab.data.augment import crop_flip as augment
@@ -116,6 +117,7 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
             raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
                                   f"delete it to start the run over") from None
         saved.epochs, saved.device, saved.amp = cfg.epochs, cfg.device, cfg.amp  # may change on resume
+        saved.verify = cfg.verify
         if saved.to_dict() != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v)
             raise CheckpointError(f"{out} was trained with other settings ({', '.join(diff)}); "
