@@ -192,8 +192,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_mode
     """Build the model a checkpoint was trained with, load its weights, put it in eval mode."""
     from sgtlab.models import build_model
 
+    from sgtlab.models import MODELS
+
     tensors, meta = read_checkpoint(path)
     arch = meta["arch"]
+    if arch.get("user_model") and arch["model"] not in MODELS:
+        raise CheckpointError(f"{path} holds a model you defined ({arch['model']} from {arch.get('module')}), "
+                              f"not a registered one: in Python, sgtlab.load_model({str(path)!r}, "
+                              f"model={arch['model']}(...)); for the commands, register it in a plug-in "
+                              f"(--import MODULE) and train it by name")
     if expect_model is not None and expect_model != arch["model"]:
         raise CheckpointError(f"{path} holds a {arch['model']!r} model, not {expect_model!r}")
     model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"])
