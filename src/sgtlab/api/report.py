@@ -1,0 +1,31 @@
+"""`sgtlab.report`: the experiment report over any run folders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+
+def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Build the report (HTML, figures, tables) of run folders written by `fit(out=...)`, `train`,
+    `attack`, `explain` or `reproduce` (an experiment folder counts as its runs) into `out`; returns
+    the path of report.html. One experiment folder and no `out`: its own FOLDER/report, as
+    `sgtlab report FOLDER`."""
+    from sgtlab.errors import SgtlabError
+    from sgtlab.experiments.report import build_report
+    from sgtlab.experiments.runner import RESULTS_TABLE
+    from sgtlab.experiments.store import rows_from_folders
+
+    paths = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    if not paths:
+        raise SgtlabError("no run folders given")
+    if len(paths) == 1 and out is None and (paths[0] / RESULTS_TABLE).exists():
+        return build_report(paths[0])
+    if out is None:
+        raise SgtlabError("give an output folder for the report of these runs (--out / out=)")
+    for p in paths:
+        if not p.exists():
+            raise SgtlabError(f"{p} does not exist")
+    rows = rows_from_folders(paths)
+    out = Path(out)
+    setup = {"name": out.name, "runs": [str(p) for p in paths]}
+    return build_report(out, rows=rows, out=out, setup=setup)
