@@ -160,15 +160,15 @@ class Attack:
                 args = (*args, kw.pop("eps"))
             if len(args) != 4:
                 raise SgtlabError(f"call an attack as attack(model, x, y, eps), got {len(args)} arguments")
-            return self._run(*args, check=check, **kw)
+            return self._attack(*args, check=check, **kw)
         if self._model is None:
             raise SgtlabError(f"this {type(self).__name__} is not bound to a model: call it as attack(model, x, y, eps) "
                               f"or build it as {type(self).__name__}(model, eps=...) and call attack(x, y)")
         if len(args) != 2:
             raise SgtlabError(f"call a bound attack as attack(x, y), got {len(args)} arguments")
-        return self._run(self._model, *args, kw.pop("eps", self._eps), check=check, **kw)
+        return self._attack(self._model, *args, kw.pop("eps", self._eps), check=check, **kw)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
              **kw) -> torch.Tensor:
         if check:
             check_inputs(x, y, eps)
