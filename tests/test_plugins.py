@@ -98,3 +98,14 @@ def test_entry_points_of_an_installed_package(tmp_path, monkeypatch, capsys):
     model = sgtlab.load_model(runs[0])
     assert type(model[1]).__name__ == "TinyBN" and not model.training
     sys.modules.pop("eplab", None)
+
+
+def test_attack_and_explain_leave_finished_reproduce_runs_alone(tmp_path, capsys):
+    run = tmp_path / "runs" / "st-s0"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{}")  # a finished `reproduce` run
+    assert main(["attack", str(run), "--eps", "0.1"]) == 2
+    assert "pass --out" in capsys.readouterr().err
+    assert main(["explain", str(run)]) == 2
+    assert "give --out" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["result.json"]

@@ -59,6 +59,11 @@ def run(args) -> int:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     if any(a in ("apgd-ce", "apgd-dlr", "square") for a in attacks):
         require_pyautoattack()
+    from sgtlab.experiments.store import writable_run
+
+    if args.out is None and Path(args.run).is_dir() and not writable_run(args.run):
+        raise SgtlabError(f"{args.run} is a finished run of `sgtlab reproduce`, whose robustness.json belongs to "
+                          f"its experiment: pass --out for this attack's results")
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else None)
     if args.tensorboard:
         from sgtlab.tracking import require_tensorboard

@@ -82,8 +82,11 @@ def run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_seed(args.seed, "--seed")
-    if args.out is None and not all(Path(r).is_dir() for r in args.runs):
-        raise SgtlabError("give --out for checkpoint files (results of run folders go into the folders)")
+    from sgtlab.experiments.store import writable_run
+
+    if args.out is None and not all(writable_run(r) for r in args.runs):
+        raise SgtlabError("give --out for checkpoint files and finished `reproduce` runs (results of other run "
+                          "folders go into the folders)")
     if args.tensorboard:
         from sgtlab.tracking import require_tensorboard
 
@@ -110,7 +113,7 @@ def run(args) -> int:
                 model, data, methods, metrics, None, method_options=opts, aopc_patch=args.aopc_patch,
                 aopc_steps=args.aopc_steps, qs=qs, eps=args.eps, pgd=not args.no_pgd, pgd_qs=pgd_qs,
                 pgd_steps=args.pgd_steps, seed=args.seed, batch_size=args.batch_size, progress=tick)
-            if Path(run_path).is_dir():  # the run layout: RUN/interpretability.json, as reproduce writes
+            if writable_run(run_path):  # the run layout: RUN/interpretability.json, as reproduce writes
                 write_json_atomic(Path(run_path) / "interpretability.json", res)
                 if args.tensorboard:
                     from sgtlab.tracking import Tracker

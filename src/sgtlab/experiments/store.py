@@ -61,6 +61,13 @@ def _last_metrics(path: Path) -> dict[str, Any]:
     return last
 
 
+def writable_run(folder: str | Path) -> bool:
+    """A run folder that `attack` / `explain` may add their results to: not a finished `reproduce`
+    run, whose files belong to its experiment (results.csv and the report were built from them)."""
+    folder = Path(folder)
+    return folder.is_dir() and not (folder / RESULT).exists()
+
+
 def is_run(folder: Path) -> bool:
     return any((folder / f).exists() for f in (CONFIG, CHECKPOINT, RESULT, ROBUSTNESS, INTERPRETABILITY))
 
