@@ -43,12 +43,15 @@ def check_model(model: Any) -> nn.Module:
 
 
 def user_arch(model: nn.Module, shape: tuple[int, ...], num_classes: int, name: str) -> dict[str, Any]:
-    """What a checkpoint says about a model given as an object: a registered model's name when it is
-    one (then `load_model` rebuilds it), else its class, which `load_model(run, model=...)` needs."""
+    """What a checkpoint says about a model given as an object: its class (`load_model(run,
+    model=...)` needs an instance of it), input shape and number of classes, and the data set's name
+    when the data came from a registered one."""
+    from sgtlab.data import DATASETS
+
     cls = type(model)
     return {"model": cls.__qualname__, "module": cls.__module__, "user_model": True,
             "in_channels": int(shape[0]), "num_classes": num_classes, "shape": list(shape),
-            "dataset": name}
+            "dataset": name if name in DATASETS else None}  # None: tensors given in Python
 
 
 def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5, out: str | Path | None = None,
