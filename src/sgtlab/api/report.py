@@ -19,7 +19,10 @@ def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = Non
     if not paths:
         raise SgtlabError("no run folders given")
     if len(paths) == 1 and out is None and (paths[0] / RESULTS_TABLE).exists():
-        return build_report(paths[0])
+        from sgtlab.io import folder_lock
+
+        with folder_lock(paths[0], "experiment folder"):  # not while a `reproduce` works in it
+            return build_report(paths[0])
     if out is None:
         raise SgtlabError("give an output folder for the report of these runs (--out / out=)")
     for p in paths:
