@@ -102,7 +102,7 @@ def run(args) -> int:
     steps_per_model = len(methods) * (1 + sum(k in (metrics if metrics != "all" else METRICS)
                                               for k in ("aopc", "masked_accuracy", "low_saliency")))
     bar = tqdm(total=len(loaded) * steps_per_model, desc="explain", unit="step", disable=args.no_progress)
-    results, rows = {}, []
+    results, rows, per_run = {}, [], []
     try:
         for name, run_path, (model, meta, data) in zip(names, args.runs, loaded):
             def tick(label, _name=name):
@@ -114,27 +114,29 @@ def run(args) -> int:
                 aopc_steps=args.aopc_steps, qs=qs, eps=args.eps, pgd=not args.no_pgd, pgd_qs=pgd_qs,
                 pgd_steps=args.pgd_steps, seed=args.seed, batch_size=args.batch_size, progress=tick)
             if writable_run(run_path):  # the run layout: RUN/interpretability.json, as reproduce writes
-                write_json_atomic(Path(run_path) / "interpretability.json", res)
-                if args.tensorboard:
-                    from sgtlab.tracking import Tracker
-
-                    tracker = Tracker(run_path)
-                    tracker.saliency("examples", res["examples"]["images"], res["examples"]["maps"])
-                    tracker.close()
+                per_run.append((Path(run_path), dict(res)))
             res["run"] = str(run_path)
             results[name] = res
             rows += summary_rows(res, model=name, run=str(run_path), arch=meta["arch"]["model"],
                                  train_method=meta.get("config", {}).get("method", ""), dataset=data.name)
     finally:
         bar.close()
-    if args.out is None:
-        print("wrote " + ", ".join(str(Path(r) / "interpretability.json") for r in args.runs))
-        return 0
-    write_json_atomic(out / "interpretability.json", results)
-    write_text_atomic(out / "interpretability.csv", _csv(rows))
-    figs = interpretability_figures(results, out / "figures")
-    print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
-          f"{len(figs)} figure files in {out / 'figures'}")
+    if out is not None:  # first: a failing --out leaves the run folders as they were
+        write_json_atomic(out / "interpretability.json", results)
+        write_text_atomic(out / "interpretability.csv", _csv(rows))
+        figs = interpretability_figures(results, out / "figures")
+        print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
+              f"{len(figs)} figure files in {out / 'figures'}")
+    for folder, res in per_run:
+        write_json_atomic(folder / "interpretability.json", res)
+        if args.tensorboard:
+            from sgtlab.tracking import Tracker
+
+            tracker = Tracker(folder)
+            tracker.saliency("examples", res["examples"]["images"], res["examples"]["maps"])
+            tracker.close()
+    if per_run:
+        print("wrote " + ", ".join(str(folder / "interpretability.json") for folder, _ in per_run))
     return 0
 
 
