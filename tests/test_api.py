@@ -231,7 +231,8 @@ def test_other_wrong_arguments(tmp_path):
         (lambda: sgtlab.robustness(net, (x, y), [0.1], attacks=["cw"]), "unknown attack 'cw'"),
         (lambda: sgtlab.robustness(net, (x, y), [-1.0]), "eps must be"),
         (lambda: sgtlab.load_model(tmp_path / "missing"), "no checkpoint"),
-        (lambda: sgtlab.report([tmp_path]), "give an output folder"),
+        (lambda: sgtlab.report([tmp_path]), "holds no finished runs"),
+        (lambda: sgtlab.report([tmp_path / "missing"]), "does not exist"),
         (lambda: sgtlab.report([tmp_path], tmp_path / "rep"), "not a run folder"),
     ]:
         with pytest.raises(SgtlabError, match=message) as e:
