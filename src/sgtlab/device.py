@@ -1,5 +1,9 @@
-"""Device choice shared by every command: --device auto|cpu|cuda."""
+"""Device choice shared by every command (--device auto|cpu|cuda), the one way to find a model's
+device (`model_device`) and the one eval-mode context (`eval_mode`)."""
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -52,3 +56,26 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     # 32 MiB: the largest mmap threshold glibc accepts on 64-bit systems
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter, else of its first buffer, else the CPU (a model
+    without parameters, e.g. a fixed preprocessing wrapper, still has a device to run on)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model) -> Iterator:
+    """Eval mode for the duration of the block; afterwards every submodule gets back its *own* mode
+    (not the root's), so a batch-norm frozen by `.eval()` inside a training model stays frozen."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgtlab.attacks.base import eval_mode  # every submodule's own mode restored, not just the root's
+from sgtlab.device import eval_mode  # every submodule's own mode restored, not just the root's
 from sgtlab.errors import SgtlabError
 
 MODES = ("abs", "signed")

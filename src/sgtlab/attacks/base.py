@@ -7,13 +7,14 @@ respect to the input only, so parameter `.grad` fields are never touched.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgtlab.device import eval_mode  # noqa: F401  (re-exported: the one eval-mode context)
 from sgtlab.errors import SgtlabError
 from sgtlab.registry import Registry
 
@@ -30,18 +31,6 @@ def build_attack(name: str, **params) -> "Attack":
 
 def attack_names() -> list[str]:
     return ATTACKS.names()
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the attack; every submodule's own mode is restored afterwards (not just the root's)."""
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
 
 
 def check_eps(eps: Eps, n: int) -> None:
@@ -112,8 +101,45 @@ def uniform_delta(x: torch.Tensor, eps: Eps, generator: torch.Generator | None =
     return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
 
 
+#: eps of an attack bound to a model without an `eps` (torchattacks' default)
+DEFAULT_EPS = 8 / 255
+
+
+def _bind_model_and_eps(init):
+    """Let every attack's constructor also take torchattacks' form: a model as the first argument
+    and `eps=` (`PGD(model, eps=0.3, steps=10)`), binding them so the attack is called as `atk(x, y)`."""
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        model = None
+        if args and isinstance(args[0], nn.Module):
+            model, args = args[0], args[1:]
+        eps = kwargs.pop("eps", None)
+        init(self, *args, **kwargs)
+        if model is not None or eps is not None:
+            if model is None:
+                raise SgtlabError(f"{type(self).__name__}(eps=...) binds an eps to a model: pass the model first, "
+                                  f"{type(self).__name__}(model, eps=...)")
+            check_eps(DEFAULT_EPS if eps is None else eps, 1 if not isinstance(eps, torch.Tensor) else len(eps))
+            self._model, self._eps = model, DEFAULT_EPS if eps is None else eps
+
+    wrapped._binds = True
+    return wrapped
+
+
 class Attack:
-    """Base class: subclasses set `name` and implement `perturb`."""
+    """Base class: subclasses set `name` and implement `perturb`.
+
+    Two ways to call any attack: `Attack(**params)(model, x, y, eps)`, or torchattacks' way,
+    `Attack(model, eps=..., **params)(x, y)` (eps defaults to 8/255 as in torchattacks)."""
+
+    _model: nn.Module | None = None
+    _eps: Eps | None = None
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_binds", False):
+            cls.__init__ = _bind_model_and_eps(init)
 
     name = "attack"
     #: True when the attack can stop early per sample (the sweep asks for it: fewer gradient steps)
@@ -127,8 +153,23 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **kw) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
-                 **kw) -> torch.Tensor:
+    def __call__(self, *args, check: bool = True, **kw) -> torch.Tensor:
+        """`(model, x, y, eps)`, or `(x, y)` for an attack bound to a model (`PGD(model, eps=...)`)."""
+        if args and isinstance(args[0], nn.Module):
+            if len(args) == 3 and "eps" in kw:
+                args = (*args, kw.pop("eps"))
+            if len(args) != 4:
+                raise SgtlabError(f"call an attack as attack(model, x, y, eps), got {len(args)} arguments")
+            return self._attack(*args, check=check, **kw)
+        if self._model is None:
+            raise SgtlabError(f"this {type(self).__name__} is not bound to a model: call it as attack(model, x, y, eps) "
+                              f"or build it as {type(self).__name__}(model, eps=...) and call attack(x, y)")
+        if len(args) != 2:
+            raise SgtlabError(f"call a bound attack as attack(x, y), got {len(args)} arguments")
+        return self._attack(self._model, *args, kw.pop("eps", self._eps), check=check, **kw)
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
+             **kw) -> torch.Tensor:
         if check:
             check_inputs(x, y, eps)
         if len(x) == 0:

@@ -8,8 +8,29 @@ import sys
 
 from sgtlab import __version__
 from sgtlab.cli.handler import OneLineParser, run_command
+from sgtlab.errors import SgtlabError
+from sgtlab.validate import one_line
 
 COMMANDS = ("train", "evaluate", "attack", "explain", "reproduce", "report")
+IMPORT_HELP = ("import this Python module first (repeatable): a plug-in that registers models, data sets, "
+               "training methods or attacks")
+
+
+def add_import_option(parser: argparse.ArgumentParser, default=None) -> None:
+    """`--import MODULE`, on the main parser and every command (main() reads it before the parser)."""
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                        default=argparse.SUPPRESS if default is None else default, help=IMPORT_HELP)
+
+
+def load_imports(argv: list[str] | None) -> None:
+    """Import the --import modules and the installed plug-ins before the parser lists any names."""
+    from sgtlab.plugins import import_modules, load_plugins
+
+    pre = argparse.ArgumentParser(add_help=False)
+    add_import_option(pre, default=[])
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    import_modules(known.imports)
+    load_plugins()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "measure their saliency maps, and reproduce the papers' experiments.",
     )
     parser.add_argument("--version", action="version", version=f"sgtlab {__version__}")
+    add_import_option(parser, default=[])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -28,12 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         p = module.add_parser(sub)
+        add_import_option(p)
         p.set_defaults(_run=module.run, _resume=getattr(module, "resume_argv", None))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        load_imports(argv)
+    except SgtlabError as e:
+        print(f"sgtlab: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     from sgtlab.device import keep_freed_memory

@@ -29,8 +29,11 @@ def add_parser(sub):
                         "caches and cost more per image; 1024 on a GPU)")
     p.add_argument("--seed", type=int64, default=0, help="seed of the random starts (default: %(default)s)")
     p.add_argument("--checks", action="store_true", help="also run the gradient-masking checks")
-    p.add_argument("--out", default=None, help="folder for robustness.json and robustness_per_sample.csv "
-                                               "(default: RUN/attack when RUN is a folder; none otherwise)")
+    p.add_argument("--out", default=None, help="folder for robustness.json, robustness_per_sample.csv and "
+                                               "checks.json (default: RUN itself when RUN is a run folder, the "
+                                               "layout `reproduce` writes and `report` reads; none otherwise)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log the robust accuracies to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -58,19 +61,41 @@ def run(args) -> int:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     if any(a in ("apgd-ce", "apgd-dlr", "square") for a in attacks):
         require_pyautoattack()
+    from sgtlab.experiments.store import writable_run
+
+    if args.out is None and Path(args.run).is_dir() and not writable_run(args.run):
+        raise SgtlabError(f"{args.run} is a finished run of `sgtlab reproduce`, whose robustness.json belongs to "
+                          f"its experiment: pass --out for this attack's results")
+    out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else None)
+    if args.tensorboard:
+        from sgtlab.tracking import require_tensorboard
+
+        require_tensorboard()
+        if out is None:
+            raise SgtlabError("--tensorboard writes into the run folder: give a run folder or --out")
     model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, args.n, args.device,
                                             verify=args.verify)
     check_inputs(data.x, data.y, eps[-1])
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
                               seed=args.seed)
-    out = Path(args.out) if args.out else (Path(args.run) / "attack" if Path(args.run).is_dir() else None)
     checks = None
     if args.checks:
         checks = gradient_masking_checks(model, data, n=None, batch_size=args.batch_size, seed=args.seed)
         result.info["checks"] = checks
     result.info.update(model=meta["arch"]["model"], dataset=data.name)
     files = result.save(out) if out is not None else {}
+    if checks is not None and out is not None:
+        from sgtlab.io import write_json_atomic
+
+        files["checks"] = out / "checks.json"
+        write_json_atomic(files["checks"], checks)
+    if args.tensorboard:
+        from sgtlab.tracking import Tracker
+
+        tracker = Tracker(out)
+        tracker.robustness(result.robust_accuracy, result.clean_accuracy)
+        tracker.close()
     if args.json:
         obj = {"clean_accuracy": result.clean_accuracy, "n": result.n,
                "robust_accuracy": {a: {f"{e:g}": v for e, v in d.items()} for a, d in result.robust_accuracy.items()}}

@@ -15,6 +15,9 @@ def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, devic
     dev = resolve_device(device)
     model, meta = load_model(run, dev)
     name = dataset or meta["arch"].get("dataset")
+    if name is None or (meta["arch"].get("user_model") and dataset is None):
+        raise SgtlabError(f"{run} was trained on tensors given in Python, not on a registered data set: "
+                          f"pass --dataset NAME")
     info = dataset_info(name)
     arch = meta["arch"]
     if (info.shape[0], info.num_classes) != (arch["in_channels"], arch["num_classes"]):

@@ -17,7 +17,8 @@ def add_parser(sub):
                     "their quality metrics (entropy, size, Gini, AOPC, masked accuracy, low-saliency "
                     "robustness, Decoy-MNIST localisation) and pictures. Writes interpretability.csv (one row "
                     "per checkpoint and saliency method, mean and std of each metric), interpretability.json "
-                    "(curves, per-image values) and PNG/PDF figures into --out.")
+                    "(curves, per-image values) and PNG/PDF figures into --out. Each RUN folder also gets its own "
+                    "RUN/interpretability.json, the run layout `reproduce` writes and `report` reads.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or checkpoint.safetensors files")
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
@@ -27,7 +28,10 @@ def add_parser(sub):
     p.add_argument("--metrics", default="all", help="'all' or a comma-separated subset of: entropy, size, gini, "
                    "aopc, masked_accuracy, low_saliency, localisation (default: %(default)s)")
     p.add_argument("--n", type=int64, default=256, help="number of test images (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="folder for the comparison across runs (CSV, JSON, figures); "
+                                               "without it only each RUN folder's interpretability.json is written")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log saliency-map grids to RUN/tensorboard (needs the tensorboard package)")
     p.add_argument("--smoothgrad-samples", type=int64, default=10, help="SmoothGrad noisy samples (default: %(default)s)")
     p.add_argument("--smoothgrad-noise", type=finite_float, default=0.15,
                    help="SmoothGrad noise std as a fraction of the input range (default: %(default)s)")
@@ -79,6 +83,15 @@ def run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_seed(args.seed, "--seed")
+    from sgtlab.experiments.store import writable_run
+
+    if args.out is None and not all(writable_run(r) for r in args.runs):
+        raise SgtlabError("give --out for checkpoint files and finished `reproduce` runs (results of other run "
+                          "folders go into the folders)")
+    if args.tensorboard:
+        from sgtlab.tracking import require_tensorboard
+
+        require_tensorboard()
     qs = parse_float_list(args.qs)
     pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
     # load every checkpoint and the data first: a bad one fails before any work
@@ -87,11 +100,11 @@ def run(args) -> int:
     names = _labels(args.runs)
     opts = {"smoothgrad": {"samples": args.smoothgrad_samples, "noise": args.smoothgrad_noise},
             "ig": {"steps": args.ig_steps}}
-    out = Path(args.out)
+    out = Path(args.out) if args.out else None
     steps_per_model = len(methods) * (1 + sum(k in (metrics if metrics != "all" else METRICS)
                                               for k in ("aopc", "masked_accuracy", "low_saliency")))
     bar = tqdm(total=len(loaded) * steps_per_model, desc="explain", unit="step", disable=args.no_progress)
-    results, rows = {}, []
+    results, rows, per_run = {}, [], []
     try:
         for name, run_path, (model, meta, data) in zip(names, args.runs, loaded):
             def tick(label, _name=name):
@@ -102,17 +115,30 @@ def run(args) -> int:
                 model, data, methods, metrics, None, method_options=opts, aopc_patch=args.aopc_patch,
                 aopc_steps=args.aopc_steps, qs=qs, eps=args.eps, pgd=not args.no_pgd, pgd_qs=pgd_qs,
                 pgd_steps=args.pgd_steps, seed=args.seed, batch_size=args.batch_size, progress=tick)
+            if writable_run(run_path):  # the run layout: RUN/interpretability.json, as reproduce writes
+                per_run.append((Path(run_path), dict(res)))
             res["run"] = str(run_path)
             results[name] = res
             rows += summary_rows(res, model=name, run=str(run_path), arch=meta["arch"]["model"],
                                  train_method=meta.get("config", {}).get("method", ""), dataset=data.name)
     finally:
         bar.close()
-    write_json_atomic(out / "interpretability.json", results)
-    write_text_atomic(out / "interpretability.csv", _csv(rows))
-    figs = interpretability_figures(results, out / "figures")
-    print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
-          f"{len(figs)} figure files in {out / 'figures'}")
+    if out is not None:  # first: a failing --out leaves the run folders as they were
+        write_json_atomic(out / "interpretability.json", results)
+        write_text_atomic(out / "interpretability.csv", _csv(rows))
+        figs = interpretability_figures(results, out / "figures")
+        print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
+              f"{len(figs)} figure files in {out / 'figures'}")
+    for folder, res in per_run:
+        write_json_atomic(folder / "interpretability.json", res)
+        if args.tensorboard:
+            from sgtlab.tracking import Tracker
+
+            tracker = Tracker(folder)
+            tracker.saliency("examples", res["examples"]["images"], res["examples"]["maps"])
+            tracker.close()
+    if per_run:
+        print("wrote " + ", ".join(str(folder / "interpretability.json") for folder, _ in per_run))
     return 0
 
 

@@ -15,6 +15,8 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log losses and accuracies to OUT/tensorboard (needs the tensorboard package)")
     add_dataclass_options(p, TrainConfig, skip=("method_cfg",))
     g = p.add_argument_group("method options", "methods: " + ", ".join(
         f"{n} ({METHODS.get(n).description})" for n in METHODS.names()))
@@ -30,7 +32,8 @@ def run(args) -> int:
     if distributed.launched_by_torchrun():
         dist = distributed.DistContext.init(cfg.device)
     try:
-        result = fit(cfg, args.out, resume=args.resume, progress=args.progress and not args.json, dist=dist)
+        result = fit(cfg, args.out, resume=args.resume, progress=args.progress and not args.json, dist=dist,
+                     tensorboard=args.tensorboard)
     finally:
         if dist:
             dist.close()

@@ -4,18 +4,15 @@ import torch
 from torch import nn
 
 from sgtlab.data.base import TensorData
+from sgtlab.device import eval_mode, model_device
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted labels, in eval mode (the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
+    """Predicted labels, in eval mode (every submodule's own mode is restored afterwards)."""
+    device = model_device(model)
+    with eval_mode(model):
         preds = [model(x[i:i + batch_size].to(device)).argmax(1) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
 
 
@@ -24,7 +21,7 @@ def accuracy(model: nn.Module, data: TensorData, batch_size: int = 1000) -> floa
     if data.pixels.is_floating_point():
         pred = predict(model, data.x, batch_size)
     else:
-        device = next(model.parameters()).device
+        device = model_device(model)
         pred = torch.cat([predict(model, data.batch(slice(i, i + batch_size), device), batch_size)
                           for i in range(0, len(data), batch_size)] or [torch.empty(0, dtype=torch.long)])
-    return (pred.cpu() == data.y).float().mean().item()
+    return (pred.cpu() == data.y.cpu()).float().mean().item()

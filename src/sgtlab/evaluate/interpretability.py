@@ -127,9 +127,7 @@ def _probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([F.softmax(model(x[i:i + batch_size].to(dev)), 1) for i in range(0, len(x), batch_size)])
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+from sgtlab.device import model_device as _model_device  # noqa: E402  (the one device helper)
 
 
 def _chunk(n_levels: int, batch_size: int) -> int:
@@ -366,7 +364,9 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
     names = _resolve_metrics(metrics, has_regions)
     if n is not None and n < 1:
         raise SgtlabError(f"n must be >= 1, got {n}")
-    data = data.subset(n)
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data).subset(n)  # (x, y), TensorDataset, DataLoader or TensorData; checked
     dev = _model_device(model)
     batch_size = eval_batch_size(batch_size, dev)
     x, y = data.x.to(dev), data.y.to(dev)

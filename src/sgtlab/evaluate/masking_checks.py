@@ -17,6 +17,7 @@ from torch import nn
 
 from sgtlab.attacks import PGD, build_attack
 from sgtlab.data.base import TensorData
+from sgtlab.device import model_device
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate.robustness import robustness_sweep
 
@@ -30,7 +31,10 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
                             eps: float | None = None, eps_large: float = 0.5, n: int | None = 500,
                             tol: float = 0.01, square_queries: int = 1000, batch_size: int | None = None,
                             progress: bool = False, seed: int = 0) -> dict[str, dict[str, Any]]:
-    x, y = (data.x, data.y) if isinstance(data, TensorData) else data
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data)
+    x, y = data.x, data.y
     x, y = (x, y) if n is None else (x[:n], y[:n])
     eps = default_eps(x) if eps is None else float(eps)
     if not 0 < eps < eps_large:
@@ -41,7 +45,7 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
     strong = robustness_sweep(model, (x, y), {"pgd-50": PGD(steps=50), "pgd-10x5": PGD(restarts=5)}, [eps],
                               seed=seed + 1000, **kw).robust_accuracy
     with torch.no_grad():
-        classes = model(x[:1].to(next(model.parameters()).device)).shape[1]
+        classes = model(x[:1].to(model_device(model))).shape[1]
     chance = 1.0 / classes
     checks: dict[str, dict[str, Any]] = {}
 

@@ -23,7 +23,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from sgtlab.attacks.base import Attack, build_attack, ce_grad, check_inputs, eval_mode
+from sgtlab.attacks.base import Attack, build_attack, ce_grad, check_inputs
+from sgtlab.device import eval_mode, model_device
 from sgtlab.data.base import TensorData
 from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
@@ -145,7 +146,10 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
     """
     from tqdm.auto import tqdm
 
-    x, y = (data.x, data.y) if isinstance(data, TensorData) else data
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data)  # (x, y), TensorDataset, DataLoader or TensorData; checked
+    x, y = data.x, data.y
     if n is not None:
         if n < 1:
             raise SgtlabError(f"n must be >= 1, got {n}")
@@ -153,7 +157,7 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
     grid = check_eps_grid(eps)
     plan = resolve_attacks(attacks)
     check_inputs(x, y, grid[-1])
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch_size = eval_batch_size(batch_size, device)
     x, y = x.detach().cpu(), y.detach().cpu()
 

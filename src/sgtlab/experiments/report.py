@@ -244,13 +244,19 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}h
 .finding{background:#f6f8fa;border-left:4px solid #4c72b0;padding:.5em 1em;margin:.6em 0}"""
 
 
-def build_report(root: str | Path) -> Path:
+def build_report(root: str | Path, rows: list[dict] | None = None, out: str | Path | None = None,
+                 setup: dict | None = None) -> Path:
+    """The report of the experiment folder `root` (its results.csv) into ROOT/report; or, given
+    `rows` (`sgtlab.experiments.store.rows_from_folders`: any run folders), of those rows into `out`."""
     root = Path(root)
-    rows = read_results(root)
+    rows = read_results(root) if rows is None else rows
     if not rows:
         raise SgtlabError(f"{root} holds no finished runs (no {root / 'results.csv'}); run `sgtlab reproduce` first")
-    cfg = read_json(root / EXPERIMENT) if (root / EXPERIMENT).exists() else {}  # damaged: one line
-    out = root / REPORT_DIR
+    if setup is not None:
+        cfg = setup
+    else:
+        cfg = read_json(root / EXPERIMENT) if (root / EXPERIMENT).exists() else {}  # damaged: one line
+    out = root / REPORT_DIR if out is None else Path(out)
     figs = out / "figures"
     sections: list[tuple[str, list[str]]] = []
 

@@ -20,7 +20,7 @@ def _load(root: Path, rows: list[dict]) -> dict[str, list[dict[str, Any]]]:
 
     out: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: (r["seed"] if r.get("seed") is not None else 0)):
-        path = run_dir(root, r["run"]) / "interpretability.json"
+        path = Path(r["folder"] if r.get("folder") else run_dir(root, r["run"])) / "interpretability.json"
         if path.exists():
             out.setdefault(r["label"], []).append(read_json(path))
     return out

@@ -32,24 +32,20 @@ def prepared(model: nn.Module) -> Iterator[nn.Module]:
     weight-gradient work, parameter `.grad`s untouched); every submodule's mode and every
     parameter's `requires_grad` are given back afterwards, and grad mode is on even when the
     caller is inside `torch.no_grad()`."""
-    modes = [(m, m.training) for m in model.modules()]
+    from sgtlab.device import eval_mode
+
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             yield model
     finally:
-        for m, was in modes:
-            m.training = was
         for p, was in flags:
             p.requires_grad_(was)
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+from sgtlab.device import model_device as _device  # noqa: E402  (the one device helper)
 
 
 def check_images(x) -> None:

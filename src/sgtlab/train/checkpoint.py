@@ -119,12 +119,13 @@ def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
         v = arch.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
             raise bad(f"arch.{key} must be an integer in 1..{hi}, got {v!r}"[:120])
-    for key in ("mean", "std"):
+    # a model given as an object to sgtlab.fit normalises inside itself: no mean/std recorded
+    for key in () if arch.get("user_model") is True else ("mean", "std"):
         v = arch.get(key)
         if (not isinstance(v, list) or len(v) != arch["in_channels"]
                 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
             raise bad(f"arch.{key} must be {arch['in_channels']} numbers, got {v!r}"[:120])
-    if not all(x > 0 for x in arch["std"]):
+    if arch.get("user_model") is not True and not all(x > 0 for x in arch["std"]):
         raise bad("arch.std must be > 0")
     size = arch.get("input_size")  # absent in checkpoints older than image folders
     if size is not None and (not isinstance(size, list) or len(size) != 2 or not all(
@@ -198,6 +199,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_mode
 
     tensors, meta = read_checkpoint(path)
     arch = meta["arch"]
+    if arch.get("user_model"):  # its class is not rebuilt by name (no Normalize, maybe not registered)
+        raise CheckpointError(f"{path} holds a model you defined ({arch['model']} from {arch.get('module')}), "
+                              f"not a registered one: in Python, sgtlab.load_model({str(path)!r}, "
+                              f"model={arch['model']}(...)); for the commands, register it in a plug-in "
+                              f"(--import MODULE) and train it by name")
     if expect_model is not None and expect_model != arch["model"]:
         raise CheckpointError(f"{path} holds a {arch['model']!r} model, not {expect_model!r}")
     model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"],

@@ -43,7 +43,8 @@ class TrainConfig:
                              "yourself in the same format (parsing stays as strict)")
     method_cfg: MethodConfig = field(default_factory=MethodConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, registered: bool = True) -> "TrainConfig":
+        """`registered=False`: the data and model are given as objects (`sgtlab.fit`), not by name."""
         from sgtlab.validate import SEED_LIMIT, check_fields
 
         check_fields(self, LIMITS | {"seed": (0, SEED_LIMIT)})  # types, finite values, sizes
@@ -65,9 +66,10 @@ class TrainConfig:
         from sgtlab.models import MODELS
         from sgtlab.train.methods import METHODS
 
-        DATASETS.get(self.dataset)
-        if self.model is not None:
-            MODELS.get(self.model)
+        if registered:
+            DATASETS.get(self.dataset)
+            if self.model is not None:
+                MODELS.get(self.model)
         METHODS.get(self.method)
         self.method_cfg.validate()
         return self

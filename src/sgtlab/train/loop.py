@@ -70,35 +70,52 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def fit(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-        dist=None) -> dict[str, Any]:
-    """Train one run into the folder `out`; return the last epoch's metrics.
+        dist=None, tensorboard: bool = False) -> dict[str, Any]:
+    """Train one run of a registered model on a registered data set into the folder `out`; return
+    the last epoch's metrics.
 
     `dist` (optional) is a `sgtlab.distributed.DistContext` when running under torchrun. The run
     folder is locked (rank 0) while training, so two commands never train one run at once."""
     cfg.validate()
-    if dist is not None and dist.rank != 0:
-        return _fit(cfg, out, resume, progress, dist)
+    # the data source and the model source; `train_model` is the loop (also behind `sgtlab.fit`)
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir, verify=cfg.verify).subset(cfg.train_subset)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify).subset(cfg.eval_subset)
+    torch.manual_seed(cfg.seed)  # same seed -> same initial weights
+    model, arch = make_model(cfg)
+    return train_model(model, arch, train, test, cfg, out, resume=resume, progress=progress, dist=dist,
+                       tensorboard=tensorboard)
+
+
+def train_model(model: nn.Module, arch: dict[str, Any], train, test, cfg: TrainConfig, out: str | Path | None,
+                *, resume: bool = False, progress: bool = True, dist=None, tensorboard: bool = False
+                ) -> dict[str, Any]:
+    """The training loop on given data (`TensorData`; `test` may be None) and a given model.
+    `arch` goes into the checkpoint (how to rebuild the model). `out=None`: nothing is written.
+    The run folder is locked (rank 0) while training, so two commands never train one run at once."""
+    if out is None or (dist is not None and dist.rank != 0):
+        return _train(model, arch, train, test, cfg, out, resume, progress, dist, tensorboard)
     with folder_lock(out, "run folder"):
-        return _fit(cfg, out, resume, progress, dist)
+        return _train(model, arch, train, test, cfg, out, resume, progress, dist, tensorboard)
 
 
-def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) -> dict[str, Any]:
-    out = Path(out)
+def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progress: bool, dist,
+           tensorboard: bool) -> dict[str, Any]:
+    out = Path(out) if out is not None else None
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     is_main = rank == 0
     device = dist.device if dist else resolve_device(cfg.device)
     if cfg.amp == "bf16" and device.type != "cuda":
         raise SgtlabError("--amp bf16 needs a CUDA device; CPU training runs in float32")
     method = METHODS.get(cfg.method)
-
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir, verify=cfg.verify).subset(cfg.train_subset)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify).subset(cfg.eval_subset)
     augment = None
     if cfg.augment:
         from sgtlab.data.augment import crop_flip as augment
+    if tensorboard and out is None:
+        raise SgtlabError("tensorboard logging writes into the run folder: give out=FOLDER too")
+    if tensorboard:
+        from sgtlab.tracking import require_tensorboard
 
-    torch.manual_seed(cfg.seed)  # same seed -> same initial weights
-    model, arch = make_model(cfg)
+        require_tensorboard()  # before any work
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -106,8 +123,8 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
     state = method.init_state(len(train), cfg.method_cfg, device) if method.init_state else {}
 
     start_epoch, history = 0, []
-    ckpt_path = out / ckpt.CHECKPOINT
-    if ckpt_path.exists():
+    ckpt_path = out / ckpt.CHECKPOINT if out is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
         if not resume:
             raise SgtlabError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         tensors, meta = ckpt.read_checkpoint(ckpt_path)
@@ -127,11 +144,16 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
         state.update({k: v.to(device) for k, v in loaded.items()})
         start_epoch = ckpt.resume_epoch(meta, cfg.epochs, ckpt_path)  # refused when out of range
         history = _read_metrics(out / METRICS, start_epoch)
-    if is_main:
+    if is_main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG, cfg.to_dict())
         if history or start_epoch == 0:
             write_text_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+    tracker = None
+    if tensorboard and is_main:
+        from sgtlab.tracking import Tracker
+
+        tracker = Tracker(out)
 
     net = dist.wrap(model) if dist else model
     loader = TensorLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=False, augment=augment,
@@ -188,6 +210,7 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
                     # say only what is true: a checkpoint exists only after a finished epoch
                     kept = (f"the last good checkpoint (epoch {epoch}) is kept in {out}" if epoch > 0 else
                             "no checkpoint was written (it diverged in the first epoch)")
+                    kept = kept if out is not None else "nothing was saved (no run folder)"
                     raise TrainingDiverged(
                         f"the loss became {'non-finite' if dist else sums['loss'].item()} in epoch {epoch + 1} "
                         f"(step {step}); training stopped; {kept}. Lower --lr?")
@@ -197,20 +220,24 @@ def _fit(cfg: TrainConfig, out: str | Path, resume: bool, progress: bool, dist) 
             means = dist.mean(means)
             if state:  # each rank updated only its own samples' entries: merge before rank 0 saves
                 dist.merge_state(state, state_before)
-        test_acc = accuracy(model, test)
+        test_acc = accuracy(model, test) if test is not None else None
         record = {"epoch": epoch + 1, "lr": lr, "train": {k: round(v.item(), 6) for k, v in means.items()},
                   "test_accuracy": test_acc, "seconds": round(time.perf_counter() - t0, 3)}
-        if is_main:
+        if is_main and out is not None:
             # checkpoint first, then the metrics line: a crash in between only loses a log line
             ckpt.save_checkpoint(ckpt_path, model, {"config": cfg.to_dict(), "arch": arch, "epoch": epoch + 1,
                                                     "test_accuracy": test_acc}, optimizer, state)
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
         history.append(record)
+        if tracker is not None:
+            tracker.epoch(record)
         if progress and is_main:
             parts_txt = " ".join(f"{k} {v:.4f}" for k, v in record["train"].items())
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {parts_txt}  test acc {test_acc:.4f}  "
-                       f"({record['seconds']:.1f}s)")
+            acc_txt = f"  test acc {test_acc:.4f}" if test_acc is not None else ""
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {parts_txt}{acc_txt}  ({record['seconds']:.1f}s)")
+    if tracker is not None:
+        tracker.close()
     if dist:
         dist.barrier()
     return history[-1] if history else {}

@@ -1,0 +1,117 @@
+"""`sgtlab.robustness`, `sgtlab.saliency_maps`, `sgtlab.saliency_metrics`: the evaluations of the
+`attack` and `explain` commands on a model object (or a run folder) and any data argument."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from sgtlab.errors import SgtlabError
+
+
+def _model(model: nn.Module | str | Path) -> nn.Module:
+    if isinstance(model, (str, Path)):
+        from sgtlab.api.models import load_model
+
+        return load_model(model, device="auto")
+    if not isinstance(model, nn.Module):
+        raise SgtlabError(f"model must be a torch.nn.Module or a run folder, got {type(model).__name__}")
+    return model
+
+
+def _tracker(out, tensorboard: bool):
+    if not tensorboard:
+        return None
+    if out is None:
+        raise SgtlabError("tensorboard logging writes into a run folder: give out=FOLDER too")
+    from sgtlab.tracking import Tracker
+
+    return Tracker(out)
+
+
+def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float],
+               attacks: str | Sequence[str] | dict = ("fgsm", "pgd", "mifgsm"), *, n: int | None = None,
+               batch_size: int | None = None, seed: int = 0, checks: bool = False, out: str | Path | None = None,
+               progress: bool = False, tensorboard: bool = False):
+    """Clean and robust accuracy under each attack at each eps (L-inf, pixel units): a
+    `RobustnessResult` (`.robust_accuracy[attack][eps]`, `.clean_accuracy`, `.per_sample()`, `.table()`).
+
+    `model`: an `nn.Module` (inputs in [0, 1]) or a run folder. `data`: `(x, y)`, a `TensorDataset`, a
+    `DataLoader`. `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
+    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`). `out`: write
+    OUT/robustness.json and robustness_per_sample.csv (a run folder: as `sgtlab attack RUN`)."""
+    from sgtlab.data.inputs import model_data
+    from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
+
+    model = _model(model)
+    grid = check_eps_grid([eps] if isinstance(eps, (int, float)) else list(eps))
+    plan = resolve_attacks([attacks] if isinstance(attacks, str) else attacks)
+    data = model_data(model, data)
+    tracker = _tracker(out, tensorboard)
+    result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed)
+    if checks:
+        from sgtlab.evaluate.masking_checks import gradient_masking_checks
+
+        result.info["checks"] = gradient_masking_checks(model, data, n=n, batch_size=batch_size, seed=seed)
+    if out is not None:
+        result.save(out)
+        if checks:
+            from sgtlab.io import write_json_atomic
+
+            write_json_atomic(Path(out) / "checks.json", result.info["checks"])
+    if tracker is not None:
+        tracker.robustness(result.robust_accuracy, result.clean_accuracy)
+        tracker.close()
+    return result
+
+
+def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = None, method: str = "grad",
+                  **options) -> torch.Tensor:
+    """Saliency maps N x H x W of `method` (`grad`, `input-x-grad`, `smoothgrad`, `ig`; captum's
+    `attribute(x, target=y)` summed |.| over channels). `x`: images N x C x H x W in [0, 1], with
+    target labels `y` (None: the predicted classes); or data `(x, y)`, a `TensorDataset`, a
+    `DataLoader`. `options`: the method's (`samples`, `noise` for smoothgrad, `steps` for ig,
+    `batch_size`, `reduce=False` for the N x C x H x W attribution). The model's modes are restored."""
+    from sgtlab.data.inputs import as_data, check_images, check_labels, output_classes
+    from sgtlab.explain import saliency_maps as maps
+
+    model = _model(model)
+    if isinstance(x, torch.Tensor) and y is None:
+        check_images(x)
+        if len(x):
+            lo, hi = torch.aminmax(x.detach())
+            if not (0 <= lo.item() and hi.item() <= 1):
+                raise SgtlabError(f"images must lie in [0, 1] (normalise inside the model), got values in "
+                                  f"[{lo.item():.4g}, {hi.item():.4g}]")
+        output_classes(model, x)
+        return maps(model, x, None, method, **options)
+    data = as_data((x, y) if isinstance(x, torch.Tensor) else x)
+    check_labels(data.y, output_classes(model, data.x))
+    return maps(model, data.x, data.y, method, **options)
+
+
+def saliency_metrics(model: nn.Module | str | Path, data, methods: str | Sequence[str] = ("grad",),
+                     metrics: str | Sequence[str] = "all", n: int | None = 256, *, out: str | Path | None = None,
+                     tensorboard: bool = False, **options) -> dict[str, Any]:
+    """Saliency-map quality (entropy, size, Gini, AOPC, masked accuracy, low-saliency robustness,
+    localisation on Decoy-MNIST) of each saliency method on the first `n` images, as `sgtlab explain`:
+    a dict with `summary[method][metric]`, `curves`, `per_image`, `examples`. `options`: those of
+    `sgtlab.evaluate.interpretability.interpretability_metrics` (`method_options`, `eps`, `qs`, `seed`,
+    `batch_size`, ...). `out`: write OUT/interpretability.json (a run folder: as `sgtlab explain RUN`)."""
+    from sgtlab.data.inputs import model_data
+    from sgtlab.evaluate.interpretability import interpretability_metrics
+
+    model = _model(model)
+    data = model_data(model, data)
+    tracker = _tracker(out, tensorboard)
+    result = interpretability_metrics(model, data, methods, metrics, n, **options)
+    if out is not None:
+        from sgtlab.io import write_json_atomic
+
+        write_json_atomic(Path(out) / "interpretability.json", result)
+    if tracker is not None:
+        tracker.saliency("examples", result["examples"]["images"], result["examples"]["maps"])
+        tracker.close()
+    return result

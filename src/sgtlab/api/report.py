@@ -1,0 +1,36 @@
+"""`sgtlab.report`: the experiment report over any run folders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+
+def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Build the report (HTML, figures, tables) of run folders written by `fit(out=...)`, `train`,
+    `attack`, `explain` or `reproduce` (an experiment folder counts as its runs) into `out`; returns
+    the path of report.html. One experiment folder and no `out`: its own FOLDER/report, as
+    `sgtlab report FOLDER` (a folder that is not a run folder counts as an experiment folder)."""
+    from sgtlab.errors import SgtlabError
+    from sgtlab.experiments.report import build_report
+    from sgtlab.experiments.runner import RESULTS_TABLE
+    from sgtlab.experiments.store import is_run, rows_from_folders
+
+    paths = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    if not paths:
+        raise SgtlabError("no run folders given")
+    for p in paths:  # before anything else: a typo is said as such
+        if not p.exists():
+            raise SgtlabError(f"{p} does not exist; give an experiment folder or run folders")
+        if not p.is_dir():
+            raise SgtlabError(f"{p} is a file, not a folder; give an experiment folder or run folders")
+    if len(paths) == 1 and out is None and ((paths[0] / RESULTS_TABLE).exists() or not is_run(paths[0])):
+        from sgtlab.io import folder_lock
+
+        with folder_lock(paths[0], "experiment folder"):  # not while a `reproduce` works in it
+            return build_report(paths[0])
+    if out is None:
+        raise SgtlabError("give an output folder for the report of these runs (--out / out=)")
+    rows = rows_from_folders(paths)
+    out = Path(out)
+    setup = {"name": out.name, "runs": [str(p) for p in paths]}
+    return build_report(out, rows=rows, out=out, setup=setup)

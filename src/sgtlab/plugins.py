@@ -1,0 +1,113 @@
+"""Plug-ins: models, data sets, training methods and attacks defined outside sgtlab.
+
+Two ways in, both loaded before a name is looked up (by the registries, on the first unknown name):
+
+- `--import MODULE` on every command (or `SGTLAB_IMPORT=mod1,mod2`): the module is imported and
+  registers its objects with sgtlab's decorators (`register_model`, `register_dataset`,
+  `register_method`, `register_attack`). The names go into $SGTLAB_IMPORT, so the worker processes
+  of `reproduce --workers N` import them too.
+- entry points of an installed package, in the groups `sgtlab.models`, `sgtlab.datasets`,
+  `sgtlab.methods` and `sgtlab.attacks`. The entry point's value is a module (imported, it registers
+  itself) or the object, registered under the entry point's name: a model constructor
+  `(in_channels, num_classes) -> nn.Module`, a `DatasetInfo`, a method function
+  `(model, x, y, cfg, ctx) -> (loss, parts)`, an `Attack` subclass.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import types
+from importlib import metadata
+
+from sgtlab.errors import SgtlabError
+
+GROUPS = ("sgtlab.models", "sgtlab.datasets", "sgtlab.methods", "sgtlab.attacks")
+ENV = "SGTLAB_IMPORT"
+
+_entry_points_loaded = False
+_loading = False
+
+
+def import_modules(names: list[str] | tuple[str, ...]) -> None:
+    """Import each module (it registers its objects); a one-line error when one cannot be imported.
+    The names are added to $SGTLAB_IMPORT for worker processes."""
+    import sys
+
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a module in the current folder, as `python -m` finds it
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise SgtlabError(f"--import {name}: cannot import it ({e}); is it installed, on PYTHONPATH or "
+                              f"in the current folder?") from None
+        except SgtlabError:
+            raise
+        except Exception as e:  # a plug-in's own bug: say where, in one line
+            raise SgtlabError(f"--import {name}: importing it failed: {type(e).__name__}: {e}") from None
+        known = [n for n in os.environ.get(ENV, "").split(",") if n]
+        if name not in known:
+            os.environ[ENV] = ",".join(known + [name])
+
+
+def _register(group: str, name: str, obj) -> None:
+    if isinstance(obj, types.ModuleType):
+        return  # importing the module registered its objects
+    if group == "sgtlab.models":
+        from sgtlab.models import MODELS, register_model
+
+        if name not in MODELS._items:
+            register_model(name)(obj)
+    elif group == "sgtlab.datasets":
+        from sgtlab.data.base import DATASETS, DatasetInfo, register_dataset
+
+        if not isinstance(obj, DatasetInfo):
+            raise SgtlabError(f"entry point {name!r} in {group} must be a DatasetInfo, got {type(obj).__name__}")
+        if obj.name not in DATASETS._items:
+            register_dataset(obj)
+    elif group == "sgtlab.methods":
+        from sgtlab.train.methods import METHODS, register_method
+
+        if name not in METHODS._items:
+            register_method(name, getattr(obj, "init_state", None))(obj)
+    elif group == "sgtlab.attacks":
+        from sgtlab.attacks.base import ATTACKS, register_attack
+
+        if name not in ATTACKS._items:
+            register_attack(name)(obj)
+
+
+def load_entry_points() -> None:
+    for group in GROUPS:
+        for ep in metadata.entry_points(group=group):
+            try:
+                obj = ep.load()
+            except Exception as e:
+                dist = getattr(ep.dist, "name", "?") if getattr(ep, "dist", None) else "?"
+                raise SgtlabError(f"the plug-in {ep.name!r} ({group}, package {dist}) failed to load: "
+                                  f"{type(e).__name__}: {e}") from None
+            _register(group, ep.name, obj)
+
+
+def load_plugins() -> None:
+    """Entry points (once per process) and the modules named in $SGTLAB_IMPORT."""
+    global _entry_points_loaded, _loading
+    if _loading:
+        return  # a plug-in being imported looks a name up: what is loaded so far is what there is
+    _loading = True
+    try:
+        if not _entry_points_loaded:
+            _entry_points_loaded = True
+            load_entry_points()
+        import_modules([n for n in os.environ.get(ENV, "").split(",") if n])
+    finally:
+        _loading = False
+
+
+def reset() -> None:
+    """Forget that entry points were loaded (tests that install a plug-in package call this)."""
+    global _entry_points_loaded
+    _entry_points_loaded = False
