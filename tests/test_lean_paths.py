@@ -47,3 +47,14 @@ def test_a_model_with_hooks_takes_the_plain_path():
     s, clean = saliency_and_clean_logits(model, x, y)
     assert clean is None and seen == [3]  # one plain saliency forward, seen by the hook
     assert torch.allclose(s, saliency(model, x, y))
+
+
+def test_the_input_size_check_does_not_stop_the_lean_path_and_still_fires():
+    from sgtlab.errors import SgtlabError
+
+    model = build_model("sgt-cnn", 1, 10, [0.13], [0.31]).train()
+    assert not has_hooks(model)  # sgtlab's own input-size check is run by the lean path itself
+    _, clean = saliency_and_clean_logits(model, torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
+    assert clean is not None
+    with pytest.raises(SgtlabError, match="built for 28x28"):
+        saliency_and_clean_logits(model, torch.rand(2, 1, 20, 20), torch.tensor([1, 2]))

@@ -80,11 +80,24 @@ def _run(layers: list[nn.Module], h: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def _input_checks(model: nn.Module) -> list:
+    """The root's `InputSizeCheck` pre-hooks (sgtlab's own, stateless): the layer-by-layer path runs
+    them itself, so they do not stop it."""
+    from sgtlab.models.base import InputSizeCheck
+
+    return [h for h in model._forward_pre_hooks.values() if isinstance(h, InputSizeCheck)]
+
+
 def has_hooks(model: nn.Module) -> bool:
-    """True when any submodule has forward or backward hooks: the fast paths run layers one by one
-    (or skip a layer's autograd), which a hook would not see as it expects, so they step aside."""
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in model.modules())
+    """True when any submodule has forward or backward hooks (other than the root's input-size
+    check): the fast paths run layers one by one (or skip a layer's autograd), which a hook would
+    not see as it expects, so they step aside."""
+    checks = _input_checks(model)
+    for m in model.modules():
+        pre = [h for h in m._forward_pre_hooks.values() if not (m is model and h in checks)]
+        if m._forward_hooks or pre or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    return False
 
 
 def _first_conv(leaves: list[nn.Module], n: int) -> int | None:
@@ -139,6 +152,8 @@ def saliency_and_clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         n += 1
     if n == 0 or not torch.is_grad_enabled():
         return saliency(model, x, y, mode, target), None
+    for check in _input_checks(model):  # what model(x) would check first
+        check(model, (x,))
     c = _first_conv(leaves, n)
     if c is None:
         start = xg = x.detach().requires_grad_(True)
