@@ -220,3 +220,14 @@ def test_defaults_are_the_spec_ones():
         for bad in ({"steps": 0}, {"alpha": 0.0}, {"alpha": -1.0}):
             with pytest.raises(SgtlabError):
                 build_attack(name, **bad)
+
+
+def test_early_stop_keeps_the_first_fooling_iterate():
+    """Mean pixel 0.85 + 0.03 per step passes 0.9 at the second step: with early stop the image is
+    kept there (0.91); without, the attack goes on to the edge of the ball (1.0 after clipping)."""
+    model = Threshold(0.9)
+    x, y = torch.full((2, 1, 2, 2), 0.85), torch.zeros(2, dtype=torch.long)
+    for attack in (build_attack("mifgsm", steps=10, alpha=0.03), build_attack("pgd", steps=10, alpha=0.03,
+                                                                               random_start=False)):
+        assert torch.allclose(attack(model, x, y, 0.3, early_stop=True), x + 0.06, atol=1e-6)
+        assert torch.allclose(attack(model, x, y, 0.3), torch.ones_like(x))
