@@ -90,7 +90,10 @@ def saliency_and_clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     conv, relu, max-pool, i.e. nearly all its forward cost), that prefix runs once: the saliency
     gradient and the training loss both backpropagate through it. Exact: same values as two passes."""
     _check(mode, target)
-    leaves = _leaves(model)
+    from sgtlab.fast.eligibility import has_forward_hooks
+
+    # running the layers by hand skips hooks of the root and of nested containers: refuse hooked models
+    leaves = None if has_forward_hooks(model) else _leaves(model)
     n = 0
     while leaves is not None and n < len(leaves) and _is_mode_free(leaves[n]):
         n += 1
