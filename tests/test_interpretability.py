@@ -231,7 +231,8 @@ def test_interpretability_metrics_api(trained_model, mnist5k_test):
     from sgtlab.evaluate.saliency_metrics import clearly_positive
     lerf_positive = clearly_positive(res["per_image"]["grad"]["aopc_lerf"])[0]
     assert math.isfinite(s["aopc_rel"]) == lerf_positive
-    assert s["sanity_verdict"] in ("pass", "fail", "unclear") and res["sanity"]["n"] == 8
+    assert res["sanity"]["methods"]["grad"]["verdict"] in ("pass", "fail", "unclear") and res["sanity"]["n"] == 8
+    assert s["sanity_passed"] == {"pass": 1.0, "fail": 0.0}.get(res["sanity"]["methods"]["grad"]["verdict"], s["sanity_passed"])
     assert res["per_image"]["grad"]["class"] == data.y[:8].tolist()  # the true label by default
     assert s["digit_share_mean"] > s["decoy_share_mean"]  # an ST model looks at the digit, not a blank corner
     assert len(res["per_image"]["ig"]["entropy"]) == 8 and len(res["curves"]["ig"]["aopc"]["morf"]) == 6

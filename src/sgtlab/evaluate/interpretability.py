@@ -106,7 +106,7 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
 
     Returns a JSON-ready dict: `summary[method]` (`<metric>_mean`, `<metric>_std` over images,
     `abpc_lo`/`abpc_hi` (95 % t interval), `aopc_rel` (NaN where LeRF is not clearly > 0), curve
-    means, `sanity_verdict`), `curves[method]` (AOPC, ROAD, masked accuracy, low-saliency),
+    means, `sanity_passed`: 1 pass, 0 fail, NaN unclear), `curves[method]` (AOPC, ROAD, masked accuracy, low-saliency),
     `per_image[method]` (one value per image of each per-image metric, same image order for every
     method and model, plus `class` and `correct`), `sanity` (per method: similarity per randomised
     layer), `examples` (the first `n_examples` images and maps), `options`."""
@@ -235,7 +235,8 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
         for m, s in san["methods"].items():
             result["summary"][m]["sanity_spearman_last"] = s["last_spearman"]["mean"]
             result["summary"][m]["sanity_ssim_last"] = s["ssim_mean"][-1]
-            result["summary"][m]["sanity_verdict"] = s["verdict"]
+            # numeric, so the flat results table can average it: 1 pass, 0 fail, NaN unclear
+            result["summary"][m]["sanity_passed"] = {"pass": 1.0, "fail": 0.0}.get(s["verdict"], math.nan)
         tick("sanity checks")
     if bar is not None:
         bar.close()
