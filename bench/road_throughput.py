@@ -11,7 +11,7 @@ pixel difference of ~1e-5 can flip only an image whose two best classes are that
 sides run in this one process, one after the other; the ratio is what to read (timings on a
 shared machine are noisy). Last line: `road_speedup: X`.
 
-    python bench/road_throughput.py [--n 256] [--run RUN_FOLDER]
+    python bench/road_throughput.py [--n 256] [--run RUN_FOLDER] [--threads T]
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--run", default=None, help="a trained run folder (default: train sgt-cnn 1 epoch on MNIST-5k)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         import quantus
     except ImportError:

@@ -29,11 +29,13 @@ ROAD_FRACTIONS = tuple(i / 10 for i in range(1, 10))
 def _neighbours(t: torch.Tensor) -> torch.Tensor:
     """Weighted sum of each pixel's in-image 8-neighbours (1/6 direct, 1/12 diagonal), every channel
     of every image: the separable [1, 2, 1] x [1, 2, 1] / 12 sum minus the centre's 4/12, by shifted
-    adds (a 3 x 3 one-channel convolution is 20x slower on a CPU)."""
+    adds, in place where possible (a 3 x 3 one-channel convolution is 20x slower on a CPU)."""
     p = F.pad(t, (1, 1, 1, 1))
-    rows = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]
-    both = rows[..., :-2] + 2 * rows[..., 1:-1] + rows[..., 2:]
-    return (both - 4 * t) / 12
+    rows = p[..., :-2, :] + p[..., 2:, :]
+    rows.add_(p[..., 1:-1, :], alpha=2)
+    both = rows[..., :-2] + rows[..., 2:]
+    both.add_(rows[..., 1:-1], alpha=2).sub_(t, alpha=4)
+    return both.mul_(1 / 12)
 
 
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
@@ -54,13 +56,15 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
     m = removed[:, None].to(dtype)
     s = _neighbours(torch.ones_like(xd[:1, :1]))  # total in-image neighbour weight: 1 inside, less at the edge
 
-    def op(v):  # the system matrix (negated: symmetric positive definite) on the removed pixels
-        return m * (s * v - _neighbours(m * v))
+    def op(v):  # the system matrix (negated: symmetric positive definite) on the removed pixels; `v` is
+        # zero outside them (the start, the residual, every search direction), so no mask before `_neighbours`
+        return _neighbours(v).neg_().addcmul_(s, v).mul_(m)
 
     b = m * _neighbours((1 - m) * xd)
-    v = b / s
+    inv_s = 1 / s
+    v = b * inv_s
     r = b - op(v)
-    z = r / s
+    z = r * inv_s
     p = z
     rz = (r * z).sum((2, 3), keepdim=True)
     scale = b.abs().amax().clamp_min(1e-30)
@@ -69,14 +73,14 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
         ap = op(p)
         pap = (p * ap).sum((2, 3), keepdim=True)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(pap))
-        v = v + alpha * p
-        r = r - alpha * ap
+        v.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
         if it % 4 == 3 and r.abs().amax() <= tol * scale:  # one host sync every 4 iterations
             break
-        z = r / s
+        z = r * inv_s
         rz_new = (r * z).sum((2, 3), keepdim=True)
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        p = z + beta * p
+        p = z.addcmul_(beta, p)
         rz = rz_new
     noisy_linear_imputation.last_iterations = it + 1  # for the benchmark's record
     if noise:
@@ -115,10 +119,11 @@ def road(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.T
         raise SgtlabError(f"the imputation noise must be >= 0, got {noise}")
     batch_size = eval_batch_size(batch_size, model_device(model))
     n, c, h, w = x.shape
-    masks = removal_masks(maps.to(x.device), fractions, order).flatten(0, 1)  # (N*P) x H x W
-    stack = x.repeat_interleave(len(fractions), 0)
-    imputed = torch.cat([noisy_linear_imputation(stack[i:i + 4096], masks[i:i + 4096], noise, generator)
-                         for i in range(0, len(stack), 4096)])
+    masks = removal_masks(maps.to(x.device), fractions, order)  # N x P x H x W
+    # one solve per fraction (all images at once): small holes then stop early instead of iterating
+    # as long as the largest ones; N x P x C x H x W, image-major as the scoring below expects
+    imputed = torch.stack([torch.cat([noisy_linear_imputation(x[i:i + 4096], masks[i:i + 4096, j], noise, generator)
+                                      for i in range(0, n, 4096)]) for j in range(len(fractions))], 1).flatten(0, 1)
     with evaluating(model):
         p = probs(model, imputed, batch_size).view(n, len(fractions), -1).cpu()
         clean = probs(model, x, batch_size).cpu()

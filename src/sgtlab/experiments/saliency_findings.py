@@ -103,10 +103,11 @@ def claim_verdicts(comps: list[dict[str, Any]], train_method: dict[str, str], sa
             verdict = ("supported" if len(good) == len(rel) else "contradicted" if len(bad) == len(rel)
                        else "mixed" if good and bad else "partly supported" if good else "partly contradicted" if bad
                        else "not shown")
-            detail = "; ".join(f"{c['metric']} {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}], p(Holm) "
-                               f"{c['p_holm']:.2g}: {c['direction']}" for c in rel)
-            out.append(f"Claim: \"{claim}\" ({label}, {saliency} maps, {rel[0]['seeds']} seed(s) x {rel[0]['images']} "
-                       f"images) - measured verdict: {verdict.upper()}. {detail}.")
+            detail = "; ".join(f"{c['metric']} {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] over {c['seeds']} "
+                               f"seed(s) x {c['images']} images, p(Holm) {c['p_holm']:.2g}: {c['direction']}"
+                               for c in rel)
+            out.append(f"Claim: \"{claim}\" ({label}, {saliency} maps) - measured verdict: {verdict.upper()}. "
+                       f"{detail}.")
     return out
 
 
