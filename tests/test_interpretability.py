@@ -287,8 +287,9 @@ def test_localisation_on_decoy_mnist(trained_model):
     s = res["summary"]["grad"]
     assert 0 <= s["decoy_share_mean"] < s["digit_share_mean"] <= 1
     assert len(res["per_image"]["grad"]["digit_share"]) == 16
-    assert interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2, pgd=False,
-                                    qs=[0, 1])["metrics"][-1] == "localisation"
+    assert "localisation" in interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2,
+                                                      pgd=False, qs=[0, 1], road_fractions=[0.5],
+                                                      captum_perturb=1)["metrics"]
 
 
 # --- AOPC by local recomputation (aopc_local) against a forward of every perturbed image -------------
