@@ -113,7 +113,8 @@ def test_bad_input(call, message):
 # -- the command -----------------------------------------------------------------------------------
 
 FAST = ["--n", "12", "--smoothgrad-samples", "2", "--ig-steps", "4", "--aopc-steps", "6", "--qs", "0,0.5,1",
-        "--pgd-qs", "0,1", "--pgd-steps", "2", "--no-progress"]
+        "--pgd-qs", "0,1", "--pgd-steps", "2", "--road-fractions", "0.3,0.7", "--sanity-n", "6", "--captum-n", "6",
+        "--captum-perturb", "2", "--no-progress"]
 
 
 def test_cli_end_to_end(trained_run, tmp_path, capsys):

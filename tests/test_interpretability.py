@@ -219,7 +219,8 @@ def test_interpretability_metrics_api(trained_model, mnist5k_test):
     patch[:, :4, :4] = True
     data = TensorData(mnist5k_test.x[:n], mnist5k_test.y[:n], "mnist5k", {"patch_mask": patch, "digit_mask": digit})
     res = interpretability_metrics(trained_model, data, ["grad", "ig"], "all", n=8,
-                                   method_options={"ig": {"steps": 4}}, aopc_steps=5, qs=[0, 1], pgd_steps=2)
+                                   method_options={"ig": {"steps": 4}}, aopc_steps=5, qs=[0, 1], pgd_steps=2,
+                                   road_fractions=[0.3, 0.7], captum_perturb=2)
     json.dumps(res)  # plain JSON (the runner stores it as is)
     s = res["summary"]["grad"]
     for key in ("entropy_mean", "size_kib_mean", "gini_mean", "aopc_morf_mean", "aopc_lerf_mean", "abpc_mean",
