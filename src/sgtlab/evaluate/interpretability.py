@@ -87,7 +87,8 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
                      aopc_patch: int | None = None, aopc_steps: int | None = None,
                      masked_ps: Sequence[float] = MASKED_PS, qs: Sequence[float] = LOW_SALIENCY_QS,
                      eps: float | None = None, pgd: bool = True, pgd_qs: Sequence[float] | None = None,
-                     pgd_steps: int = 10, pgd_n: int | None = None, road_fractions: Sequence[float] = ROAD_FRACTIONS, road_noise: float = 0.01,
+                     pgd_steps: int = 10, pgd_n: int | None = None,
+                     road_fractions: Sequence[float] = ROAD_FRACTIONS, road_noise: float = 0.01,
                      road_n: int | None = None,
                      sanity_n: int = 64, sanity_threshold: float = 0.5, captum_n: int = 64, captum_perturb: int = 10,
                      seed: int = 0, batch_size: int | None = None, n_examples: int = 8,
@@ -98,7 +99,8 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
     `target`: the class every map explains and every perturbation metric scores, "true" (the
     label) or "pred" (the clean prediction). `regions`: {"patch_mask", "digit_mask"} N x H x W bool
     masks for `localisation`. `eps`: the low-saliency curve's budget (None: 0.3 for one-channel
-    images, 8/255 for colour ones; PGD on the first `pgd_n` images, default all). ROAD at `road_fractions` with imputation noise `road_noise`
+    images, 8/255 for colour ones; PGD on the first `pgd_n` images, default all). ROAD at
+    `road_fractions` with imputation noise `road_noise`
     on the first `road_n` images (None: all);
     sanity checks on the first `sanity_n` images, captum's metrics on the first `captum_n` with
     `captum_perturb` perturbations each. All random values (fills, noise, randomised weights,
@@ -143,7 +145,8 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
                     "aopc_patch": aopc_patch or default_patch(x.shape[2]), "aopc_steps": aopc_steps,
                     "masked_ps": list(masked_ps), "qs": list(qs), "eps": eps, "pgd": pgd,
                     "pgd_qs": None if pgd_qs is None else list(pgd_qs), "pgd_steps": pgd_steps,
-                    "pgd_n": pgd_n, "road_fractions": list(road_fractions), "road_noise": road_noise, "road_n": road_n, "sanity_n": sanity_n,
+                    "pgd_n": pgd_n, "road_fractions": list(road_fractions), "road_noise": road_noise,
+                    "road_n": road_n, "sanity_n": sanity_n,
                     "sanity_threshold": sanity_threshold, "captum_n": captum_n, "captum_perturb": captum_perturb,
                     "seed": seed},
         "summary": {}, "curves": {}, "per_image": {},

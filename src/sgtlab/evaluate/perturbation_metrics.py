@@ -129,7 +129,8 @@ def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps:
     """SCAAT's check: accuracy when only the `q` fraction of least-salient pixels is perturbed, by
     uniform noise in [-eps, eps] (clipped to [0, 1]) and by PGD (L-inf `eps`, `pgd_steps` steps,
     `sgtlab.attacks.PGD` with the support as its mask), for each q (`pgd_qs`: PGD's own coarser
-    grid, default `qs`; `pgd_n`: PGD on the first `pgd_n` images only, default all). q = 0 perturbs nothing (clean accuracy; not attacked). PGD stops per
+    grid, default `qs`; `pgd_n`: PGD on the first `pgd_n` images only, default all). q = 0 perturbs
+    nothing (clean accuracy; not attacked). PGD stops per
     sample at the first step that misclassifies it, as the robustness sweep does: a sample counts
     as fooled once any iterate fools it, and fooled samples cost no further steps (1.45x faster on
     an ST sgt-cnn). Numbers match judging the last iterate only, or are lower, up to float rounding:
