@@ -160,8 +160,9 @@ def test_cli_bad_checkpoint_and_method(trained_run, tmp_path, capsys):
     assert "unknown saliency method 'deeplift'" in capsys.readouterr().err
     assert main(["explain", str(trained_run), "--metrics", "entropy,localisation", "--out", str(out), *FAST]) == 2
     assert "localisation metric needs" in capsys.readouterr().err
-    assert main(["explain", str(trained_run), "--sanity-n", "1", "--out", str(out), *FAST]) == 2
+    # after FAST, whose own values of these options would otherwise win
+    assert main(["explain", str(trained_run), "--out", str(out), *FAST, "--sanity-n", "1"]) == 2
     assert "--sanity-n must be >= 2" in capsys.readouterr().err
-    assert main(["explain", str(trained_run), "--metrics", "road", "--road-fractions", "0.5,1", "--out", str(out),
-                 *FAST]) == 2
+    assert main(["explain", str(trained_run), "--metrics", "road", "--out", str(out), *FAST,
+                 "--road-fractions", "0.5,1"]) == 2
     assert "ROAD removal fractions must be in [0, 1)" in capsys.readouterr().err
