@@ -106,6 +106,8 @@ def run(args) -> int:
         if v is not None and v < (2 if flag == "sanity_n" else 1):
             raise SgtlabError(f"--{flag.replace('_', '-')} must be >= {2 if flag == 'sanity_n' else 1}, got {v}")
     road_fractions = parse_float_list(args.road_fractions)
+    if any(not 0 <= f < 1 for f in road_fractions):  # refused before any checkpoint is loaded
+        raise SgtlabError(f"ROAD removal fractions must be in [0, 1), got {road_fractions}")
     chosen = metrics if metrics != "all" else METRICS
     steps_per_model = len(methods) * (1 + sum(k in chosen for k in ("aopc", "road", "masked_accuracy", "low_saliency",
                                                                      "infidelity", "sensitivity"))) + ("sanity" in chosen)
