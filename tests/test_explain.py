@@ -113,7 +113,8 @@ def test_bad_input(call, message):
 # -- the command -----------------------------------------------------------------------------------
 
 FAST = ["--n", "12", "--smoothgrad-samples", "2", "--ig-steps", "4", "--aopc-steps", "6", "--qs", "0,0.5,1",
-        "--pgd-qs", "0,1", "--pgd-steps", "2", "--no-progress"]
+        "--pgd-qs", "0,1", "--pgd-steps", "2", "--road-fractions", "0.3,0.7", "--sanity-n", "6", "--captum-n", "6",
+        "--captum-perturb", "2", "--no-progress"]
 
 
 def test_cli_end_to_end(trained_run, tmp_path, capsys):
@@ -135,7 +136,10 @@ def test_cli_end_to_end(trained_run, tmp_path, capsys):
     stored = json.loads((out / "interpretability.json").read_text())
     assert len(stored) == 2 and len(next(iter(stored.values()))["per_image"]["ig"]["entropy"]) == 12
     figs = out / "figures"
-    for name in ("maps_grad", "maps_ig", "masked_accuracy_grad", "aopc_ig", "low_saliency_ig", "entropy_grad"):
+    assert all(r["target"] == "true" and float(r["road_gap_mean"]) == float(r["road_gap_mean"]) for r in rows)
+    assert len(list(figs.glob("sanity_*.png"))) == 2  # one cascading-randomisation picture per checkpoint
+    for name in ("maps_grad", "maps_ig", "masked_accuracy_grad", "aopc_ig", "road_ig", "low_saliency_ig",
+                 "entropy_grad"):
         for ext in ("png", "pdf"):
             assert (figs / f"{name}.{ext}").stat().st_size > 5000
         img = mpimg.imread(figs / f"{name}.png")
@@ -156,3 +160,9 @@ def test_cli_bad_checkpoint_and_method(trained_run, tmp_path, capsys):
     assert "unknown saliency method 'deeplift'" in capsys.readouterr().err
     assert main(["explain", str(trained_run), "--metrics", "entropy,localisation", "--out", str(out), *FAST]) == 2
     assert "localisation metric needs" in capsys.readouterr().err
+    # after FAST, whose own values of these options would otherwise win
+    assert main(["explain", str(trained_run), "--out", str(out), *FAST, "--sanity-n", "1"]) == 2
+    assert "--sanity-n must be >= 2" in capsys.readouterr().err
+    assert main(["explain", str(trained_run), "--metrics", "road", "--out", str(out), *FAST,
+                 "--road-fractions", "0.5,1"]) == 2
+    assert "ROAD removal fractions must be in [0, 1)" in capsys.readouterr().err

@@ -219,13 +219,22 @@ def test_interpretability_metrics_api(trained_model, mnist5k_test):
     patch[:, :4, :4] = True
     data = TensorData(mnist5k_test.x[:n], mnist5k_test.y[:n], "mnist5k", {"patch_mask": patch, "digit_mask": digit})
     res = interpretability_metrics(trained_model, data, ["grad", "ig"], "all", n=8,
-                                   method_options={"ig": {"steps": 4}}, aopc_steps=5, qs=[0, 1], pgd_steps=2)
+                                   method_options={"ig": {"steps": 4}}, aopc_steps=5, qs=[0, 1], pgd_steps=2,
+                                   road_fractions=[0.3, 0.7], captum_perturb=2)
     json.dumps(res)  # plain JSON (the runner stores it as is)
     s = res["summary"]["grad"]
-    for key in ("entropy_mean", "size_kib_mean", "gini_mean", "aopc_morf_mean", "aopc_lerf_mean", "aopc_rel",
-                "masked_acc_top_mean", "low_sal_noise_mean", "low_sal_pgd_mean", "decoy_share_mean",
-                "digit_share_mean"):
+    for key in ("entropy_mean", "size_kib_mean", "gini_mean", "aopc_morf_mean", "aopc_lerf_mean", "abpc_mean",
+                "abpc_lo", "road_morf_mean", "road_gap_mean", "infidelity_mean", "sensitivity_mean",
+                "sanity_spearman_last", "masked_acc_top_mean", "low_sal_noise_mean", "low_sal_pgd_mean",
+                "decoy_share_mean", "digit_share_mean"):
         assert math.isfinite(s[key]), key
+    # the MoRF / LeRF ratio only where LeRF is clearly above 0
+    from sgtlab.evaluate.saliency_metrics import clearly_positive
+    lerf_positive = clearly_positive(res["per_image"]["grad"]["aopc_lerf"])[0]
+    assert math.isfinite(s["aopc_rel"]) == lerf_positive
+    assert res["sanity"]["methods"]["grad"]["verdict"] in ("pass", "fail", "unclear") and res["sanity"]["n"] == 8
+    assert s["sanity_passed"] == {"pass": 1.0, "fail": 0.0}.get(res["sanity"]["methods"]["grad"]["verdict"], s["sanity_passed"])
+    assert res["per_image"]["grad"]["class"] == data.y[:8].tolist()  # the true label by default
     assert s["digit_share_mean"] > s["decoy_share_mean"]  # an ST model looks at the digit, not a blank corner
     assert len(res["per_image"]["ig"]["entropy"]) == 8 and len(res["curves"]["ig"]["aopc"]["morf"]) == 6
     assert len(res["examples"]["maps"]["ig"]) == 8
@@ -279,8 +288,9 @@ def test_localisation_on_decoy_mnist(trained_model):
     s = res["summary"]["grad"]
     assert 0 <= s["decoy_share_mean"] < s["digit_share_mean"] <= 1
     assert len(res["per_image"]["grad"]["digit_share"]) == 16
-    assert interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2, pgd=False,
-                                    qs=[0, 1])["metrics"][-1] == "localisation"
+    assert "localisation" in interpretability_metrics(trained_model, data, ["grad"], "all", n=2, aopc_steps=2,
+                                                      pgd=False, qs=[0, 1], road_fractions=[0.5],
+                                                      captum_perturb=1)["metrics"]
 
 
 # --- AOPC by local recomputation (aopc_local) against a forward of every perturbed image -------------
@@ -305,7 +315,7 @@ def _rgb_local_net() -> nn.Module:
 @pytest.mark.parametrize("name", ["sgt-cnn", "alexnet-mnist", "custom", "rgb"])
 @pytest.mark.parametrize("patch,steps,order", [(2, 40, "morf"), (3, 20, "lerf"), (5, 6, "morf")])
 def test_local_aopc_gives_the_numbers_of_a_forward_per_image(name, patch, steps, order):
-    from sgtlab.evaluate.aopc_local import local_plan
+    from sgtlab.fast.aopc_local import local_plan
     from sgtlab.models import build_model
 
     torch.manual_seed(0)
@@ -327,7 +337,7 @@ def test_local_aopc_gives_the_numbers_of_a_forward_per_image(name, patch, steps,
 
 
 def test_local_aopc_applies_only_to_models_that_start_with_local_layers():
-    from sgtlab.evaluate.aopc_local import local_plan
+    from sgtlab.fast.aopc_local import local_plan
     from sgtlab.models import build_model
 
     assert local_plan(build_model("resnet18-cifar", 3, 10, (0.5,) * 3, (0.25,) * 3).eval()) is None

@@ -40,12 +40,17 @@ def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys
         for ext in ("png", "pdf"):
             path = report / "figures" / f"{fig}.{ext}"
             assert path.exists() and path.stat().st_size > 2000, path
-    for table in ("accuracy", "saliency_quality", "gradient_masking_checks"):
+    for table in ("accuracy", "saliency_quality", "gradient_masking_checks", "saliency_vs_st",
+                  "saliency_sanity_checks"):
         for ext in ("csv", "md", "tex"):
             assert (report / "tables" / f"{table}.{ext}").stat().st_size > 50
     assert html.count("<img src=\"data:image/png;base64,") >= 7
     assert "Does SGT raise or lower robust accuracy against ST?" in html
     assert "Does ASGT beat" in html
+    # the interpretability findings: the claims with verdicts, and the sanity checks with their picture
+    assert "Interpretability findings" in html and "Claim: &quot;SCAAT gives lower saliency entropy" in html
+    assert "measured verdict" in html and "Saliency sanity checks" in html
+    assert (report / "figures" / "sanity.png").stat().st_size > 2000
     if chromium():  # the HTML opens in headless Chromium with no errors and every image loads
         verdict = check_page(report / "report.html")
         assert verdict["images"] >= 7 and verdict["broken"] == [] and verdict["errors"] == []

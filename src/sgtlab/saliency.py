@@ -13,6 +13,7 @@ from torch import nn
 
 from sgtlab.device import eval_mode  # every submodule's own mode restored, not just the root's
 from sgtlab.errors import SgtlabError
+from sgtlab.fast.eligibility import has_hooks, run_input_checks
 
 MODES = ("abs", "signed")
 TARGETS = ("true", "pred")
@@ -80,26 +81,6 @@ def _run(layers: list[nn.Module], h: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def _input_checks(model: nn.Module) -> list:
-    """The root's `InputSizeCheck` pre-hooks (sgtlab's own, stateless): the layer-by-layer path runs
-    them itself, so they do not stop it."""
-    from sgtlab.models.base import InputSizeCheck
-
-    return [h for h in model._forward_pre_hooks.values() if isinstance(h, InputSizeCheck)]
-
-
-def has_hooks(model: nn.Module) -> bool:
-    """True when any submodule has forward or backward hooks (other than the root's input-size
-    check): the fast paths run layers one by one (or skip a layer's autograd), which a hook would
-    not see as it expects, so they step aside."""
-    checks = _input_checks(model)
-    for m in model.modules():
-        pre = [h for h in m._forward_pre_hooks.values() if not (m is model and h in checks)]
-        if m._forward_hooks or pre or m._backward_hooks or m._backward_pre_hooks:
-            return True
-    return False
-
-
 def _first_conv(leaves: list[nn.Module], n: int) -> int | None:
     """Index of the first layer of the prefix when it is a plain `Conv2d` (zero padding given as
     numbers, one group) with only `Normalize` layers before it, else None."""
@@ -146,14 +127,14 @@ def saliency_and_clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     gradient at all, and the first layer's input gradient is computed once, by the faster kernel.
     Models with hooks take the plain path (two passes)."""
     _check(mode, target)
+    # running the layers by hand skips hooks of the root and of nested containers: refuse hooked models
     leaves = None if has_hooks(model) else _leaves(model)
     n = 0
     while leaves is not None and n < len(leaves) and _is_mode_free(leaves[n]):
         n += 1
     if n == 0 or not torch.is_grad_enabled():
         return saliency(model, x, y, mode, target), None
-    for check in _input_checks(model):  # what model(x) would check first
-        check(model, (x,))
+    run_input_checks(model, x)  # what model(x) would check first
     c = _first_conv(leaves, n)
     if c is None:
         start = xg = x.detach().requires_grad_(True)

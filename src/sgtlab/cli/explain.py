@@ -14,8 +14,10 @@ def add_parser(sub):
     p = sub.add_parser(
         "explain", help="saliency maps and their quality metrics for one or more checkpoints",
         description="Saliency maps (grad, input-x-grad, smoothgrad, ig) of trained models on test images, "
-                    "their quality metrics (entropy, size, Gini, AOPC, masked accuracy, low-saliency "
-                    "robustness, Decoy-MNIST localisation) and pictures. Writes interpretability.csv (one row "
+                    "their quality metrics (entropy, size, Gini, AOPC/ABPC, ROAD, masked accuracy, low-saliency "
+                    "robustness, sanity checks by cascading randomisation, captum's infidelity and "
+                    "sensitivity-max, Decoy-MNIST localisation) and pictures. Maps explain, and metrics score, one "
+                    "class per image (--target). Writes interpretability.csv (one row "
                     "per checkpoint and saliency method, mean and std of each metric), interpretability.json "
                     "(curves, per-image values) and PNG/PDF figures into --out. Each RUN folder also gets its own "
                     "RUN/interpretability.json, the run layout `reproduce` writes and `report` reads.")
@@ -26,7 +28,11 @@ def add_parser(sub):
     p.add_argument("--methods", default="grad,smoothgrad,ig", help="saliency methods, comma-separated "
                    "(grad, input-x-grad, smoothgrad, ig; default: %(default)s)")
     p.add_argument("--metrics", default="all", help="'all' or a comma-separated subset of: entropy, size, gini, "
-                   "aopc, masked_accuracy, low_saliency, localisation (default: %(default)s)")
+                   "aopc, road, masked_accuracy, low_saliency, localisation, sanity, infidelity, sensitivity "
+                   "(default: %(default)s)")
+    p.add_argument("--target", default="true", choices=("true", "pred"),
+                   help="the class every map explains and every metric scores: the true label or the model's "
+                        "prediction (default: %(default)s)")
     p.add_argument("--n", type=int64, default=256, help="number of test images (default: %(default)s)")
     p.add_argument("--out", default=None, help="folder for the comparison across runs (CSV, JSON, figures); "
                                                "without it only each RUN folder's interpretability.json is written")
@@ -38,11 +44,20 @@ def add_parser(sub):
     p.add_argument("--ig-steps", type=int64, default=32, help="Integrated Gradients steps (default: %(default)s)")
     p.add_argument("--aopc-steps", type=int64, default=None, help="AOPC steps L (default: half the patches)")
     p.add_argument("--aopc-patch", type=int64, default=None, help="AOPC patch size (default: 2 for 28 px, 4 for 32 px)")
-    p.add_argument("--eps", type=finite_float, default=0.3, help="low-saliency curve: noise / PGD budget (default: %(default)s)")
+    p.add_argument("--eps", type=finite_float, default=None,
+                   help="low-saliency curve: noise / PGD budget (default: the data set's, 0.3 for MNIST-like, 8/255 for colour)")
     p.add_argument("--qs", default="0:1:0.1", help="low-saliency fractions q (default: %(default)s)")
     p.add_argument("--pgd-qs", default=None, help="PGD's fractions q (default: those of --qs)")
     p.add_argument("--pgd-steps", type=int64, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
+    p.add_argument("--pgd-n", type=int64, default=None, help="PGD of the low-saliency curve on the first N images (default: all)")
     p.add_argument("--no-pgd", action="store_true", help="low-saliency curve with uniform noise only")
+    p.add_argument("--road-fractions", default="0.1:0.9:0.1", help="ROAD removal fractions (default: %(default)s)")
+    p.add_argument("--road-n", type=int64, default=None, help="ROAD on the first N images (default: all)")
+    p.add_argument("--sanity-n", type=int64, default=64, help="sanity checks on the first N images (default: %(default)s)")
+    p.add_argument("--captum-n", type=int64, default=64,
+                   help="infidelity and sensitivity-max on the first N images (default: %(default)s)")
+    p.add_argument("--captum-perturb", type=int64, default=10,
+                   help="perturbations per image of infidelity and sensitivity-max (default: %(default)s)")
     p.add_argument("--seed", type=int64, default=0, help="seed of every random fill and noise (default: %(default)s)")
     p.add_argument("--batch-size", type=int64, default=None,
                    help="images per model call (default: 128 on a CPU, 1024 on a GPU)")
@@ -94,6 +109,13 @@ def run(args) -> int:
         require_tensorboard()
     qs = parse_float_list(args.qs)
     pgd_qs = parse_float_list(args.pgd_qs) if args.pgd_qs else None
+    for flag in ("pgd_n", "road_n", "sanity_n", "captum_n", "captum_perturb"):
+        v = getattr(args, flag)
+        if v is not None and v < (2 if flag == "sanity_n" else 1):
+            raise SgtlabError(f"--{flag.replace('_', '-')} must be >= {2 if flag == 'sanity_n' else 1}, got {v}")
+    road_fractions = parse_float_list(args.road_fractions)
+    if any(not 0 <= f < 1 for f in road_fractions):  # refused before any checkpoint is loaded
+        raise SgtlabError(f"ROAD removal fractions must be in [0, 1), got {road_fractions}")
     # load every checkpoint and the data first: a bad one fails before any work
     loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device, verify=args.verify)
               for r in args.runs]
@@ -101,8 +123,9 @@ def run(args) -> int:
     opts = {"smoothgrad": {"samples": args.smoothgrad_samples, "noise": args.smoothgrad_noise},
             "ig": {"steps": args.ig_steps}}
     out = Path(args.out) if args.out else None
-    steps_per_model = len(methods) * (1 + sum(k in (metrics if metrics != "all" else METRICS)
-                                              for k in ("aopc", "masked_accuracy", "low_saliency")))
+    chosen = metrics if metrics != "all" else METRICS
+    steps_per_model = len(methods) * (1 + sum(k in chosen for k in ("aopc", "road", "masked_accuracy", "low_saliency",
+                                                                     "infidelity", "sensitivity"))) + ("sanity" in chosen)
     bar = tqdm(total=len(loaded) * steps_per_model, desc="explain", unit="step", disable=args.no_progress)
     results, rows, per_run = {}, [], []
     try:
@@ -114,7 +137,9 @@ def run(args) -> int:
             res = interpretability_metrics(
                 model, data, methods, metrics, None, method_options=opts, aopc_patch=args.aopc_patch,
                 aopc_steps=args.aopc_steps, qs=qs, eps=args.eps, pgd=not args.no_pgd, pgd_qs=pgd_qs,
-                pgd_steps=args.pgd_steps, seed=args.seed, batch_size=args.batch_size, progress=tick)
+                pgd_steps=args.pgd_steps, pgd_n=args.pgd_n, road_fractions=road_fractions, road_n=args.road_n,
+                sanity_n=args.sanity_n, captum_n=args.captum_n, captum_perturb=args.captum_perturb,
+                target=args.target, seed=args.seed, batch_size=args.batch_size, progress=tick)
             if writable_run(run_path):  # the run layout: RUN/interpretability.json, as reproduce writes
                 per_run.append((Path(run_path), dict(res)))
             res["run"] = str(run_path)

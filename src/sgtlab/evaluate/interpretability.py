@@ -1,318 +1,49 @@
-"""Saliency-map quality, as SPEC.md "Saliency maps and their quality" defines each metric.
+"""Saliency-map quality for one model: runs the chosen metrics of SPEC.md "Saliency maps and their
+quality" for each saliency method and returns one JSON-ready dict.
 
-Every metric is a function of batched tensors returning one value per image (or one curve point per
-level); `interpretability_metrics` runs the chosen ones for a model, a data set and saliency
-methods, and returns a JSON-ready dict (`summary`, `curves`, `per_image`, `examples`).
+Where things live: metric formulas in `sgtlab.evaluate.saliency_metrics` (functions of maps and
+model outputs), the batched perturbation engine in `sgtlab.evaluate.perturb`, the perturbation
+metrics in `perturbation_metrics` and `road`, the sanity checks in `sanity_checks`, captum's
+metrics in `captum_metrics`, fast paths in `sgtlab.fast`. This module only orchestrates.
 
-Perturbation metrics (AOPC, masked accuracy, low-saliency noise) build every perturbed copy of
-every image with one rank comparison (`ranks < k`) and `torch.where`, then send them through the
-model in large batches: no loop over images or steps.
+One class throughout: every map explains, and every perturbation metric scores, the same class per
+image: the true label (`target="true"`, the default) or the model's clean prediction ("pred").
 """
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sgtlab.device import eval_batch_size
-from sgtlab.evaluate.aopc_local import aopc_probs_local, local_plan
 from sgtlab.errors import SgtlabError
+from sgtlab.evaluate.captum_metrics import infidelity, sensitivity_max
+from sgtlab.evaluate.perturb import (check_fractions, check_target, default_patch, explained_class,
+                                     model_device)
+from sgtlab.evaluate.perturbation_metrics import (LOW_SALIENCY_QS, MASKED_PS, aopc, low_saliency_curve,
+                                                  low_saliency_masks, masked_accuracy, uniform_fill_like)
+from sgtlab.evaluate.road import ROAD_FRACTIONS, noisy_linear_imputation, road
+from sgtlab.evaluate.saliency_metrics import (abpc, clearly_positive, localisation, ratio_where_defined,
+                                              saliency_entropy, saliency_gini, saliency_size)
+from sgtlab.evaluate.sanity_checks import cascading_randomisation
 
-METRICS = ("entropy", "size", "gini", "aopc", "masked_accuracy", "low_saliency", "localisation")
-MASKED_PS = tuple(range(0, 100, 10))
-LOW_SALIENCY_QS = tuple(i / 10 for i in range(11))
+__all__ = ["METRICS", "QUICK_OPTIONS", "aopc", "interpretability_metrics", "localisation", "low_saliency_curve",
+           "low_saliency_masks", "masked_accuracy", "noisy_linear_imputation", "road", "saliency_entropy",
+           "saliency_gini", "saliency_quality", "saliency_size", "summary_rows", "uniform_fill_like"]
+
+METRICS = ("entropy", "size", "gini", "aopc", "road", "masked_accuracy", "low_saliency", "localisation", "sanity",
+           "infidelity", "sensitivity")
 # Options for a quick look (the `quick` preset): few SmoothGrad samples and IG steps, short AOPC
-# curves, coarse masking / noise grids, PGD on one support (q = 0.5) with 3 steps: about 40 model
-# passes per image and saliency method instead of about 350.
+# curves, coarse masking / noise grids, PGD with 3 steps on 5 supports of the first 50 images, ROAD
+# at 3 fractions on 32 images, the sanity checks on 8 and captum's metrics on 16 images.
 QUICK_OPTIONS = dict(method_options={"smoothgrad": {"samples": 4}, "ig": {"steps": 8}}, aopc_steps=10,
-                     masked_ps=(0, 20, 40, 60, 80), qs=(0.0, 0.25, 0.5, 0.75, 1.0), pgd_qs=(0.0, 0.5), pgd_steps=3)
+                     masked_ps=(0, 20, 40, 60, 80), qs=(0.0, 0.25, 0.5, 0.75, 1.0),
+                     pgd_qs=(0.0, 0.25, 0.5, 0.75, 1.0), pgd_steps=3, pgd_n=50, road_fractions=(0.2, 0.5, 0.8),
+                     road_n=32, sanity_n=8, captum_n=16, captum_perturb=4)
 
-
-# -- input checks ---------------------------------------------------------------------------------
-
-def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or not maps.is_floating_point():
-        raise SgtlabError(f"{name} must be a float tensor N x H x W, got {getattr(maps, 'shape', type(maps).__name__)}")
-
-
-def _check_pair(x: torch.Tensor, maps: torch.Tensor) -> None:
-    _check_maps(maps)
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise SgtlabError(f"images must be a tensor N x C x H x W, got {getattr(x, 'shape', type(x).__name__)}")
-    if (x.shape[0], *x.shape[2:]) != tuple(maps.shape):
-        raise SgtlabError(f"maps of shape {tuple(maps.shape)} do not fit images of shape {tuple(x.shape)} "
-                          f"(expected {(x.shape[0], *x.shape[2:])})")
-
-
-def _check_fractions(values: Sequence[float], name: str, hi: float = 1.0) -> list[float]:
-    values = [float(v) for v in values]
-    if not values or any(not (0 <= v <= hi) for v in values):
-        raise SgtlabError(f"{name} must be a non-empty list of values in [0, {hi:g}], got {values}")
-    return values
-
-
-# -- map statistics -------------------------------------------------------------------------------
-
-def saliency_entropy(maps: torch.Tensor) -> torch.Tensor:
-    """Bhatt et al. 2020 (quantus `Complexity`): `p = |s| / sum |s|`, `H = -sum p ln(p + 1e-12)`,
-    nats, in `[0, ln(H*W)]`. An all-zero map has no distribution: NaN."""
-    _check_maps(maps)
-    a = maps.abs().flatten(1).double()
-    p = a / a.sum(1, keepdim=True)
-    return -(p * torch.log(p + 1e-12)).sum(1).float()
-
-
-def saliency_gini(maps: torch.Tensor) -> torch.Tensor:
-    """Gini index of `|s|` (Chalasani et al. 2020; quantus `Sparseness`): sorted ascending,
-    `G = sum_i (2i - n - 1) a_(i) / (n sum a)`; 0 for a uniform map, `1 - 1/n` for a one-hot one.
-    An all-zero map: NaN."""
-    _check_maps(maps)
-    a = maps.abs().flatten(1).double().sort(1).values
-    n = a.shape[1]
-    i = torch.arange(1, n + 1, device=a.device, dtype=a.dtype)
-    return (((2 * i - n - 1) * a).sum(1) / (n * a.sum(1))).float()
-
-
-def saliency_size(maps: torch.Tensor) -> torch.Tensor:
-    """`|s|` min-max scaled per image to [0, 255], rounded to uint8 (row-major H x W bytes), then the
-    length of `zlib.compress(level=9)` in KiB. A constant map scales to all zeros."""
-    _check_maps(maps)
-    a = maps.abs().flatten(1).double()
-    lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
-    scaled = ((a - lo) / (hi - lo).clamp_min(1e-300) * 255).round().to(torch.uint8).cpu().numpy()
-    # zlib works on one buffer at a time: one call per image (cheap next to any model call).
-    return torch.tensor([len(zlib.compress(row.tobytes(), 9)) / 1024 for row in scaled])
-
-
-def localisation(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Share of the saliency mass `sum |s|` that lies inside `region` (N x H x W bool), per image
-    (Decoy-MNIST: the decoy patch, the digit). An all-zero map: NaN."""
-    _check_maps(maps)
-    if not isinstance(region, torch.Tensor) or tuple(region.shape) != tuple(maps.shape):
-        raise SgtlabError(f"the region mask must be N x H x W like the maps {tuple(maps.shape)}, "
-                          f"got {getattr(region, 'shape', type(region).__name__)}")
-    a = maps.abs().flatten(1).double()
-    inside = (a * region.to(a.device).flatten(1).to(a.dtype)).sum(1)
-    return (inside / a.sum(1)).float()
-
-
-# -- batched perturbation core --------------------------------------------------------------------
-
-def ranks_of(scores: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Position of each unit (last dim) in the per-row order; units with rank < k are the first k
-    (ties keep index order: stable sort, so a reference loop gets the same order)."""
-    order = torch.argsort(scores, dim=-1, descending=descending, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return ranks
-
-
-def _perturbed(x: torch.Tensor, fill: torch.Tensor, ranks_pix: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
-    """`x` with the units ranked below each `k` replaced by `fill`: N x K x C x H x W.
-    `ranks_pix`: N x (H*W), the rank of each pixel's unit."""
-    n, c, h, w = x.shape
-    mask = (ranks_pix[:, None, :] < ks.to(ranks_pix.device)[None, :, None]).view(n, len(ks), 1, h, w)
-    return torch.where(mask, fill[:, None], x[:, None])
-
-
-@torch.no_grad()
-def _probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probabilities for a (large) stack of images, in chunks, on the model's device."""
-    dev = _model_device(model)
-    return torch.cat([F.softmax(model(x[i:i + batch_size].to(dev)), 1) for i in range(0, len(x), batch_size)])
-
-
-from sgtlab.device import model_device as _model_device  # noqa: E402  (the one device helper)
-
-
-def _chunk(n_levels: int, batch_size: int) -> int:
-    """Images per chunk so that one chunk's perturbed stack is about `batch_size` images."""
-    return max(1, batch_size // max(1, n_levels))
-
-
-def _eval(model: nn.Module):
-    from sgtlab.explain.base import prepared  # eval mode + restore, shared with saliency_maps
-
-    return prepared(model)
-
-
-def default_patch(h: int) -> int:
-    """SPEC: 2 px patches for 28 px images, 4 for 32 px (about 14 and 8 patches per side)."""
-    return 4 if h >= 32 else 2
-
-
-def patch_scores(maps: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed `|s|` per non-overlapping `patch x patch` patch (N x P; edge patches are smaller when
-    the size is not a multiple) and the patch index of each pixel (H*W)."""
-    n, h, w = maps.shape
-    scores = F.avg_pool2d(maps.abs()[:, None], patch, ceil_mode=True, divisor_override=1).flatten(1)
-    gw = math.ceil(w / patch)
-    rows = torch.arange(h, device=maps.device) // patch
-    cols = torch.arange(w, device=maps.device) // patch
-    return scores, (rows[:, None] * gw + cols[None, :]).flatten()
-
-
-def aopc(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, *, order: str = "morf", patch: int | None = None,
-         steps: int | None = None, fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
-         batch_size: int | None = None, local: bool = True) -> dict[str, torch.Tensor]:
-    """AOPC (Samek et al. 2017). Patches ranked by summed `|s|` are replaced one per step, most
-    relevant first (`morf`) or least relevant first (`lerf`), by uniform random values in [0, 1]
-    (`fill`, N x C x H x W; drawn from `generator` when not given), for `steps` steps (default half
-    the patches). With `f` the softmax probability of the class predicted on the clean image:
-    `aopc = mean_{k=0..L} (f(x) - f(x_k))`.
-
-    On a CPU, a `Sequential` model that starts with convolutions, point-wise layers and max-pools
-    is evaluated by local recomputation (`aopc_local`, same numbers; `local=False`: a forward of
-    every perturbed image).
-
-    Returns `aopc` (N), `prob` (N x L+1: f(x_k)), `pred` (N)."""
-    _check_pair(x, maps)
-    batch_size = eval_batch_size(batch_size, _model_device(model))
-    if order not in ("morf", "lerf"):
-        raise SgtlabError(f"AOPC order must be 'morf' or 'lerf', got {order!r}")
-    n, c, h, w = x.shape
-    patch = patch or default_patch(h)
-    scores, pix_patch = patch_scores(maps.to(x.device), patch)
-    n_patches = scores.shape[1]
-    steps = n_patches // 2 if steps is None else steps
-    if not 1 <= steps <= n_patches:
-        raise SgtlabError(f"AOPC steps must be in [1, {n_patches}] ({n_patches} patches of {patch} px), got {steps}")
-    if fill is None:
-        fill = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-    if fill.shape != x.shape:
-        raise SgtlabError(f"the fill values must have the images' shape {tuple(x.shape)}, got {tuple(fill.shape)}")
-    ranks_pix = ranks_of(scores, descending=(order == "morf"))[:, pix_patch]
-    ks = torch.arange(steps + 1)
-    probs, preds = [], []
-    with _eval(model):
-        # on a CPU, models that start with local layers recompute only what each step changes
-        plan = local_plan(model) if (local and _model_device(model).type == "cpu" == x.device.type) else None
-        chunk = batch_size if plan else _chunk(steps + 1, batch_size)
-        for i in range(0, n, chunk):
-            if plan:
-                p = aopc_probs_local(*plan, x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], pix_patch,
-                                     math.ceil(w / patch), patch, steps)
-            else:
-                xs = _perturbed(x[i:i + chunk], fill[i:i + chunk], ranks_pix[i:i + chunk], ks)
-                p = _probs(model, xs.flatten(0, 1), batch_size).view(len(xs), steps + 1, -1)
-            pred = p[:, 0].argmax(1)  # k = 0 is the clean image
-            probs.append(p.gather(2, pred[:, None, None].expand(-1, steps + 1, 1))[..., 0])
-            preds.append(pred)
-    prob = torch.cat(probs).cpu()
-    return {"aopc": (prob[:, :1] - prob).mean(1), "prob": prob, "pred": torch.cat(preds).cpu()}
-
-
-def uniform_fill_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform random values in each image's own per-channel [min, max] (SPEC's masking M_k)."""
-    lo, hi = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
-    return lo + (hi - lo) * torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
-
-
-def masked_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
-                    ps: Sequence[float] = MASKED_PS, generator: torch.Generator | None = None,
-                    batch_size: int | None = None) -> dict[str, Any]:
-    """SGT paper's check: accuracy after masking the top `p %` salient pixels against `p %` random
-    pixels, `p` in `ps`. Masked pixels (all channels) get uniform random values in the image's own
-    per-channel [min, max] (SPEC's M_k fill; our choice for this check) — the same values for the
-    salient and the random mask. Returns `p`, `top`, `random` (accuracy per level) and per-image
-    correctness `top_correct`, `random_correct` (N x len(ps) bool)."""
-    _check_pair(x, maps)
-    batch_size = eval_batch_size(batch_size, _model_device(model))
-    ps = _check_fractions(ps, "masked-accuracy levels p (percent)", 100)
-    n, c, h, w = x.shape
-    fill = uniform_fill_like(x, generator)
-    rand_scores = torch.rand((n, h * w), generator=generator, device="cpu").to(x.device)
-    ks = torch.tensor([round(p / 100 * h * w) for p in ps])
-    out: dict[str, Any] = {"p": ps}
-    chunk = _chunk(len(ps), batch_size)
-    with _eval(model):
-        for name, scores in (("top", maps.to(x.device).abs().flatten(1)), ("random", rand_scores)):
-            ranks = ranks_of(scores, descending=True)
-            correct = []
-            for i in range(0, n, chunk):
-                xs = _perturbed(x[i:i + chunk], fill[i:i + chunk], ranks[i:i + chunk], ks)
-                pred = _probs(model, xs.flatten(0, 1), batch_size).argmax(1).view(len(xs), len(ps)).cpu()
-                correct.append(pred == y[i:i + chunk].cpu()[:, None])
-            corr = torch.cat(correct)
-            out[name] = corr.float().mean(0).tolist()
-            out[f"{name}_correct"] = corr
-    return out
-
-
-def low_saliency_masks(maps: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
-    """N x Q x H x W bool: the `q` fraction of each image's least-salient pixels, for each q."""
-    n, h, w = maps.shape
-    ranks = ranks_of(maps.abs().flatten(1), descending=False)
-    ks = torch.tensor([round(q * h * w) for q in qs], device=maps.device)
-    return (ranks[:, None, :] < ks[None, :, None]).view(n, len(qs), h, w)
-
-
-def low_saliency_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor, *,
-                       qs: Sequence[float] = LOW_SALIENCY_QS, eps: float = 0.3, pgd: bool = True,
-                       pgd_qs: Sequence[float] | None = None, pgd_steps: int = 10,
-                       generator: torch.Generator | None = None, batch_size: int | None = None) -> dict[str, Any]:
-    """SCAAT's check: accuracy when only the `q` fraction of least-salient pixels is perturbed, by
-    uniform noise in [-eps, eps] (clipped to [0, 1]) and by PGD (L-inf `eps`, `pgd_steps` steps,
-    `sgtlab.attacks.PGD` with the support as its mask), for each q (`pgd_qs`: PGD's own coarser
-    grid, default `qs`). q = 0 perturbs nothing (clean accuracy; not attacked). PGD stops per
-    sample at the first step that misclassifies it, as the robustness sweep does: a sample counts
-    as fooled once any iterate fools it, and fooled samples cost no further steps (1.45x faster on
-    an ST sgt-cnn). Numbers match judging the last iterate only, or are lower, up to float rounding:
-    the batch shrinks as samples leave, which can flip the sign of a near-zero gradient entry
-    (measured: a sample in 128, either way, at some q)."""
-    _check_pair(x, maps)
-    batch_size = eval_batch_size(batch_size, _model_device(model))
-    qs = _check_fractions(qs, "low-saliency fractions q")
-    if not eps >= 0:
-        raise SgtlabError(f"eps must be >= 0, got {eps}")
-    n, c, h, w = x.shape
-    dev = x.device
-    support = low_saliency_masks(maps.to(dev), qs)  # N x Q x H x W
-    noise = (torch.rand(x.shape, generator=generator, device="cpu").to(dev) * 2 - 1) * eps
-    y = y.to(dev)
-    out: dict[str, Any] = {"q": qs, "eps": eps}
-    chunk = _chunk(len(qs), batch_size)
-    correct = []
-    with _eval(model):
-        for i in range(0, n, chunk):
-            m = support[i:i + chunk, :, None]
-            xs = (x[i:i + chunk, None] + noise[i:i + chunk, None] * m).clamp(0, 1)
-            pred = _probs(model, xs.flatten(0, 1), batch_size).argmax(1).view(len(m), len(qs))
-            correct.append(pred == y[i:i + chunk, None])
-    out["noise"] = torch.cat(correct).float().mean(0).tolist()
-    if pgd:
-        from sgtlab.attacks import PGD
-
-        attack = PGD(steps=pgd_steps)
-        pqs = qs if pgd_qs is None else _check_fractions(pgd_qs, "PGD fractions q")
-        attacked = [j for j, q in enumerate(pqs) if q > 0]  # q = 0: nothing may move, clean accuracy
-        # every (image, q) pair is one row of one large PGD batch
-        support = low_saliency_masks(maps.to(dev), pqs)[:, attacked].flatten(0, 1)[:, None]
-        hits = []
-        with _eval(model):
-            for i in range(0, n * len(attacked), batch_size):
-                idx = torch.arange(i, min(i + batch_size, n * len(attacked)), device=dev) // len(attacked)
-                xa = attack(model, x[idx], y[idx], eps, check=False, mask=support[i:i + batch_size],
-                            early_stop=True)
-                hits.append(_probs(model, xa, batch_size).argmax(1) == y[idx])
-            acc_by_q = torch.cat(hits).view(n, len(attacked)).float().mean(0).tolist() if attacked else []
-            clean = _accuracy(model, x, y, batch_size) if len(attacked) < len(pqs) else None
-        accs = [acc_by_q[attacked.index(j)] if j in attacked else clean for j in range(len(pqs))]
-        out["pgd_q"], out["pgd"], out["pgd_steps"] = pqs, accs, pgd_steps
-    return out
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    with _eval(model):
-        return (_probs(model, x, batch_size).argmax(1) == y.to(_model_device(model))).float().mean().item()
-
-
-# -- everything for one model ---------------------------------------------------------------------
 
 def _resolve_metrics(metrics: str | Sequence[str], has_regions: bool) -> list[str]:
     if metrics == "all":
@@ -335,23 +66,53 @@ def _stats(values: torch.Tensor) -> tuple[float, float]:
     return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
 
 
-def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | str = ("grad",),
-                             metrics: str | Sequence[str] = "all", n: int | None = 256, *,
-                             method_options: dict[str, dict] | None = None, aopc_patch: int | None = None,
-                             aopc_steps: int | None = None, masked_ps: Sequence[float] = MASKED_PS,
-                             qs: Sequence[float] = LOW_SALIENCY_QS, eps: float = 0.3, pgd: bool = True,
-                             pgd_qs: Sequence[float] | None = None, pgd_steps: int = 10, seed: int = 0,
-                             batch_size: int | None = None, n_examples: int = 8, progress: bool | Callable = False
-                             ) -> dict[str, Any]:
-    """All chosen metrics for every saliency method, on the first `n` images of `data` (a
-    `TensorData`), with the true labels as saliency targets.
+def _progress(progress: bool | Callable, total: int):
+    if callable(progress):
+        return progress, None
+    if not progress:
+        return (lambda label: None), None
+    from tqdm import tqdm
 
-    Returns a JSON-ready dict: `summary[method][metric]` scalars (`<metric>_mean`, `<metric>_std`,
-    `aopc_rel`, curve means), `curves[method]` (AOPC, masked accuracy, low-saliency), `per_image
-    [method]` (entropy, size_kib, gini, aopc_morf, aopc_lerf, decoy/digit shares), `examples`
-    (the first `n_examples` images and their maps, for the map grid), `options`. `progress`: True for
-    a tqdm bar, or a callable taking a step label. All random values
-    (AOPC and masking fills, noise) come from `seed`, the same for every method and model."""
+    bar = tqdm(total=total, desc="interpretability", unit="step", leave=False)
+
+    def tick(label: str) -> None:
+        bar.set_postfix_str(label)
+        bar.update(1)
+    return tick, bar
+
+
+def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods: Sequence[str] | str = ("grad",),
+                     metrics: str | Sequence[str] = "all", *, target: str = "true",
+                     regions: dict[str, torch.Tensor] | None = None, method_options: dict[str, dict] | None = None,
+                     aopc_patch: int | None = None, aopc_steps: int | None = None,
+                     masked_ps: Sequence[float] = MASKED_PS, qs: Sequence[float] = LOW_SALIENCY_QS,
+                     eps: float | None = None, pgd: bool = True, pgd_qs: Sequence[float] | None = None,
+                     pgd_steps: int = 10, pgd_n: int | None = None,
+                     road_fractions: Sequence[float] = ROAD_FRACTIONS, road_noise: float = 0.01,
+                     road_n: int | None = None,
+                     sanity_n: int = 64, sanity_threshold: float = 0.5, captum_n: int = 64, captum_perturb: int = 10,
+                     seed: int = 0, batch_size: int | None = None, n_examples: int = 8,
+                     progress: bool | Callable = False) -> dict[str, Any]:
+    """Every chosen metric for every saliency method on images `x` (N x C x H x W in [0, 1]) with
+    labels `y` (N).
+
+    `target`: the class every map explains and every perturbation metric scores, "true" (the
+    label) or "pred" (the clean prediction). `regions`: {"patch_mask", "digit_mask"} N x H x W bool
+    masks for `localisation`. `eps`: the low-saliency curve's budget (None: 0.3 for one-channel
+    images, 8/255 for colour ones; PGD on the first `pgd_n` images, default all). ROAD at
+    `road_fractions` with imputation noise `road_noise`
+    on the first `road_n` images (None: all);
+    sanity checks on the first `sanity_n` images, captum's metrics on the first `captum_n` with
+    `captum_perturb` perturbations each. All random values (fills, noise, randomised weights,
+    SmoothGrad's noise) come from `seed`, the same for every method and model.
+
+    Returns a JSON-ready dict: `summary[method]` (`<metric>_mean`, `<metric>_std` over images,
+    `abpc_lo`/`abpc_hi` (95 % t interval), `aopc_rel` (NaN where LeRF is not clearly > 0), curve
+    means, `sanity_passed`: 1 pass, 0 fail, NaN unclear), `curves[method]` (AOPC, ROAD, masked accuracy, low-saliency),
+    `per_image[method]` (one value per image of each per-image metric, same image order for every
+    method and model, plus `class` and `correct`), `sanity` (per method: similarity per randomised
+    layer), `examples` (the first `n_examples` images and maps), `options`."""
+    from sgtlab.evaluate.masking_checks import default_eps
     from sgtlab.explain import SALIENCY, saliency_maps
 
     methods = [methods] if isinstance(methods, str) else list(methods)
@@ -359,48 +120,55 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
         raise SgtlabError("no saliency method given")
     for m in methods:
         SALIENCY.get(m)
+    check_target(target)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != (len(x),):
+        raise SgtlabError(f"images N x C x H x W and labels (N,) are needed, got {getattr(x, 'shape', x)} and "
+                          f"{getattr(y, 'shape', y)}")
+    names = _resolve_metrics(metrics, regions is not None)
+    if sanity_n < 2 or captum_n < 1 or captum_perturb < 1:
+        raise SgtlabError(f"sanity_n must be >= 2, captum_n and captum_perturb >= 1; got {sanity_n}, {captum_n}, "
+                          f"{captum_perturb}")
+    check_fractions(qs, "low-saliency fractions q")
     method_options = dict(method_options or {})
-    has_regions = {"patch_mask", "digit_mask"} <= set(getattr(data, "extras", {}) or {})
-    names = _resolve_metrics(metrics, has_regions)
-    if n is not None and n < 1:
-        raise SgtlabError(f"n must be >= 1, got {n}")
-    from sgtlab.data.inputs import as_data
-
-    data = as_data(data).subset(n)  # (x, y), TensorDataset, DataLoader or TensorData; checked
-    dev = _model_device(model)
+    eps = default_eps(x) if eps is None else float(eps)
+    dev = model_device(model)
     batch_size = eval_batch_size(batch_size, dev)
-    x, y = data.x.to(dev), data.y.to(dev)
-    bar = None
-    if callable(progress):
-        tick = progress
-    elif progress:
-        from tqdm import tqdm
-
-        per_method = 1 + sum(m in names for m in ("aopc", "masked_accuracy", "low_saliency"))
-        bar = tqdm(total=len(methods) * per_method, desc="interpretability", unit="step", leave=False)
-
-        def tick(label: str) -> None:
-            bar.set_postfix_str(label)
-            bar.update(1)
-    else:
-        tick = lambda label: None  # noqa: E731
+    x, y = x.to(dev), y.to(dev)
+    cls = explained_class(model, x, y, target, batch_size)
+    correct = (explained_class(model, x, y, "pred", batch_size) == y).cpu()
+    per_method = 1 + sum(m in names for m in ("aopc", "road", "masked_accuracy", "low_saliency", "infidelity",
+                                              "sensitivity"))
+    tick, bar = _progress(progress, len(methods) * per_method + ("sanity" in names))
     result: dict[str, Any] = {
-        "n": len(data), "dataset": getattr(data, "name", ""), "methods": methods, "metrics": names,
-        "options": {"method_options": method_options, "aopc_patch": aopc_patch or default_patch(x.shape[2]),
-                    "aopc_steps": aopc_steps, "masked_ps": list(masked_ps), "qs": list(qs), "eps": eps,
-                    "pgd": pgd, "pgd_qs": None if pgd_qs is None else list(pgd_qs), "pgd_steps": pgd_steps,
+        "n": len(x), "methods": methods, "metrics": names,
+        "options": {"target": target, "method_options": method_options,
+                    "aopc_patch": aopc_patch or default_patch(x.shape[2]), "aopc_steps": aopc_steps,
+                    "masked_ps": list(masked_ps), "qs": list(qs), "eps": eps, "pgd": pgd,
+                    "pgd_qs": None if pgd_qs is None else list(pgd_qs), "pgd_steps": pgd_steps,
+                    "pgd_n": pgd_n, "road_fractions": list(road_fractions), "road_noise": road_noise,
+                    "road_n": road_n, "sanity_n": sanity_n,
+                    "sanity_threshold": sanity_threshold, "captum_n": captum_n, "captum_perturb": captum_perturb,
                     "seed": seed},
         "summary": {}, "curves": {}, "per_image": {},
-        "examples": {"images": x[:n_examples].cpu(), "labels": y[:n_examples].cpu(), "maps": {}},
+        "examples": {"images": x[:n_examples].cpu().tolist(), "labels": y[:n_examples].cpu().tolist(), "maps": {}},
     }
+
+    def explain(name: str, reduce: bool = True):
+        def fn(mdl, xx, cc):
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(seed)  # SmoothGrad's noise (captum draws from the global RNG)
+                return saliency_maps(mdl, xx, cc, name, reduce=reduce, **method_options.get(name, {}))
+        return fn
+
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  the same fills for every method
+    all_maps = {}
     for method in methods:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)  # SmoothGrad's noise (captum draws from the global RNG)
-            maps = saliency_maps(model, x, y, method, **method_options.get(method, {}))
+        raw = explain(method, reduce=False)(model, x, cls)
+        maps = raw.abs().sum(1)  # SPEC: |s| summed over channels (what saliency_maps(reduce=True) gives)
+        all_maps[method] = maps
         tick(f"{method}: maps")
-        gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  same fills for every method
-        summ: dict[str, float] = {}
-        per: dict[str, Any] = {}
+        summ: dict[str, Any] = {}
+        per: dict[str, torch.Tensor] = {"class": cls.cpu(), "correct": correct}
         curves: dict[str, Any] = {}
         for name, fn, key in (("entropy", saliency_entropy, "entropy"), ("size", saliency_size, "size_kib"),
                               ("gini", saliency_gini, "gini")):
@@ -408,20 +176,42 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
                 per[key] = fn(maps).cpu()
         if "aopc" in names:
             fill = torch.rand(x.shape, generator=gen()).to(dev)
-            res = {o: aopc(model, x, maps, order=o, patch=aopc_patch, steps=aopc_steps, fill=fill,
+            res = {o: aopc(model, x, maps, classes=cls, order=o, patch=aopc_patch, steps=aopc_steps, fill=fill,
                            batch_size=batch_size) for o in ("morf", "lerf")}
             per["aopc_morf"], per["aopc_lerf"] = res["morf"]["aopc"], res["lerf"]["aopc"]
+            per["abpc"] = abpc(per["aopc_morf"], per["aopc_lerf"])
             curves["aopc"] = {o: (r["prob"][:, :1] - r["prob"]).mean(0).tolist() for o, r in res.items()}
             curves["aopc"]["k"] = list(range(res["morf"]["prob"].shape[1]))
             tick(f"{method}: aopc")
+        if "road" in names:
+            k = len(x) if road_n is None else min(road_n, len(x))
+            res = {o: road(model, x[:k], maps[:k], cls[:k], order=o, fractions=road_fractions, noise=road_noise,
+                           generator=gen(), batch_size=batch_size) for o in ("morf", "lerf")}
+            per["road_morf"], per["road_lerf"] = (_pad(res[o]["drop"], len(x)) for o in ("morf", "lerf"))
+            per["road_gap"] = abpc(per["road_morf"], per["road_lerf"])
+            curves["road"] = {"fraction": list(road_fractions), **{o: r["accuracy"] for o, r in res.items()},
+                              **{f"{o}_prob": r["prob"].mean(0).tolist() for o, r in res.items()}}
+            tick(f"{method}: road")
+        if "infidelity" in names:
+            k = min(captum_n, len(x))
+            per["infidelity"] = _pad(infidelity(model, x[:k], raw[:k], cls[:k], n_perturb=captum_perturb, seed=seed),
+                                     len(x))
+            tick(f"{method}: infidelity")
+        if "sensitivity" in names:
+            k = min(captum_n, len(x))
+            fn = explain(method, reduce=False)
+            per["sensitivity"] = _pad(sensitivity_max(lambda xx, cc: fn(model, xx, cc), x[:k], cls[:k],
+                                                      n_perturb=captum_perturb, seed=seed), len(x))
+            tick(f"{method}: sensitivity")
         if "localisation" in names:
-            per["decoy_share"] = localisation(maps, data.extras["patch_mask"])
-            per["digit_share"] = localisation(maps, data.extras["digit_mask"])
+            per["decoy_share"] = localisation(maps, regions["patch_mask"])
+            per["digit_share"] = localisation(maps, regions["digit_mask"])
         for key, values in per.items():
-            summ[f"{key}_mean"], summ[f"{key}_std"] = _stats(values)
+            if key not in ("class", "correct"):
+                summ[f"{key}_mean"], summ[f"{key}_std"] = _stats(values)
         if "aopc" in names:
-            lerf = summ["aopc_lerf_mean"]
-            summ["aopc_rel"] = summ["aopc_morf_mean"] / lerf if lerf != 0 else float("nan")
+            _, summ["abpc_lo"], summ["abpc_hi"] = clearly_positive(per["abpc"].numpy())
+            summ["aopc_rel"] = ratio_where_defined(per["aopc_morf"].numpy(), per["aopc_lerf"].numpy())
         if "masked_accuracy" in names:
             ma = masked_accuracy(model, x, y, maps, ps=masked_ps, generator=gen(), batch_size=batch_size)
             curves["masked_accuracy"] = {k: ma[k] for k in ("p", "top", "random")}
@@ -430,7 +220,7 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
             tick(f"{method}: masked accuracy")
         if "low_saliency" in names:
             ls = low_saliency_curve(model, x, y, maps, qs=qs, eps=eps, pgd=pgd, pgd_qs=pgd_qs, pgd_steps=pgd_steps,
-                                    generator=gen(), batch_size=batch_size)
+                                    pgd_n=pgd_n, generator=gen(), batch_size=batch_size)
             curves["low_saliency"] = ls
             summ["low_sal_noise_mean"] = float(np.mean(ls["noise"]))
             if pgd:
@@ -439,15 +229,47 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
         result["summary"][method] = summ
         result["curves"][method] = curves
         result["per_image"][method] = {k: v.tolist() for k, v in per.items()}
-        result["examples"]["maps"][method] = maps[:n_examples].cpu()
+        result["examples"]["maps"][method] = maps[:n_examples].cpu().tolist()
+    if "sanity" in names:
+        k = min(sanity_n, len(x))
+        san = cascading_randomisation(model, x[:k], cls[:k], {m: explain(m) for m in methods}, seed=seed,
+                                      threshold=sanity_threshold, maps={m: v[:k] for m, v in all_maps.items()})
+        result["sanity"] = san
+        for m, s in san["methods"].items():
+            result["summary"][m]["sanity_spearman_last"] = s["last_spearman"]["mean"]
+            result["summary"][m]["sanity_ssim_last"] = s["ssim_mean"][-1]
+            # numeric, so the flat results table can average it: 1 pass, 0 fail, NaN unclear
+            result["summary"][m]["sanity_passed"] = {"pass": 1.0, "fail": 0.0}.get(s["verdict"], math.nan)
+        tick("sanity checks")
     if bar is not None:
         bar.close()
-    result["examples"]["images"] = result["examples"]["images"].tolist()
-    result["examples"]["labels"] = result["examples"]["labels"].tolist()
-    result["examples"]["maps"] = {k: v.tolist() for k, v in result["examples"]["maps"].items()}
     return result
 
 
+def _pad(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-image values on the first k images, NaN for the rest (so every per-image list has n)."""
+    out = torch.full((n,), math.nan)
+    out[:len(values)] = values.float()
+    return out
+
+
+def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | str = ("grad",),
+                             metrics: str | Sequence[str] = "all", n: int | None = 256, **options) -> dict[str, Any]:
+    """`saliency_quality` on the first `n` images of `data` ((x, y), a TensorDataset, a DataLoader or a `TensorData`), with its region masks
+    for localisation where it has them (Decoy-MNIST). Same options and result, plus `dataset`."""
+    if n is not None and n < 1:
+        raise SgtlabError(f"n must be >= 1, got {n}")
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data).subset(n)  # (x, y), TensorDataset, DataLoader or TensorData; checked
+    extras = getattr(data, "extras", {}) or {}
+    regions = {k: extras[k] for k in ("patch_mask", "digit_mask")} if {"patch_mask", "digit_mask"} <= set(extras) else None
+    res = saliency_quality(model, data.x, data.y, methods, metrics, regions=regions, **options)
+    return {"dataset": getattr(data, "name", ""), **res}
+
+
 def summary_rows(result: dict[str, Any], **ids: Any) -> list[dict[str, Any]]:
-    """One flat row per saliency method (`ids` first, e.g. run=..., model=...), for a CSV table."""
-    return [{**ids, "method": m, "n": result["n"], **s} for m, s in result["summary"].items()]
+    """One flat row per saliency method (`ids` first, e.g. run=..., model=...), for a CSV table; the
+    explained class is said in the `target` column."""
+    target = result.get("options", {}).get("target", "true")
+    return [{**ids, "method": m, "n": result["n"], "target": target, **s} for m, s in result["summary"].items()]

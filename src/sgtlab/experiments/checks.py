@@ -110,7 +110,7 @@ def _check_attack(attack: Any) -> None:
 
 
 def _check_explain(explain: Any) -> None:
-    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics
+    from sgtlab.evaluate.interpretability import METRICS, saliency_quality
     from sgtlab.explain import SALIENCY
     from sgtlab.explain.base import _check_options
 
@@ -118,8 +118,9 @@ def _check_explain(explain: Any) -> None:
         return
     if not isinstance(explain, dict):
         raise SgtlabError(f"explain must be a mapping (methods, metrics, n, ...), got {explain!r}"[:300])
-    allowed = (set(inspect.signature(interpretability_metrics).parameters) - {"model", "data", "n", "seed",
-                                                                               "progress"}) | {"n"}
+    # interpretability_metrics(model, data, methods, metrics, n, **options) passes options to saliency_quality
+    allowed = (set(inspect.signature(saliency_quality).parameters) - {"model", "x", "y", "regions", "seed",
+                                                                       "progress"}) | {"n"}
     unknown = set(explain) - allowed
     if unknown:
         raise SgtlabError(f"unknown explain options: {list_names(unknown)}; known: {', '.join(sorted(allowed))}")
@@ -136,8 +137,19 @@ def _check_explain(explain: Any) -> None:
             if m not in METRICS:
                 raise SgtlabError(f"unknown metric {m!r} in explain.metrics; choose from: {', '.join(METRICS)}")
     _count(explain, "n", "explain.n")
-    for key in ("aopc_patch", "aopc_steps", "pgd_steps", "batch_size", "n_examples"):
+    for key in ("aopc_patch", "aopc_steps", "pgd_steps", "batch_size", "n_examples", "pgd_n", "road_n", "sanity_n",
+                "captum_n", "captum_perturb"):
         _count(explain, key, f"explain.{key}", hi=1_000_000)
+    if explain.get("sanity_n") == 1:
+        raise SgtlabError("explain.sanity_n must be >= 2 (an interval needs two images)")
+    if explain.get("target", "true") not in ("true", "pred"):
+        raise SgtlabError(f"explain.target must be 'true' (the label) or 'pred' (the prediction), got "
+                          f"{explain['target']!r}"[:300])
+    for key in ("road_noise", "sanity_threshold"):
+        if explain.get(key) is not None:
+            check_number(explain[key], f"explain.{key}", lo=0, hi=1.0)
+    if explain.get("road_fractions") is not None:
+        _grid(explain["road_fractions"], "explain.road_fractions", hi=0.99)
     if explain.get("eps") is not None:
         check_number(explain["eps"], "explain.eps", lo=0, hi=1.0)
     if not isinstance(explain.get("pgd", True), bool):

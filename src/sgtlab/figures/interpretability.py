@@ -123,9 +123,50 @@ def low_saliency_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str |
                        "fraction q of least-salient pixels", "accuracy", title or "Low-saliency robustness")
 
 
+def road_plot(curves: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
+    """ROAD: accuracy (the explained class still predicted) after removing a fraction of pixels by
+    noisy linear imputation, most relevant first (solid) and least relevant first (dashed);
+    `curves[name] = {"fraction": [...], "morf": [...], "lerf": [...]}`. A faithful map: a low
+    solid line, a high dashed one."""
+    return _curve_plot(curves, "fraction", [("morf", "-", "MoRF"), ("lerf", "--", "LeRF")], out,
+                       "fraction of pixels removed (imputed)", "accuracy", title or "ROAD")
+
+
 # (results key, drawing function, title): the curve pictures, for `interpretability_figures` and the report
 CURVE_PLOTS = (("masked_accuracy", masked_accuracy_plot, "Masked accuracy"), ("aopc", aopc_plot, "AOPC curves"),
+               ("road", road_plot, "ROAD (noisy linear imputation)"),
                ("low_saliency", low_saliency_plot, "Low-saliency robustness"))
+
+
+def sanity_plot(series: Mapping[str, Mapping[str, Any]], out, title: str | None = None) -> list[Path]:
+    """Cascading randomisation (Adebayo et al. 2018): similarity of the maps of the randomised model
+    to the original ones against the layers randomised so far (output side first), Spearman rank
+    correlation of |maps| (left) and SSIM (right); `series[name] = {"layers": [...],
+    "spearman_mean": [...], "ssim_mean": [...]}`. A method whose lines stay near 1 ignores the
+    model; `threshold` (if given) is drawn on the Spearman panel."""
+    if not series:
+        raise SgtlabError("nothing to plot: no sanity-check results given")
+    fig = Figure(figsize=(9.5, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for i, (name, s) in enumerate(series.items()):
+        steps = list(range(1, len(s["spearman_mean"]) + 1))
+        for ax, key in zip(axes, ("spearman_mean", "ssim_mean")):
+            ax.plot([0] + steps, [1.0] + list(s[key]), "-", marker=".", color=f"C{i % 10}", label=name)
+    first = next(iter(series.values()))
+    ticks = ["none"] + [f"+{n}" for n in first.get("layers", [])]
+    for ax, what in zip(axes, ("Spearman rank correlation of |maps|", "SSIM")):
+        ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right", fontsize=7)
+        ax.set_xlabel("layers randomised (output first, cumulative)")
+        ax.set_title(what, fontsize=9)
+        ax.grid(alpha=0.3)
+    if first.get("threshold") is not None:
+        axes[0].axhline(first["threshold"], color="k", lw=0.8, ls=":")
+        axes[0].text(0.05, first["threshold"] + 0.02, "FAIL above, with every layer random", fontsize=7)
+    axes[0].set_ylabel("similarity to the original maps")
+    axes[0].set_ylim(-0.1, 1.05)
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title or "Sanity check: cascading randomisation")
+    return _save(fig, out)
 
 
 def entropy_plot(values: Mapping[str, Sequence[float]], out, title: str | None = None,
@@ -169,6 +210,11 @@ def interpretability_figures(results: Mapping[str, Mapping[str, Any]], out_dir: 
         if ent:
             paths += entropy_plot(ent, out_dir / f"entropy_{method}", title=f"Saliency entropy ({method})")
     for name, r in results.items():
+        if r.get("sanity"):
+            san = r["sanity"]
+            paths += sanity_plot({m: {**v, "layers": san["layers"], "threshold": san["threshold"]}
+                                  for m, v in san["methods"].items()}, out_dir / f"sanity_{_slug(name)}",
+                                 title=f"Sanity check, {name}: cascading randomisation ({san['n']} images)")
         if len(r["examples"]["maps"]) > 1:
             paths += saliency_grid(r["examples"]["images"], r["examples"]["maps"], out_dir / f"maps_{_slug(name)}",
                                    labels=r["examples"]["labels"], title=f"{name}: saliency methods")

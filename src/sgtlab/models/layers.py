@@ -7,6 +7,8 @@ import functools
 import torch
 from torch import nn
 
+from sgtlab.fast.eligibility import global_forward_hooks, module_has_forward_hooks
+
 
 def strided_max_pool(t: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
     """Max-pool of N x C x H x W with kernel = stride `k`, no padding, floor mode: the element-wise
@@ -28,6 +30,13 @@ def is_strided_pool(m: nn.MaxPool2d) -> bool:
             and not m.ceil_mode and not m.return_indices)
 
 
+def _hooked(m: nn.Module) -> bool:
+    """The fast paths' one hook check (`sgtlab.fast.eligibility`) for this layer: its own hooks and
+    global ones. The strided maximum gives the same values either way (hooks run in `__call__`,
+    around this forward); a hooked layer takes PyTorch's path so every fast path refuses alike."""
+    return module_has_forward_hooks(m) or global_forward_hooks()
+
+
 class MaxPool2d(nn.MaxPool2d):
     """`nn.MaxPool2d` with a faster forward on a CPU when no gradient is taken through it.
 
@@ -40,6 +49,6 @@ class MaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.ndim == 4 and not (x.requires_grad and torch.is_grad_enabled())
-                and is_strided_pool(self)):
+                and is_strided_pool(self) and not _hooked(self)):
             return strided_max_pool(x, pair(self.kernel_size))
         return super().forward(x)

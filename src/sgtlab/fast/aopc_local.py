@@ -10,7 +10,9 @@ layer's output between steps, and updates a first Linear after them from the cha
 (see `aopc_probs_local`); the layers after it run in full. On a CPU this is over ten times less
 work than a forward of every perturbed image, which batching alone cannot make up for there (a
 batched forward of sgt-cnn costs a third of a one-image forward).
-Same numbers up to float rounding (tested against the plain path to 1e-5).
+Same numbers up to float rounding (tested against the plain path to 1e-5). A model with a forward
+hook or pre-hook anywhere (or a global one) is refused (`sgtlab.fast.eligibility`): the layers run
+here by hand would skip it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgtlab.fast.eligibility import has_forward_hooks
 from sgtlab.models.layers import MaxPool2d, is_strided_pool, pair, strided_max_pool
 
 # (kind, module): kind is "point" (output pixel depends on the same input pixel), "conv" or "pool"
@@ -47,9 +50,12 @@ def _kind(m: nn.Module) -> str | None:
 
 def local_plan(model: nn.Module) -> tuple[Plan, list[nn.Module]] | None:
     """(the model's leading local layers, the rest), or None when the model is not a (nested)
-    `Sequential` starting with a convolution or max-pool after point-wise layers."""
+    `Sequential` starting with a convolution or max-pool after point-wise layers, or has a forward
+    hook or pre-hook (which running its layers by hand would skip)."""
     from sgtlab.saliency import _leaves
 
+    if has_forward_hooks(model):
+        return None
     leaves = _leaves(model)
     if not leaves:
         return None

@@ -1,0 +1,80 @@
+"""ROAD throughput: quantus 0.6.0's `ROAD` (one sparse `spsolve` per image and removal fraction,
+then the model on each fraction's batch) against `sgtlab.evaluate.road.road` (every image and
+fraction imputed at once by preconditioned conjugate gradients on the image grid, one batched
+model pass).
+
+256 MNIST test images (the original files when $SGTLAB_DATA or ../shared/data holds them, else
+MNIST-5k), vanilla-gradient maps of a trained sgt-cnn, MoRF at removal fractions 10 %, ..., 90 %,
+imputation noise 0 on both sides so that the numbers can be compared (quantus draws its noise from
+NumPy's global generator). Checks that the accuracies per fraction agree to one image in 256 (a
+pixel difference of ~1e-5 can flip only an image whose two best classes are that close). Both
+sides run in this one process, one after the other; the ratio is what to read (timings on a
+shared machine are noisy). Last line: `road_speedup: X`.
+
+    python bench/road_throughput.py [--n 256] [--run RUN_FOLDER] [--threads T]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from aopc_throughput import test_images, trained_model  # noqa: E402
+
+from sgtlab.device import keep_freed_memory  # noqa: E402
+from sgtlab.evaluate.road import road  # noqa: E402
+from sgtlab.explain import saliency_maps  # noqa: E402
+
+FRACTIONS = [i / 10 for i in range(1, 10)]
+
+
+def main() -> None:
+    keep_freed_memory()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--run", default=None, help="a trained run folder (default: train sgt-cnn 1 epoch on MNIST-5k)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        import quantus
+    except ImportError:
+        sys.exit("quantus is not installed: pip install scikit-image opencv-python-headless && "
+                 "pip install --no-deps quantus==0.6.0")
+    data, name = test_images(args.n)
+    model = trained_model(args.run, torch.device("cpu")).eval()
+    x, y = data.x, data.y
+    maps = saliency_maps(model, x, y, "grad")
+    print(f"{len(x)} {name} test images, grad maps, MoRF at {len(FRACTIONS)} fractions, {torch.get_num_threads()} threads")
+
+    metric = quantus.ROAD(percentages=[round(f * 100) for f in FRACTIONS], noise=0.0, disable_warnings=True,
+                          display_progressbar=False)
+    t = time.perf_counter()
+    q_acc = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu",
+                   batch_size=len(x))
+    t_quantus = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = road(model, x, maps, y, order="morf", fractions=FRACTIONS, noise=0.0)
+    t_ours = time.perf_counter() - t
+
+    q = np.array([q_acc[round(f * 100)] for f in FRACTIONS])
+    o = np.array(ours["accuracy"])
+    print("fraction  quantus  sgtlab")
+    for f, a, b in zip(FRACTIONS, q, o):
+        print(f"{f:8.1f}  {a:7.4f}  {b:6.4f}")
+    diff = float(np.abs(q - o).max())
+    print(f"quantus {t_quantus:.2f} s, sgtlab {t_ours:.2f} s; largest accuracy difference {diff:.4f} "
+          f"({diff * len(x):.0f} image(s))")
+    if diff > 1 / len(x) + 1e-9:
+        sys.exit("the two ROAD implementations disagree by more than one image")
+    print(f"road_speedup: {t_quantus / t_ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()

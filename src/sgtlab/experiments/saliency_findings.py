@@ -1,0 +1,137 @@
+"""The interpretability findings of a report: per-image saliency metrics of each training method
+compared with ST's, paired by seed and test image (`sgtlab.stats.compare_paired`: the t interval
+over seeds and the two-level bootstrap over seeds and images; Holm over every comparison of the
+report), the papers' saliency claims with their measured verdict, and the sanity-check table.
+
+Input: `{label: {seed: interpretability.json}}` and `{label: training method}`; plain data out
+(texts and `Table`s), so the report only places them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sgtlab.experiments.tables import Table
+from sgtlab.stats import compare_paired, holm
+
+# (per-image key, +1 if higher is better / -1 if lower is, what "better" means)
+COMPARED = (("entropy", -1, "more concentrated (lower entropy)"), ("gini", +1, "sparser (higher Gini)"),
+            ("abpc", +1, "more faithful (higher ABPC)"), ("road_gap", +1, "more faithful (higher ROAD MoRF-LeRF)"),
+            ("size_kib", -1, "smaller (compressed size)"), ("aopc_lerf", -1, "lower AOPC_LeRF"),
+            ("sanity", -1, "more model-dependent (lower Spearman after randomisation)"))
+# the papers' claims: (training method, claim as the paper states it, the metrics that make it true)
+CLAIMS = (("sgt", "SGT produces better saliency maps than ST", ("entropy", "abpc", "road_gap")),
+          ("asgt", "ASGT produces better saliency maps than ST", ("entropy", "abpc", "road_gap")),
+          ("scaat", "SCAAT gives lower saliency entropy than ST", ("entropy",)),
+          ("scaat", "SCAAT gives smaller saliency maps (size) than ST", ("size_kib",)),
+          ("scaat", "SCAAT gives lower AOPC_LeRF than ST", ("aopc_lerf",)))
+ALPHA = 0.05
+
+
+def _values(res: dict[str, Any], method: str, key: str) -> np.ndarray | None:
+    if key == "sanity":
+        s = (res.get("sanity") or {}).get("methods", {}).get(method)
+        return None if s is None else np.asarray(s["spearman"][-1], dtype=float)
+    v = res["per_image"].get(method, {}).get(key)
+    return None if v is None else np.asarray(v, dtype=float)
+
+
+def _paired(runs_a: dict[int, dict], runs_b: dict[int, dict], method: str, key: str):
+    """seeds x images arrays of both labels on their common seeds and the images every run scored."""
+    seeds = sorted(set(runs_a) & set(runs_b))
+    a = [_values(runs_a[s], method, key) for s in seeds]
+    b = [_values(runs_b[s], method, key) for s in seeds]
+    if not seeds or any(v is None for v in a + b) or len({len(v) for v in a + b}) != 1:
+        return None
+    a, b = np.stack(a), np.stack(b)
+    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    return (a[:, keep], b[:, keep]) if keep.sum() >= 2 else None
+
+
+def comparisons(results: dict[str, dict[int, dict]], train_method: dict[str, str], saliency: list[str],
+                n_boot: int = 2000) -> list[dict[str, Any]]:
+    """Every (label vs ST, saliency method, metric) comparison with its intervals and Holm p."""
+    st = next((l for l, m in train_method.items() if m == "st" and l in results), None)
+    if st is None:
+        return []
+    out = []
+    for label, runs in results.items():
+        if label == st:
+            continue
+        for method in saliency:
+            for key, sign, better in COMPARED:
+                pair = _paired(runs, results[st], method, key)
+                if pair is None:
+                    continue
+                c = compare_paired(*pair, n_boot=n_boot, seed=0)
+                out.append({"label": label, "train_method": train_method.get(label, ""), "vs": st, "saliency": method,
+                            "metric": key, "sign": sign, "better": better, "diff": c.diff, "lo": c.boot.lo,
+                            "hi": c.boot.hi, "t_lo": c.t.lo, "t_hi": c.t.hi, "p": c.p, "seeds": pair[0].shape[0],
+                            "images": pair[0].shape[1]})
+    for c, p in zip(out, holm([c["p"] for c in out])):
+        c["p_holm"] = float(p)
+        c["direction"] = ("better" if c["diff"] * c["sign"] > 0 else "worse") if p < ALPHA else "no clear difference"
+    return out
+
+
+def comparison_table(comps: list[dict[str, Any]]) -> Table:
+    def f(v):
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.4f}"
+
+    rows = [[c["label"], c["saliency"], c["metric"], f(c["diff"]), f"[{f(c['lo'])}, {f(c['hi'])}]",
+             f"[{f(c['t_lo'])}, {f(c['t_hi'])}]", f"{c['p_holm']:.3g}", c["direction"], f"{c['seeds']} x {c['images']}"]
+             for c in comps]
+    return Table("Saliency metrics against ST (difference = method - ST, per image, paired by seed and image; "
+                 "95 % intervals: bootstrap over seeds and images, and t over seeds; p: bootstrap, Holm-adjusted "
+                 "over the whole table)",
+                 ["method", "saliency", "metric", "difference", "bootstrap 95 %", "t 95 % (seeds)", "p (Holm)",
+                  "verdict", "seeds x images"], rows)
+
+
+def claim_verdicts(comps: list[dict[str, Any]], train_method: dict[str, str], saliency: str) -> list[str]:
+    """One sentence per claim of the papers whose method was run, on maps of `saliency`."""
+    out = []
+    for method, claim, keys in CLAIMS:
+        for label in [l for l, m in train_method.items() if m == method]:
+            rel = [c for c in comps if c["label"] == label and c["saliency"] == saliency and c["metric"] in keys]
+            if not rel:
+                continue
+            good = [c for c in rel if c["direction"] == "better"]
+            bad = [c for c in rel if c["direction"] == "worse"]
+            verdict = ("supported" if len(good) == len(rel) else "contradicted" if len(bad) == len(rel)
+                       else "mixed" if good and bad else "partly supported" if good else "partly contradicted" if bad
+                       else "not shown")
+            detail = "; ".join(f"{c['metric']} {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] over {c['seeds']} "
+                               f"seed(s) x {c['images']} images, p(Holm) {c['p_holm']:.2g}: {c['direction']}"
+                               for c in rel)
+            out.append(f"Claim: \"{claim}\" ({label}, {saliency} maps) - measured verdict: {verdict.upper()}. "
+                       f"{detail}.")
+    return out
+
+
+def sanity_table(results: dict[str, dict[int, dict]], saliency: list[str]) -> tuple[Table | None, list[str]]:
+    """Spearman (mean over images, then seeds) per randomisation step, SSIM after the last, and the
+    verdict (FAIL when any seed fails); plus the flagged (label, method) pairs."""
+    rows, flagged, layers = [], [], None
+    for label, runs in results.items():
+        for method in saliency:
+            san = [r["sanity"] for r in runs.values() if r.get("sanity") and method in r["sanity"]["methods"]]
+            if not san:
+                continue
+            layers = layers or san[0]["layers"]
+            sp = np.mean([s["methods"][method]["spearman_mean"] for s in san], axis=0)
+            ss = np.mean([s["methods"][method]["ssim_mean"][-1] for s in san])
+            verdicts = [s["methods"][method]["verdict"] for s in san]
+            word = "FAIL" if "fail" in verdicts else "pass" if all(v == "pass" for v in verdicts) else "unclear"
+            if word == "FAIL":
+                flagged.append(f"{label} / {method}")
+            rows.append([label, method] + [f"{v:.3f}" for v in sp] + [f"{ss:.3f}", word])
+    if not rows:
+        return None, []
+    thr = next(iter(next(iter(results.values())).values())).get("sanity", {}).get("threshold", 0.5)
+    return Table(f"Sanity check (cascading randomisation, Adebayo et al. 2018): Spearman rank correlation of |maps| "
+                 f"between the original and the randomised model, after randomising each further layer (output "
+                 f"first); SSIM after the last; FAIL when the 95 % interval of the last Spearman lies above {thr}",
+                 ["method", "saliency"] + [f"+{l}" for l in layers] + ["SSIM (all random)", "verdict"], rows), flagged
