@@ -11,8 +11,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from sgtlab.experiments.report import build_report
     from sgtlab.io import folder_lock
+    from sgtlab.report import build_report
 
     with folder_lock(args.folder, "experiment folder"):  # not while a `reproduce` works in it
         path = build_report(args.folder)

@@ -33,6 +33,9 @@ def add_parser(sub):
     p.add_argument("--workers", default="auto",
                    help="local executor: runs at once, each in its own process with an equal share of the CPU "
                         "threads; 'auto': one per CPU core (at most 8) on a CPU, 1 on a GPU (default: auto)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="attack each eps on its own, as the papers do (same as --set attack.from_scratch=true; "
+                        "default: the faster nested sweep, whose accuracy at eps is the best over every eps' <= eps)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, then stop")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
@@ -81,8 +84,12 @@ def run(args) -> int:
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
         return 0
+    if args.from_scratch:
+        cfg.setdefault("attack", {})["from_scratch"] = True
     run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
-    print(f"report: {out / 'report' / 'report.html'}")
+    from sgtlab.report import build_report
+
+    print(f"report: {build_report(out)}")
     return 0
 
 
