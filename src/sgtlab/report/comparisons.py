@@ -52,10 +52,9 @@ class Result:
                    else "no significant difference")
         t = c.t
         tpart = (f"; t interval over {t.n} seeds [{100 * t.lo:+.1f}, {100 * t.hi:+.1f}]" if t.n >= 2 and
-                 not math.isnan(t.lo) else f"; {t.n} seed: no t interval")
-        return (f"{100 * c.diff:+.1f} pp, 95 % CI [{100 * b.lo:+.1f}, {100 * b.hi:+.1f}] (bootstrap over seeds and "
-                f"{self.n_images} images{tpart}), p = {_p(self.p_holm)} (Holm over the report's "
-                f"comparisons): {verdict}")
+                 not math.isnan(t.lo) else f"; {t.n} paired seed, no t interval")
+        return (f"{100 * c.diff:+.1f} pp, 95 % CI [{100 * b.lo:+.1f}, {100 * b.hi:+.1f}], p = {_p(self.p_holm)} "
+                f"(Holm): {verdict} ({self.n_images} images{tpart})")
 
 
 def _p(p: float) -> str:

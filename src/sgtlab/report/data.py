@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -119,6 +120,30 @@ def outcomes(root: Path, run: str, attack: str, eps: float) -> tuple[np.ndarray,
     return None
 
 
+def describe_attack(text: str) -> str:
+    """'PGD(steps=10, alpha=None, random_start=True, restarts=1, ...)' -> 'PGD (10 steps, step 2.5 eps/10,
+    random start, 1 restart)': an attack and its strength, as a reader wants it."""
+    m = re.fullmatch(r"\s*([\w-]+)\((.*)\)\s*", text)
+    if not m:
+        return text
+    name, args = m.group(1), dict(re.findall(r"(\w+)=([^,]+)", m.group(2)))
+    name = {"MIFGSM": "MI-FGSM", "APGDCE": "APGD-CE", "APGDDLR": "APGD-DLR"}.get(name, name)
+    parts = []
+    if "steps" in args:
+        parts.append(f"{args['steps']} steps")
+        if args.get("alpha") == "None" and name == "PGD":
+            parts.append(f"step 2.5 eps/{args['steps']}")
+    if args.get("random_start") == "True":
+        parts.append("random start")
+    if args.get("restarts") not in (None, "1"):
+        parts.append(f"{args['restarts']} restarts")
+    if "queries" in args:
+        parts.append(f"{args['queries']} queries")
+    if "decay" in args:
+        parts.append(f"momentum {args['decay']}")
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
 def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     """Data, training, test images, attack and its strength, seeds: what every finding is about."""
     r0 = rows[0]
@@ -132,9 +157,9 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
         stored = read_json(path)
         attacks_run = stored.get("attacks_run", {})
         n_test = n_test or stored.get("n")
-    members = ", ".join(attacks_run.values()) if attacks_run else "see the accuracy table"
+    members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
     what = (f"the per-image worst case over {members}" if attack == "ensemble"
-            else attacks_run.get(attack, ATTACK_NAMES.get(attack, attack)))
+            else describe_attack(attacks_run.get(attack, ATTACK_NAMES.get(attack, attack))))
     sweep = "nested sweep: accuracy at eps is the best attack over every eps' <= eps" if is_nested(rows) \
         else "each eps attacked from scratch"
     return (f"{r0.get('dataset')}, {r0.get('model')}, {'/'.join(str(e) for e in epochs)} epoch(s) on "
