@@ -142,7 +142,7 @@ def claim_verdicts(rows: list[dict], an: Analysis) -> list[dict]:
                            + ", contradicted at eps " + ", ".join(f"{r.eps:g}" for r in disagree))
             else:
                 verdict = "not significant"
-            measured = f"{a} − {b}: " + "; ".join(f"{_attack_at(an, r.eps)}: {r.text()}" for r in rs)
+            measured = f"{a} minus {b}: " + "; ".join(f"{_attack_at(an, r.eps)}: {r.text()}" for r in rs)
             out.append({"study": c.study, "claim": c.text, "measured": measured, "verdict": verdict, "why": ""})
     for study, text in SALIENCY_CLAIMS:
         out.append({"study": study, "claim": text, "measured": "–", "verdict": "not measured here",
