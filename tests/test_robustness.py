@@ -177,6 +177,22 @@ def test_rising_fgsm_curve_is_flagged_with_a_tolerance_from_n():
     assert tolerance(400, 0.5) == tolerance(100, 0.5) / 2 and math.isclose(tolerance(100, 0.5), 0.098, abs_tol=1e-3)
 
 
+def test_standard_autoattack_runs_in_the_ball_and_is_not_weaker_than_pgd():
+    """The registered `autoattack` is the reference standard AutoAttack (pyautoattack, a dependency)."""
+    from sgtlab.attacks import build_attack
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x = torch.rand(6, 1, 28, 28)
+    y = model(x).argmax(1)
+    adv, adv_pgd = build_attack("autoattack")(model, x, y, 0.05), pgd(model, x, y, 0.05)
+    assert (adv - x).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        robust_aa = (model(adv).argmax(1) == y).sum()
+        robust_pgd = (model(adv_pgd).argmax(1) == y).sum()
+    assert robust_aa <= robust_pgd
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 def test_cli_json_end_to_end(trained_run, tmp_path, capsys):
     out = tmp_path / "att"

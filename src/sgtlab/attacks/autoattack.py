@@ -131,4 +131,4 @@ class _Evaluation:
         self.aa = aa
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.aa.run_standard_evaluation(x, y, batch_size=max(1, len(x)))
+        return self.aa.run_standard_evaluation(x, y, batch_size=max(1, len(x)))[0]  # (x_adv, y_adv)
