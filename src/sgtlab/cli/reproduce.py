@@ -73,6 +73,8 @@ def run(args) -> int:
     from sgtlab.experiments.runner import is_complete, run_experiment
 
     cfg = build_config(args)
+    if args.from_scratch:
+        cfg.setdefault("attack", {})["from_scratch"] = True
     specs = expand(cfg)  # validates everything before any work
     workers = parse_workers(args.workers, cfg.get("train", {}).get("device"))
     out = Path(args.out or Path("results") / cfg["name"])
@@ -84,12 +86,13 @@ def run(args) -> int:
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
         return 0
-    if args.from_scratch:
-        cfg.setdefault("attack", {})["from_scratch"] = True
     run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
+    from sgtlab.io import folder_lock
     from sgtlab.report import build_report
 
-    print(f"report: {build_report(out)}")
+    with folder_lock(out, "experiment folder"):  # the runner no longer builds the report: the CLI does
+        path = build_report(out)
+    print(f"report: {path}")
     return 0
 
 
