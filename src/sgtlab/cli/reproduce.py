@@ -86,11 +86,14 @@ def run(args) -> int:
                   f"{t['epochs']} epochs")
         print(f"{len(specs)} runs into {out}")
         return 0
-    run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress, workers=workers)
     from sgtlab.io import folder_lock
     from sgtlab.report import build_report
 
-    with folder_lock(out, "experiment folder"):  # the runner no longer builds the report: the CLI does
+    # one lock over the runs and the report (the runner no longer builds it): no second command
+    # slips in between
+    with folder_lock(out, "experiment folder"):
+        run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress,
+                       workers=workers, lock=False)
         path = build_report(out)
     print(f"report: {path}")
     return 0

@@ -241,12 +241,15 @@ def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
 # -- the whole experiment ---------------------------------------------------------------------------
 
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
-                   progress: bool = True, workers: int = 1) -> list[dict[str, Any]]:
+                   progress: bool = True, workers: int = 1, lock: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) of `cfg` not yet complete into `out` and record each row as it
     finishes (the report is built by the caller: `sgtlab.report.build_report(out)`). `workers`: runs
     at once with the local executor (in worker processes). The folder is locked meanwhile: a second
-    command on it is refused at once, naming the holder."""
+    command on it is refused at once, naming the holder (`lock=False`: the caller holds the lock, as
+    `sgtlab reproduce` does over the runs and the report)."""
     expand(cfg)  # the whole experiment is valid before the folder is even created
+    if not lock:
+        return _run_experiment(cfg, out, executor, address, progress, workers)
     with folder_lock(out, "experiment folder"):
         return _run_experiment(cfg, out, executor, address, progress, workers)
 
