@@ -87,13 +87,14 @@ def run(args) -> int:
         print(f"{len(specs)} runs into {out}")
         return 0
     from sgtlab.io import folder_lock
-    from sgtlab.report import build_report
 
     # one lock over the runs and the report (the runner no longer builds it): no second command
-    # slips in between
+    # slips in between; taken before the report's heavy imports (matplotlib, scipy)
     with folder_lock(out, "experiment folder"):
         run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress,
                        workers=workers, lock=False)
+        from sgtlab.report import build_report
+
         path = build_report(out)
     print(f"report: {path}")
     return 0
