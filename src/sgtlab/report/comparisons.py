@@ -53,12 +53,12 @@ class Result:
         t = c.t
         tpart = (f"; t interval over {t.n} seeds [{100 * t.lo:+.1f}, {100 * t.hi:+.1f}]" if t.n >= 2 and
                  not math.isnan(t.lo) else f"; {t.n} paired seed, no t interval")
-        return (f"{100 * c.diff:+.1f} pp, 95 % CI [{100 * b.lo:+.1f}, {100 * b.hi:+.1f}], p = {_p(self.p_holm)} "
+        return (f"{100 * c.diff:+.1f} pp, 95 % CI [{100 * b.lo:+.1f}, {100 * b.hi:+.1f}], p {_p(self.p_holm)} "
                 f"(Holm): {verdict} ({self.n_images} images{tpart})")
 
 
 def _p(p: float) -> str:
-    return "nan" if math.isnan(p) else f"{p:.2g}" if p >= 0.001 else "< 0.001"
+    return "= nan" if math.isnan(p) else f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def paired_matrix(root: Path, runs_a: list[dict], runs_b: list[dict], attack: str, eps: float):
