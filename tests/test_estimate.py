@@ -28,7 +28,7 @@ def test_estimate_of_a_tiny_preset_is_within_a_factor_1_5_of_its_real_time(tmp_p
     text = format_estimate(est)
     assert "st-seed0" in text and "projected" in text and len(est.runs) == 2
     t0 = time.perf_counter()
-    run_experiment(cfg, tmp_path / "exp", progress=False, report=False, workers=1)
+    run_experiment(cfg, tmp_path / "exp", progress=False, workers=1)
     real = time.perf_counter() - t0
     ratio = est.makespan_s / real
     assert 1 / 1.5 <= ratio <= 1.5, (est.makespan_s, real, text)

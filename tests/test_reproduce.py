@@ -29,7 +29,8 @@ def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys
     out = tmp_path / "quick"
     assert main(["reproduce", "--out", str(out), "--no-progress", *REDUCED]) == 0
     rows = results(out)
-    assert sorted(r["method"] for r in rows) == sorted(["st", "sgt", "at-fgsm", "sga", "asgt", "scaat"])
+    assert sorted(r["method"] for r in rows) == sorted(["st", "sgt", "at-fgsm", "at-pgd", "sga", "asgt", "scaat"])
+    assert len({r["test_subset"] for r in rows}) == 1 and all(r["torch_version"] and r["command"] for r in rows)
     for r in rows:
         assert 0 <= float(r["clean_accuracy"]) <= 1
         assert float(r["rob:pgd:0.3"]) <= float(r["rob:pgd:0.1"]) <= float(r["clean_accuracy"])
@@ -40,13 +41,15 @@ def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys
         for ext in ("png", "pdf"):
             path = report / "figures" / f"{fig}.{ext}"
             assert path.exists() and path.stat().st_size > 2000, path
-    for table in ("accuracy", "saliency_quality", "gradient_masking_checks", "saliency_vs_st",
-                  "saliency_sanity_checks"):
+    for table in ("headline", "per_run", "claims", "accuracy", "saliency_quality", "gradient_masking_checks",
+                  "saliency_vs_st", "saliency_sanity_checks"):
         for ext in ("csv", "md", "tex"):
             assert (report / "tables" / f"{table}.{ext}").stat().st_size > 50
     assert html.count("<img src=\"data:image/png;base64,") >= 7
-    assert "Does SGT raise or lower robust accuracy against ST?" in html
-    assert "Does ASGT beat" in html
+    assert "Claims of the papers" in html and "SGT (k=0.5) vs ST" in html and "95 % CI" in html
+    assert "ASGT vs AT-PGD" in html and "(Holm" in html and "Provenance" in html
+    checks = json.loads((out / "runs" / "st-seed0" / "checks.json").read_text())
+    assert checks["gradient_free_not_stronger"]["passed"] is not None  # pyautoattack is a dependency: never skipped
     # the interpretability findings: the claims with verdicts, and the sanity checks with their picture
     assert "Interpretability findings" in html and "Claim: &quot;SCAAT gives lower saliency entropy" in html
     assert "measured verdict" in html and "Saliency sanity checks" in html
@@ -63,7 +66,7 @@ def test_dry_run_lists_runs_without_work(tmp_path, capsys):
     out = tmp_path / "dry"
     assert main(["reproduce", "--out", str(out), "--dry-run", *REDUCED]) == 0
     text = capsys.readouterr().out
-    assert "6 runs" in text and "to do" in text and not out.exists()
+    assert "7 runs" in text and "to do" in text and not out.exists()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -1,5 +1,7 @@
-"""APGD-CE, APGD-DLR (Croce & Hein 2020) and the gradient-free Square attack (Andriushchenko et al.
-2020), from the reference AutoAttack code in the `pyautoattack` package (`pip install sgtlab[autoattack]`).
+"""APGD-CE, APGD-DLR (Croce & Hein 2020), the gradient-free Square attack (Andriushchenko et al.
+2020) and standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square with the reference budgets), from the
+reference AutoAttack code in the `pyautoattack` package (MIT, pure Python: a core dependency, so the
+gradient-free check always runs).
 
 We do not reimplement them: the point of these attacks is that they are the reference ones. The
 reference code reseeds torch's global RNG; we run it inside `torch.random.fork_rng`, so the caller's
@@ -21,8 +23,8 @@ def require_pyautoattack(module: str = "autopgd_base"):
 
         return importlib.import_module(f"pyautoattack.{module}")
     except ImportError:
-        raise SgtlabError("APGD and Square need the optional package pyautoattack: "
-                          "pip install 'sgtlab[autoattack]' (or pip install pyautoattack)") from None
+        raise SgtlabError("APGD, Square and AutoAttack need the package pyautoattack (a dependency of sgtlab): "
+                          "pip install pyautoattack") from None
 
 
 def _scalar_eps(eps: Eps) -> float:
@@ -98,3 +100,35 @@ class Square(_Reference):
 
         with torch.no_grad():  # queries only: no graph
             return self._run(make, x, y, eps)
+
+
+@register_attack("autoattack")
+class AutoAttackStandard(_Reference):
+    """Standard AutoAttack (Croce & Hein 2020; the RobustBench evaluation): APGD-CE (5 restarts),
+    APGD-T (9 target classes), FAB-T and Square (5000 queries), each attacking the images the
+    previous ones left robust. Slow: for presets that ask for it (`attack.attacks: [..., autoattack]`)."""
+
+    name = "autoattack"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
+        AutoAttack = require_pyautoattack("autoattack").AutoAttack
+
+        def make(e):
+            aa = AutoAttack(model, norm="Linf", eps=e, version="standard", seed=self.seed, device=x.device)
+            aa.verbose = False
+            return _Evaluation(aa)
+
+        return self._run(make, x, y, eps)
+
+
+class _Evaluation:
+    """AutoAttack's `run_standard_evaluation` behind the `perturb(x, y)` the other reference attacks have."""
+
+    def __init__(self, aa):
+        self.aa = aa
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.aa.run_standard_evaluation(x, y, batch_size=max(1, len(x)))[0]  # (x_adv, y_adv)

@@ -21,9 +21,14 @@ def add_parser(sub):
     p.add_argument("--attacks", default="fgsm,pgd,mifgsm",
                    help="comma-separated attack names: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, square, ensemble "
                         "(ensemble = per-sample worst case over the others) (default: %(default)s)")
-    p.add_argument("--eps", default="0.05:0.4:0.05", help="eps list '0.1,0.3' or range 'start:stop:step' "
-                                                          "(stop included) (default: %(default)s)")
-    p.add_argument("--n", type=int64, default=None, help="attack the first N test images (default: all)")
+    p.add_argument("--eps", default=None, help="eps list '0.1,0.3' or range 'start:stop:step' (stop included) "
+                                               "(default: the data set's standard grid, e.g. 0.05..0.4 for MNIST, "
+                                               "1/255..16/255 for CIFAR-10)")
+    p.add_argument("--n", type=int64, default=None,
+                   help="attack N test images, a seeded class-stratified subset (default: all)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="attack each eps on its own, as the papers do (default: the faster nested sweep, whose "
+                        "accuracy at eps is the best attack over every eps' <= eps)")
     p.add_argument("--batch-size", type=int64, default=None,
                    help="images per attack batch (default: 128 on a CPU, where larger batches leave the "
                         "caches and cost more per image; 1024 on a GPU)")
@@ -53,7 +58,7 @@ def run(args) -> int:
     from sgtlab.validate import check_seed
 
     # every argument is checked before the model is loaded or any image attacked
-    eps = check_eps_grid(parse_float_list(args.eps))
+    eps = check_eps_grid(parse_float_list(args.eps)) if args.eps is not None else None
     check_seed(args.seed, "--seed")
     attacks = parse_name_list(args.attacks)
     resolve_attacks(attacks)  # unknown names -> error listing the valid ones
@@ -61,6 +66,8 @@ def run(args) -> int:
         raise SgtlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     if any(a in ("apgd-ce", "apgd-dlr", "square") for a in attacks):
         require_pyautoattack()
+    if args.n is not None and args.n < 1:
+        raise SgtlabError(f"--n must be >= 1, got {args.n}")
     from sgtlab.experiments.store import writable_run
 
     if args.out is None and Path(args.run).is_dir() and not writable_run(args.run):
@@ -73,12 +80,23 @@ def run(args) -> int:
         require_tensorboard()
         if out is None:
             raise SgtlabError("--tensorboard writes into the run folder: give a run folder or --out")
-    model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, args.n, args.device,
+    model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, None, args.device,
                                             verify=args.verify)
+    if eps is None:
+        from sgtlab.data.budgets import budgets
+
+        eps = list(budgets(args.dataset or meta["arch"].get("dataset") or data.name).eps_grid)
+    from sgtlab.data.subsets import indices_hash, stratified_subset
+
+    data, idx = stratified_subset(data, args.n, seed=0)  # the same images as `reproduce` attacks
     check_inputs(data.x, data.y, eps[-1])
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
-                              seed=args.seed)
+                              seed=args.seed, from_scratch=args.from_scratch)
+    import torch
+
+    result.sample_ids = torch.as_tensor(idx)
+    result.info["test_subset"] = {"seed": 0, "n": len(idx), "hash": indices_hash(idx), "stratified": True}
     checks = None
     if args.checks:
         checks = gradient_masking_checks(model, data, n=None, batch_size=args.batch_size, seed=args.seed)

@@ -45,7 +45,8 @@ def add_parser(sub):
     p.add_argument("--aopc-steps", type=int64, default=None, help="AOPC steps L (default: half the patches)")
     p.add_argument("--aopc-patch", type=int64, default=None, help="AOPC patch size (default: 2 for 28 px, 4 for 32 px)")
     p.add_argument("--eps", type=finite_float, default=None,
-                   help="low-saliency curve: noise / PGD budget (default: the data set's, 0.3 for MNIST-like, 8/255 for colour)")
+                   help="low-saliency curve: noise / PGD budget (default: the data set's, 0.3 for MNIST, 8/255 for "
+                        "CIFAR-10; sgtlab.data.budgets)")
     p.add_argument("--qs", default="0:1:0.1", help="low-saliency fractions q (default: %(default)s)")
     p.add_argument("--pgd-qs", default=None, help="PGD's fractions q (default: those of --qs)")
     p.add_argument("--pgd-steps", type=int64, default=10, help="PGD steps of the low-saliency curve (default: %(default)s)")
@@ -120,6 +121,10 @@ def run(args) -> int:
     loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device, verify=args.verify)
               for r in args.runs]
     names = _labels(args.runs)
+    if args.eps is None:
+        from sgtlab.data.budgets import budgets
+
+        args.eps = budgets(args.dataset or loaded[0][1]["arch"].get("dataset") or loaded[0][2].name).low_saliency_eps
     opts = {"smoothgrad": {"samples": args.smoothgrad_samples, "noise": args.smoothgrad_noise},
             "ig": {"steps": args.ig_steps}}
     out = Path(args.out) if args.out else None

@@ -21,10 +21,20 @@ def add_parser(sub):
     g = p.add_argument_group("method options", "methods: " + ", ".join(
         f"{n} ({METHODS.get(n).description})" for n in METHODS.names()))
     add_dataclass_options(g, MethodConfig)
+    # data-set-aware: unless given, the training eps is the data set's (sgtlab.data.budgets: 0.3 for MNIST,
+    # 8/255 for CIFAR-10)
+    p.set_defaults(train_eps=None)
+    for a in g._group_actions:
+        if a.dest == "train_eps":
+            a.help = "L-inf budget of training attacks (pixel units; default: the data set's, 0.3 for MNIST, 8/255 for CIFAR-10)"
     return p
 
 
 def run(args) -> int:
+    from sgtlab.data.budgets import budgets
+
+    if args.train_eps is None:
+        args.train_eps = budgets(args.dataset).train_eps
     cfg = dataclass_from_args(TrainConfig, args, method_cfg=dataclass_from_args(MethodConfig, args))
     dist = None
     from sgtlab import distributed

@@ -10,6 +10,12 @@ as fooled at every larger one).
 
 The result is per sample: for each attack, the smallest eps of the grid at which the sample was
 misclassified (0 when misclassified clean, inf when never), from which any aggregate follows.
+So the nested sweep's accuracy at eps is the accuracy under the best attack over every eps' <= eps
+of the grid: a sound lower bound, monotone by construction; reports say so ("best over eps' <= eps").
+
+`from_scratch=True` runs each eps on its own (every clean-correct sample attacked at every eps,
+as the papers do): slower, and its curves may rise with eps, which is itself a sign of gradient
+masking (FGSM's most of all; `masking_checks.fgsm_curve_not_rising` flags it).
 """
 from __future__ import annotations
 
@@ -44,6 +50,14 @@ class RobustnessResult:
     clean_pred: torch.Tensor
     first_fooled: dict[str, torch.Tensor]
     info: dict = field(default_factory=dict)
+    # from-scratch sweeps: per attack, robust outcome per sample and eps (n x len(eps), bool); None: nested
+    outcomes: dict[str, torch.Tensor] | None = None
+    # indices of the evaluated samples in the test split (a seeded subset), when known
+    sample_ids: torch.Tensor | None = None
+
+    @property
+    def sweep(self) -> str:
+        return "nested" if self.outcomes is None else "from-scratch"
 
     @property
     def n(self) -> int:
@@ -58,7 +72,13 @@ class RobustnessResult:
         return self.clean_correct.float().mean().item() if self.n else float("nan")
 
     def robust(self, attack: str, eps: float) -> torch.Tensor:
-        """Per sample: correctly classified under `attack` at `eps` (a grid value or between them)."""
+        """Per sample: correctly classified under `attack` at `eps` (nested: a grid value or between
+        them; from scratch: a grid value)."""
+        if self.outcomes is not None:
+            j = min(range(len(self.eps)), key=lambda i: abs(self.eps[i] - eps))
+            if not math.isclose(self.eps[j], eps, rel_tol=1e-9, abs_tol=1e-12):
+                raise SgtlabError(f"a from-scratch sweep has results at its grid eps only, not at {eps:g}")
+            return self.outcomes[attack][:, j]
         return self.first_fooled[attack] > eps
 
     @property
@@ -71,8 +91,10 @@ class RobustnessResult:
         table = []
         first = {a: self.first_fooled[a].tolist() for a in self.attacks}
         robust = {(a, e): self.robust(a, e).int().tolist() for a in self.attacks for e in self.eps}
+        ids = self.sample_ids.tolist() if self.sample_ids is not None else None
         for i, (y, p) in enumerate(zip(self.labels.tolist(), self.clean_pred.tolist())):
-            row = {"index": i, "label": y, "clean_pred": p, "clean_correct": int(y == p)}
+            row = {"index": i, **({"test_index": ids[i]} if ids is not None else {}), "label": y, "clean_pred": p,
+                   "clean_correct": int(y == p)}
             for a in self.attacks:
                 row[f"{a}:first_fooled_eps"] = first[a][i]
                 for e in self.eps:
@@ -81,7 +103,8 @@ class RobustnessResult:
         return table
 
     def to_dict(self) -> dict:
-        return {"clean_accuracy": self.clean_accuracy, "n": self.n, "eps": self.eps,
+        return {"clean_accuracy": self.clean_accuracy, "n": self.n, "eps": self.eps, "sweep": self.sweep,
+                "from_scratch": self.outcomes is not None,
                 "robust_accuracy": {a: {f"{e:g}": v for e, v in d.items()} for a, d in self.robust_accuracy.items()},
                 **self.info}
 
@@ -137,8 +160,9 @@ def check_eps_grid(eps: Sequence[float]) -> list[float]:
 
 def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], attacks: AttackSpec,
                      eps: Sequence[float], n: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     seed: int = 0) -> RobustnessResult:
-    """Clean and robust accuracy for each attack at each eps (see the module doc).
+                     seed: int = 0, from_scratch: bool = False) -> RobustnessResult:
+    """Clean and robust accuracy for each attack at each eps (see the module doc; `from_scratch`:
+    every eps on its own instead of the nested walk).
 
     Random starts (PGD) at the j-th eps (ascending) are drawn for the whole evaluated set as
     `torch.manual_seed(seed + j); torch.empty_like(x).uniform_(-eps, eps)` on the CPU, so each
@@ -166,15 +190,17 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
         clean_pred, clean_grad = _clean_pass(model, x, y, batch_size, device, need_grad)
         correct = clean_pred == y
         first: dict[str, torch.Tensor] = {}
+        outcomes: dict[str, torch.Tensor] = {}
         bar = tqdm(total=len(plan) * len(grid), disable=not progress, desc="attacks", unit="eps", leave=False)
         for label, attack in plan.items():
             if attack is None:
                 continue
             # float64: the grid values are stored exactly, so CSV text compares as the tensors do
             f = torch.where(correct, math.inf, 0.0).double()
+            robust = correct[:, None].repeat(1, len(grid))  # from scratch: outcome per (sample, eps)
             for j, e in enumerate(grid):
                 bar.set_postfix_str(f"{label} eps={e:g}")
-                todo = torch.isinf(f).nonzero().squeeze(1)
+                todo = (correct if from_scratch else torch.isinf(f)).nonzero().squeeze(1)
                 if e > 0 and len(todo):
                     start = None
                     if attack.takes_init_delta:
@@ -191,16 +217,20 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                         adv = attack.perturb(model, xb, yb, e, **kw)
                         with torch.no_grad():
                             fooled = (model(adv).argmax(1) != yb).cpu()
-                        f[idx[fooled]] = e
+                        hit = idx[fooled]
+                        f[hit] = torch.minimum(f[hit], torch.tensor(e, dtype=f.dtype))
+                        robust[hit, j] = False
                 bar.update(1)
             first[label] = f
+            outcomes[label] = robust
         bar.close()
     derived = [k for k, v in plan.items() if v is None]
     for k in derived:  # the ensemble over the other attacks: the per-sample worst case
         first[k] = torch.stack([first[a] for a in plan if plan[a] is not None]).amin(0)
+        outcomes[k] = torch.stack([outcomes[a] for a in plan if plan[a] is not None]).all(0)
     return RobustnessResult(list(plan), grid, y, clean_pred, first,
                             info={"attacks_run": {k: repr(v) for k, v in plan.items() if v is not None},
-                                  "seed": seed})
+                                  "seed": seed}, outcomes=outcomes if from_scratch else None)
 
 
 def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device, need_grad: bool):

@@ -14,7 +14,7 @@ from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, che
 MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
 NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
-ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks"}
+ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch"}
 
 
 def check_experiment(cfg: Any) -> None:
@@ -101,6 +101,12 @@ def _check_attack(attack: Any) -> None:
     _grid(attack.get("eps"), "attack.eps", hi=1.0)  # pixel units: images are in [0, 1]
     _count(attack, "n", "attack.n")
     _count(attack, "steps", "attack.steps", hi=100_000)
+    if attack.get("headline_eps") is not None:
+        _grid(attack["headline_eps"], "attack.headline_eps", hi=1.0)
+    if attack.get("subset_seed") is not None:
+        check_number(attack["subset_seed"], "attack.subset_seed", lo=0, integer=True)
+    if not isinstance(attack.get("from_scratch", False), bool):
+        raise SgtlabError(f"attack.from_scratch must be true or false, got {attack['from_scratch']!r}"[:300])
     checks = attack.get("checks", False)
     if isinstance(checks, dict):
         allowed = set(inspect.signature(gradient_masking_checks).parameters) - {"model", "data", "progress", "seed"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -108,6 +110,29 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the run's numbers (where the data lives and which device runs it
+        do not): two specs with the same identity give the same results."""
+        train = {k: v for k, v in self.train.items() if k not in ("device", "data_dir", "amp")}
+        return {"train": train, "attack": self.attack, "explain": self.explain}
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of `identity()`."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two identities, with both values: ['train.method_cfg.k: 0.5 -> 0.3']."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
@@ -125,6 +150,7 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise SgtlabError(f"seeds must be a list of integers, got {seeds!r}")
     _check_eval(cfg)
+    attack, explain = resolve_eval(cfg)
     method_fields = {f.name for f in dataclasses.fields(MethodConfig)}
     runs, names = [], set()
     for entry in cfg.get("methods") or []:
@@ -135,16 +161,69 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
         mcfg = {k: entry.pop(k) for k in list(entry) if k in method_fields}
         train.update(entry)  # remaining keys override training options for this method only
         for seed in seeds:
-            tc = TrainConfig.from_dict({**train, "seed": seed, "method_cfg": mcfg}).validate()
+            tc = resolve_train(TrainConfig.from_dict({**train, "seed": seed, "method_cfg": mcfg}).validate(), set(mcfg))
             name = f"{_slug(label)}-seed{seed}"
             if name in names:
                 raise SgtlabError(f"two method entries are both labelled {label!r}; give them distinct labels")
             names.add(name)
-            runs.append(RunSpec(name, label, seed, tc.to_dict(), dict(cfg.get("attack") or {}),
-                                dict(cfg.get("explain") or {})))
+            runs.append(RunSpec(name, label, seed, tc.to_dict(), attack, explain))
     if not runs:
         raise SgtlabError("the preset lists no methods")
     return runs
+
+
+# which methods read which option (the others leave it unused: it stays as given)
+USES_TRAIN_EPS = ("at-fgsm", "at-pgd", "sga", "asgt")
+USES_PGD = {"at-pgd": "train_eps", "sga": "train_eps", "asgt": "train_eps", "scaat": "eps_irr"}
+
+
+def resolve_train(tc: TrainConfig, given: set[str] | None = None) -> TrainConfig:
+    """The values a run will really use, written out (config.json and the run's identity then say
+    `k: 0.5`, not `k: null`): the data set's default model, the method's default k, the data set's
+    training eps (when the entry did not set `train_eps`; `given` names the options that were set,
+    by default those that differ from MethodConfig's defaults), PGD's and FGSM's step sizes."""
+    from sgtlab.data import dataset_info
+    from sgtlab.data.budgets import budgets
+    from sgtlab.train.methods._shared import DEFAULT_K
+
+    tc = copy.deepcopy(tc)
+    mc = tc.method_cfg
+    if given is None:
+        default = MethodConfig()
+        given = {f.name for f in dataclasses.fields(mc) if getattr(mc, f.name) != getattr(default, f.name)}
+    if tc.model is None:
+        tc.model = dataset_info(tc.dataset).default_model
+    if mc.k is None and tc.method in DEFAULT_K:
+        mc.k = DEFAULT_K[tc.method]
+    if tc.method in USES_TRAIN_EPS and "train_eps" not in given:
+        mc.train_eps = budgets(tc.dataset).train_eps
+    if mc.train_alpha is None and tc.method in USES_PGD:
+        mc.train_alpha = 2.5 * getattr(mc, USES_PGD[tc.method]) / mc.train_steps  # PGD's default
+    if mc.fgsm_alpha is None and tc.method == "at-fgsm":
+        mc.fgsm_alpha = 1.25 * mc.train_eps if mc.random_start else mc.train_eps
+    return tc
+
+
+def resolve_eval(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attack and explain sections with the data set's budgets filled in where not given:
+    `attack.eps` (the standard grid), `attack.headline_eps`, the checks' eps, `explain.eps` (the
+    low-saliency curve's budget), and the test-subset seed (`subset_seed`, 0)."""
+    from sgtlab.data.budgets import budgets
+
+    b = budgets(cfg["dataset"])
+    attack = copy.deepcopy(dict(cfg.get("attack") or {}))
+    explain = copy.deepcopy(dict(cfg.get("explain") or {}))
+    attack.setdefault("eps", list(b.eps_grid))
+    attack.setdefault("headline_eps", list(b.headline_eps))
+    attack.setdefault("subset_seed", 0)
+    checks = attack.get("checks")
+    if checks:
+        checks = dict(checks) if isinstance(checks, dict) else {}
+        checks.setdefault("eps", b.headline_eps[-1])
+        attack["checks"] = checks
+    if explain.get("methods"):
+        explain.setdefault("eps", b.low_saliency_eps)
+    return attack, explain
 
 
 def _check_eval(cfg: dict[str, Any]) -> None:

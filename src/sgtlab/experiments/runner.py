@@ -5,6 +5,13 @@ checkpoint), the robustness sweep (`robustness.json`), the saliency evaluation
 (`interpretability.json`); `result.json` marks the run complete. So starting `reproduce` again
 after a crash or Ctrl-C finishes the job without redoing work. Finished runs' rows go into
 `OUT/results.csv`, rewritten atomically and keyed by run name, so it holds each run exactly once.
+
+A run's identity is the hash of its resolved configuration (training with every method option,
+attack and explain sections; `run.json`). A run folder made with another configuration is never
+reused: the runner refuses and says which options differ. Every run is evaluated on the same
+seeded, class-stratified subset of the test split (`attack.subset_seed`), whose fingerprint goes
+into the results, with the provenance (sgtlab, git commit, torch, device, threads, date, command).
+The runner does not build the report: `sgtlab reproduce` and `sgtlab report` do.
 """
 from __future__ import annotations
 
@@ -18,10 +25,12 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from sgtlab.errors import SgtlabError
-from sgtlab.experiments.presets import RunSpec, expand
+from sgtlab.experiments.presets import RunSpec, expand, identity_diff
+from sgtlab.experiments.provenance import provenance
 from sgtlab.io import folder_lock, read_json, write_json_atomic, write_text_atomic
 
 RESULT = "result.json"
+IDENTITY = "run.json"
 RESULTS_TABLE = "results.csv"
 EXPERIMENT = "experiment.json"
 
@@ -42,20 +51,44 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     if isinstance(spec, dict):
         spec = RunSpec(**spec)
     folder = run_dir(Path(root), spec.name)
+    check_identity(folder, spec)
     if (folder / RESULT).exists():
         return read_json(folder / RESULT)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / IDENTITY, {"config_hash": spec.config_hash(), **spec.identity()})
     t0 = time.perf_counter()
     cfg = TrainConfig.from_dict(spec.train)
     last = fit(cfg, folder, resume=True, progress=progress)
     model, meta = load_model(folder, _device(cfg.device))
     row: dict[str, Any] = {"run": spec.name, "label": spec.label, "method": cfg.method, "seed": spec.seed,
-                           "dataset": cfg.dataset, "model": meta["arch"]["model"], "epochs": cfg.epochs}
-    row.update(_robustness_stage(model, cfg, spec.attack, folder, progress))
-    row.update(_interpretability_stage(model, cfg, spec.explain, folder, progress))
+                           "dataset": cfg.dataset, "model": meta["arch"]["model"], "epochs": cfg.epochs,
+                           "train_subset": cfg.train_subset, "config_hash": spec.config_hash()}
+    times = {"train": time.perf_counter() - t0}
+    row.update(_robustness_stage(model, cfg, spec.attack, folder, progress, times))
+    t1 = time.perf_counter()
+    row.update(_interpretability_stage(model, cfg, spec.explain, spec.attack, folder, progress))
+    times["explain"] = time.perf_counter() - t1
     row["train_test_accuracy"] = last.get("test_accuracy")
+    row.update({f"seconds_{k}": round(v, 2) for k, v in times.items()})
     row["seconds"] = round(time.perf_counter() - t0, 2)
+    row.update(provenance(_device(cfg.device)))
     write_json_atomic(folder / RESULT, row)
     return row
+
+
+def check_identity(folder: Path, spec: RunSpec) -> None:
+    """Refuse to reuse a run folder made with another configuration (naming what differs)."""
+    path = folder / IDENTITY
+    if path.exists():
+        old = read_json(path)
+        if old.get("config_hash") != spec.config_hash():
+            diff = identity_diff({k: v for k, v in old.items() if k != "config_hash"}, spec.identity())
+            raise SgtlabError(f"{folder} holds a run made with other options ({'; '.join(diff[:6]) or 'see run.json'})"
+                              f"; its results are not reused: use another --out, give the method entry another "
+                              f"label, or delete that run folder")
+    elif (folder / RESULT).exists() or (folder / "checkpoint.safetensors").exists():
+        raise SgtlabError(f"{folder} holds a run without {IDENTITY} (made by an older sgtlab), so its options "
+                          f"cannot be checked; use another --out or delete that run folder")
 
 
 def _device(name: str):
@@ -64,10 +97,13 @@ def _device(name: str):
     return resolve_device(name)
 
 
-def _test_data(cfg, n: int | None):
+def _test_data(cfg, n: int | None, subset_seed: int = 0):
+    """The seeded, class-stratified test subset of size n (shared by every run of an experiment)
+    and its indices into the test split."""
     from sgtlab.data import load_dataset
+    from sgtlab.data.subsets import stratified_subset
 
-    return load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify).subset(n)
+    return stratified_subset(load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify), n, subset_seed)
 
 
 def _attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
@@ -88,24 +124,40 @@ def _attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
-def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
+def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
+                      times: dict[str, float]) -> dict[str, Any]:
     """Clean and robust accuracy over the eps grid (+ gradient-masking checks) -> flat columns."""
+    import torch
+
+    from sgtlab.data.subsets import indices_hash
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import robustness_sweep
 
     path, checks_path = folder / "robustness.json", folder / "checks.json"
     data = None
+    seed_subset = attack.get("subset_seed", 0)
+    t0 = time.perf_counter()
     if not path.exists():
-        data = _test_data(cfg, attack.get("n"))
-        robustness_sweep(model, data, _attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
-                         progress=progress).save(folder)
+        data, idx = _test_data(cfg, attack.get("n"), seed_subset)
+        result = robustness_sweep(model, data, _attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
+                                  progress=progress, from_scratch=attack.get("from_scratch", False))
+        result.sample_ids = torch.as_tensor(idx, dtype=torch.long)
+        result.info.update(test_subset={"seed": seed_subset, "n": len(idx), "hash": indices_hash(idx),
+                                        "stratified": True})
+        result.save(folder)
+    times["attack"] = time.perf_counter() - t0
     checks = attack.get("checks", False)
+    t0 = time.perf_counter()
     if checks and not checks_path.exists():
-        data = data if data is not None else _test_data(cfg, attack.get("n"))
+        if data is None:
+            data, _ = _test_data(cfg, attack.get("n"), seed_subset)
         kw = checks if isinstance(checks, dict) else {}
         write_json_atomic(checks_path, gradient_masking_checks(model, data, seed=cfg.seed, progress=progress, **kw))
+    times["checks"] = time.perf_counter() - t0
     stored = read_json(path)
-    cols = {"clean_accuracy": stored["clean_accuracy"]}
+    cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
+            "test_subset": stored.get("test_subset", {}).get("hash"),
+            "sweep": "from-scratch" if stored.get("from_scratch") else "nested"}
     for name, curve in stored["robust_accuracy"].items():
         for eps, acc in curve.items():
             cols[f"rob:{name}:{float(eps):g}"] = acc
@@ -115,7 +167,8 @@ def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress
     return cols
 
 
-def _interpretability_stage(model, cfg, explain: dict[str, Any], folder: Path, progress: bool) -> dict[str, Any]:
+def _interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str, Any], folder: Path,
+                            progress: bool) -> dict[str, Any]:
     """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`); the
     full result (per-image values, curves, example maps) stays in `interpretability.json`."""
     from sgtlab.evaluate.interpretability import interpretability_metrics
@@ -125,7 +178,7 @@ def _interpretability_stage(model, cfg, explain: dict[str, Any], folder: Path, p
     path = folder / "interpretability.json"
     if not path.exists():
         opts = {k: v for k, v in explain.items() if k not in ("methods", "metrics", "n")}
-        data = _test_data(cfg, explain.get("n"))
+        data, _ = _test_data(cfg, explain.get("n"), attack.get("subset_seed", 0))
         res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
                                        n=None, seed=cfg.seed, progress=progress, **opts)
         write_json_atomic(path, res)
@@ -188,24 +241,30 @@ def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
 # -- the whole experiment ---------------------------------------------------------------------------
 
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
-                   progress: bool = True, report: bool = True, workers: int = 1,
-                   gpus: list[int] | None = None) -> list[dict[str, Any]]:
-    """Run every (method, seed) of `cfg` not yet complete into `out`, record each row as it finishes,
-    then build the report. `workers`: runs at once with the local executor (in worker processes);
-    `gpus`: on CUDA, the GPU of every worker slot (`executors.plan_gpu_workers`), several runs per GPU.
-    The folder is locked meanwhile: a second command on it is refused at once, naming the holder."""
+                   progress: bool = True, workers: int = 1, gpus: list[int] | None = None,
+                   lock: bool = True) -> list[dict[str, Any]]:
+    """Run every (method, seed) of `cfg` not yet complete into `out` and record each row as it
+    finishes (the report is built by the caller: `sgtlab.report.build_report(out)`). `workers`: runs
+    at once with the local executor (in worker processes); `gpus`: on CUDA, the GPU of every worker
+    slot (`executors.plan_gpu_workers`), several runs per GPU. The folder is locked meanwhile: a
+    second command on it is refused at once, naming the holder (`lock=False`: the caller holds the
+    lock, as `sgtlab reproduce` does over the runs and the report)."""
     expand(cfg)  # the whole experiment is valid before the folder is even created
+    if not lock:
+        return _run_experiment(cfg, out, executor, address, progress, workers, gpus)
     with folder_lock(out, "experiment folder"):
-        return _run_experiment(cfg, out, executor, address, progress, report, workers, gpus)
+        return _run_experiment(cfg, out, executor, address, progress, workers, gpus)
 
 
 def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address: str | None, progress: bool,
-                    report: bool, workers: int, gpus: list[int] | None = None) -> list[dict[str, Any]]:
+                    workers: int, gpus: list[int] | None = None) -> list[dict[str, Any]]:
     from sgtlab.experiments.executors import get_executor
 
     specs = expand(cfg)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    for s in specs:  # before any work: a changed option must not meet a finished run of the old one
+        check_identity(run_dir(root, s.name), s)
     _check_same_experiment(root, cfg)
     order = [s.name for s in specs]
     # rows of runs finished before a crash but not yet in the table
@@ -222,12 +281,7 @@ def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address
         bar.update(1)
         bar.set_postfix_str(f"{row['run']}: clean {row.get('clean_accuracy', float('nan')):.3f}")
     bar.close()
-    rows = read_results(root)
-    if report:
-        from sgtlab.experiments.report import build_report
-
-        build_report(root)
-    return rows
+    return read_results(root)
 
 
 def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:

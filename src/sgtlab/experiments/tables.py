@@ -52,7 +52,7 @@ class Table:
         def esc(s: str) -> str:
             s = str(s)
             for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                         ("±", r"$\pm$"), ("–", "--")):
+                         ("±", r"$\pm$"), ("–", "--"), ("≤", r"$\le$")):
                 s = s.replace(a, b)
             return s
 

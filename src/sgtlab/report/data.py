@@ -1,0 +1,176 @@
+"""What the report reads: results.csv rows grouped by method label, the per-image outcomes of each
+run (`robustness_per_sample.csv`), the headline attack and budgets, and a one-line setup text."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sgtlab.experiments.runner import EXPERIMENT, run_dir
+from sgtlab.experiments.tables import mean_std
+from sgtlab.io import read_json
+
+#: the headline attack: the per-sample worst case over every attack that ran, else the strongest present
+HEADLINE_ORDER = ("ensemble", "apgd-ce", "apgd-dlr", "pgd", "mifgsm", "square", "fgsm")
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "mifgsm": "MI-FGSM", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
+                "square": "Square", "ensemble": "ensemble"}
+
+
+def labels_in_order(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["label"] for r in rows))
+
+
+def by_label(rows: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["label"]].append(r)
+    return groups
+
+
+def robust_columns(rows: list[dict]) -> dict[str, list[float]]:
+    """attack -> sorted eps values present in the table."""
+    out: dict[str, set[float]] = defaultdict(set)
+    for r in rows:
+        for k in r:
+            if k.startswith("rob:"):
+                _, attack, eps = k.split(":")
+                out[attack].add(float(eps))
+    return {a: sorted(e) for a, e in out.items()}
+
+
+def curve_stats(group: list[dict], attack: str, eps_list: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """eps (with 0 = clean), mean and std over seeds of robust accuracy."""
+    xs, ms, sds = [0.0], *[[v] for v in mean_std([r["clean_accuracy"] for r in group])]
+    for e in eps_list:
+        m, sd = mean_std([r.get(f"rob:{attack}:{e:g}") for r in group])
+        xs.append(e), ms.append(m), sds.append(sd)
+    return xs, ms, sds
+
+
+def experiment_config(root: Path) -> dict[str, Any]:
+    path = Path(root) / EXPERIMENT
+    return read_json(path) if path.exists() else {}  # damaged: one line
+
+
+def headline_attack(rows: list[dict]) -> str | None:
+    cols = robust_columns(rows)
+    return next((a for a in HEADLINE_ORDER if a in cols), next(iter(cols), None))
+
+
+def headline_eps(rows: list[dict], cfg: dict[str, Any]) -> list[float]:
+    """The data set's standard budgets (`attack.headline_eps`, else sgtlab.data.budgets) that the
+    eps grid holds; the grid's largest value when it holds none of them."""
+    attack = headline_attack(rows)
+    if attack is None:
+        return []
+    grid = robust_columns(rows)[attack]
+    wanted = (cfg.get("attack") or {}).get("headline_eps")
+    if wanted is None:
+        try:
+            from sgtlab.data.budgets import budgets
+
+            wanted = list(budgets(rows[0]["dataset"]).headline_eps)
+        except Exception:  # an unknown data set in an old folder: fall back to the grid
+            wanted = []
+    found = [g for w in wanted for g in grid if math.isclose(g, float(w), rel_tol=1e-4)]
+    return sorted(set(found)) or grid[-1:]
+
+
+def is_nested(rows: list[dict]) -> bool:
+    return all(r.get("sweep", "nested") != "from-scratch" for r in rows)
+
+
+@lru_cache(maxsize=256)
+def _per_sample(path: str, mtime: float) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        data = np.array([[float(v) for v in r] for r in reader]).reshape(-1, len(header))
+    return {h: data[:, i] for i, h in enumerate(header)}
+
+
+def run_folder(root: Path, row: dict[str, Any] | str) -> Path:
+    """The folder of a report row: its own `folder` (rows of any run folders, `sgtlab.experiments.store`)
+    or the experiment's `root/runs/NAME`."""
+    if isinstance(row, dict):
+        return Path(row["folder"]) if row.get("folder") else run_dir(root, row["run"])
+    return run_dir(root, row)
+
+
+def per_sample(root: Path, run: dict[str, Any] | str) -> dict[str, np.ndarray] | None:
+    """A run's per-image table as columns (None when the run has none); `run` a row or a run name."""
+    path = run_folder(root, run) / "robustness_per_sample.csv"
+    if not path.exists():
+        return None
+    return _per_sample(str(path), path.stat().st_mtime)
+
+
+def outcomes(root: Path, run: dict[str, Any] | str, attack: str, eps: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(test-set image ids, robust 0/1 per image) of a run under `attack` at `eps`; the ensemble is
+    derived (worst case over the run's attacks) when it was not stored."""
+    table = per_sample(root, run)
+    if table is None:
+        return None
+    ids = table.get("test_index", table["index"])
+    key = f"{attack}@{eps:g}"
+    if key in table:
+        return ids, table[key]
+    if attack == "ensemble":
+        cols = [v for k, v in table.items() if k.endswith(f"@{eps:g}")]
+        if cols:
+            return ids, np.min(cols, axis=0)
+    return None
+
+
+def describe_attack(text: str) -> str:
+    """'PGD(steps=10, alpha=None, random_start=True, restarts=1, ...)' -> 'PGD (10 steps, step 2.5 eps/10,
+    random start, 1 restart)': an attack and its strength, as a reader wants it."""
+    m = re.fullmatch(r"\s*([\w-]+)\((.*)\)\s*", text)
+    if not m:
+        return text
+    name, args = m.group(1), dict(re.findall(r"(\w+)=([^,]+)", m.group(2)))
+    name = {"MIFGSM": "MI-FGSM", "APGDCE": "APGD-CE", "APGDDLR": "APGD-DLR"}.get(name, name)
+    parts = []
+    if "steps" in args:
+        parts.append(f"{args['steps']} steps")
+        if args.get("alpha") == "None" and name == "PGD":
+            parts.append(f"step 2.5 eps/{args['steps']}")
+    if args.get("random_start") == "True":
+        parts.append("random start")
+    if args.get("restarts") not in (None, "1"):
+        parts.append(f"{args['restarts']} restarts")
+    if "queries" in args:
+        parts.append(f"{args['queries']} queries")
+    if "decay" in args:
+        parts.append(f"momentum {args['decay']}")
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def setup_text(rows: list[dict], root: Path, attack: str) -> str:
+    """Data, training, test images, attack and its strength, seeds: what every finding is about."""
+    r0 = rows[0]
+    seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+    train_n = r0.get("train_subset")
+    epochs = sorted({r.get("epochs") for r in rows if r.get("epochs") is not None})
+    n_test = r0.get("n_test")
+    attacks_run = {}
+    path = run_folder(root, r0) / "robustness.json"
+    if path.exists():
+        stored = read_json(path)
+        attacks_run = stored.get("attacks_run", {})
+        n_test = n_test or stored.get("n")
+    members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
+    what = (f"the per-image worst case over {members}" if attack == "ensemble"
+            else describe_attack(attacks_run.get(attack, ATTACK_NAMES.get(attack, attack))))
+    sweep = "nested sweep: accuracy at eps is the best attack over every eps' <= eps" if is_nested(rows) \
+        else "each eps attacked from scratch"
+    return (f"{r0.get('dataset')}, {r0.get('model')}, {'/'.join(str(e) for e in epochs)} epoch(s) on "
+            f"{train_n if train_n else 'all'} training images, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+            f"{n_test} test images (a seeded class-stratified subset, the same for every run); "
+            f"attack: {what} ({sweep})")

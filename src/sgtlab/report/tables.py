@@ -1,0 +1,107 @@
+"""The report's tables (written as CSV, Markdown and LaTeX by `sgtlab.experiments.tables.Table`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sgtlab.experiments.tables import Table, fmt_ms, mean_std
+from sgtlab.io import read_json
+from sgtlab.report.data import ATTACK_NAMES, by_label, is_nested, labels_in_order, robust_columns, run_folder
+from sgtlab.stats import wilson_interval
+
+
+def _head(attack: str, e: float, nested: bool) -> str:
+    return f"{attack} {'≤' if nested else '@'}{e:g}"
+
+
+def headline_table(rows: list[dict], attack: str, eps: list[float]) -> Table:
+    """The headline: clean and robust accuracy under the headline attack at the standard eps."""
+    groups = by_label(rows)
+    name = ATTACK_NAMES.get(attack, attack)
+    header = ["method", "seeds", "clean"] + [f"{name} eps {e:g}" for e in eps]
+    body = []
+    for l in labels_in_order(rows):
+        g = groups[l]
+        body.append([l, str(len(g)), fmt_ms(*mean_std([r["clean_accuracy"] for r in g]), percent=True)]
+                    + [fmt_ms(*mean_std([r.get(f"rob:{attack}:{e:g}") for r in g]), percent=True) for e in eps])
+    return Table(f"Headline: robust accuracy (%) under the {name} at the data set's standard eps, mean ± sd over "
+                 f"seeds", header, body)
+
+
+def per_run_table(rows: list[dict], attack: str, eps: list[float]) -> Table:
+    """Each run's clean and headline robust accuracy with its 95 % Wilson interval over its test images."""
+    name = ATTACK_NAMES.get(attack, attack)
+    header = ["run", "images", "clean"] + [f"{name} eps {e:g}" for e in eps]
+    body = []
+    for r in rows:
+        n = r.get("n_test")
+        cells = [r["run"], str(n or "–")]
+        for v in [r.get("clean_accuracy")] + [r.get(f"rob:{attack}:{e:g}") for e in eps]:
+            if v is None or not n:
+                cells.append("–" if v is None else f"{100 * v:.1f}")
+                continue
+            lo, hi = wilson_interval(round(v * n), n)
+            cells.append(f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        body.append(cells)
+    return Table("Per run: accuracy (%) with its 95 % Wilson interval over the run's test images", header, body)
+
+
+def accuracy_table(rows: list[dict]) -> Table:
+    groups, labels, cols = by_label(rows), labels_in_order(rows), robust_columns(rows)
+    nested = is_nested(rows)
+    header = ["method", "seeds", "clean"] + [_head(a, e, nested) for a, es in cols.items() for e in es]
+    body = []
+    for l in labels:
+        g = groups[l]
+        cells = [l, str(len(g)), fmt_ms(*mean_std([r["clean_accuracy"] for r in g]), percent=True)]
+        cells += [fmt_ms(*mean_std([r.get(f"rob:{a}:{e:g}") for r in g]), percent=True)
+                  for a, es in cols.items() for e in es]
+        body.append(cells)
+    how = ("'≤ eps': nested sweep, the best attack over every eps' ≤ eps of the grid" if nested
+           else "'@ eps': each eps attacked from scratch")
+    return Table(f"Clean and robust accuracy (%) per attack and eps, mean ± sd over seeds ({how})", header, body)
+
+
+def saliency_table(rows: list[dict]) -> Table | None:
+    keys: list[tuple[str, str]] = []
+    for r in rows:
+        for k in r:
+            if k.startswith("sal:"):
+                _, m, metric = k.split(":", 2)
+                if (m, metric) not in keys:
+                    keys.append((m, metric))
+    if not keys:
+        return None
+    methods = list(dict.fromkeys(m for m, _ in keys))
+    metrics = list(dict.fromkeys(x for _, x in keys))
+    groups = by_label(rows)
+    body = []
+    for l in labels_in_order(rows):
+        for m in methods:
+            body.append([l, m] + [fmt_ms(*mean_std([r.get(f"sal:{m}:{x}") for r in groups[l]])) for x in metrics])
+    return Table("Saliency-map quality per training method and saliency method (mean over images, then mean ± sd "
+                 "over seeds)", ["method", "saliency"] + metrics, body)
+
+
+def checks_table(rows: list[dict], root: Path) -> Table | None:
+    """Per run and check: pass / FLAG / skipped, with the tolerance the check used (the 95 % binomial
+    half-width of its n images)."""
+    names = list(dict.fromkeys(k[6:] for r in rows for k in r if k.startswith("check:")))
+    if not names:
+        return None
+    word = {True: "pass", False: "FLAG", None: "skipped"}
+    body = []
+    n_images = set()
+    for r in rows:
+        path = run_folder(root, r) / "checks.json"
+        detail = read_json(path) if path.exists() else {}
+        cells = [r["run"]]
+        for n in names:
+            d = detail.get(n, {})
+            tol = d.get("tol")
+            if d.get("n"):
+                n_images.add(d["n"])
+            cells.append(word[r.get(f"check:{n}")] + (f" (±{100 * tol:.1f} pp)" if isinstance(tol, float) else ""))
+        body.append(cells)
+    imgs = ", ".join(str(n) for n in sorted(n_images)) or "?"
+    return Table(f"Gradient-masking checks per run on {imgs} test images; a check flags only a difference beyond "
+                 f"the tolerance in brackets (the 95 % binomial half-width of its images)", ["run"] + names, body)
