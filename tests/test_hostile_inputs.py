@@ -233,7 +233,7 @@ CASES = [
     ("evaluate-n-zero", ["evaluate", "{run}", "--n", "0"], "--n must be >= 1"),
     ("evaluate-dataset-mismatch", ["evaluate", "{run}", "--dataset", "cifar10"], "channel"),
     ("report-not-experiment", ["report", "{root}/afile"], "is a file"),
-    ("report-missing-folder", ["report", "{case}/nx/a/b"], "no finished runs"),
+    ("report-missing-folder", ["report", "{case}/nx/a/b"], "does not exist"),
     ("train-deep-out-no-data", ["train", "--out", "{case}/x/y/z", *TRAIN, "--dataset", "mnist", "--data-dir",
                                 "{root}/garbage"], "corrupt"),
 ]

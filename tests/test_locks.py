@@ -16,7 +16,8 @@ from sgtlab.errors import SgtlabError
 from sgtlab.io import LOCK_FILE, folder_lock
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = ["reproduce", "--set", "train.epochs=1", "--set", "train.train_subset=128", "--set", "train.eval_subset=50",
+# enough work (about 10 s) that the second command, which needs a few seconds to start, meets the first
+TINY = ["reproduce", "--set", "train.epochs=1", "--set", "train.train_subset=1500", "--set", "train.eval_subset=50",
         "--set", "seeds=[0]", "--set", "methods=[{method: st}, {method: sgt, k: 0.5}]", "--set", "attack.n=20",
         "--set", "attack.eps=[0.1]", "--set", "attack.attacks=[fgsm]", "--set", "attack.checks=false",
         "--set", "explain.methods=[]", "--workers", "1", "--no-progress", "--device", "cpu", "--out", "exp"]

@@ -51,7 +51,7 @@ def _check_report(out, methods, figures=("robust_accuracy", "clean_accuracy", "s
 def test_import_option_every_command(tmp_path, monkeypatch, capsys):
     (tmp_path / "mylab_plugin.py").write_text(plugin_source("imp", register=True))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")  # restored (removed) at teardown, so no later test imports the plug-in
     runs = _train_attack_explain(tmp_path, "imp", ["--import", "mylab_plugin"], capsys, ["imp-smooth", "st"])
     # --import after the command name works too, and report takes it
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "rep"), "--import", "mylab_plugin"]) == 0
@@ -62,7 +62,7 @@ def test_import_option_every_command(tmp_path, monkeypatch, capsys):
 
 
 def test_import_errors_are_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")  # restored (removed) at teardown, so no later test imports the plug-in
     assert main(["--import", "no_such_plugin_module", "train", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no_such_plugin_module" in err and "\n" not in err
@@ -84,7 +84,7 @@ def test_entry_points_of_an_installed_package(tmp_path, monkeypatch, capsys):
     (info / "entry_points.txt").write_text("[sgtlab.models]\nep-tiny = eplab:TinyBN\n\n[sgtlab.datasets]\n"
                                            "ep-bars = eplab:BARS\n\n[sgtlab.methods]\nep-smooth = eplab:smooth_ce\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    monkeypatch.setenv(plugins.ENV, "")  # restored (removed) at teardown, so no later test imports the plug-in
     plugins.reset()  # entry points are read once per process: read them again with the package installed
     import sgtlab
 

@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 
 from sgtlab.experiments.runner import run_dir, write_results
-from sgtlab.report import build_report
-from sgtlab.report.data import headline_eps
-from sgtlab.report.text import analyse, claim_verdicts, findings
+from sgtlab.reporting import build_report
+from sgtlab.reporting.data import headline_eps
+from sgtlab.reporting.text import analyse, claim_verdicts, findings
 
 N = 400
 

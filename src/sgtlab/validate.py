@@ -84,7 +84,7 @@ def check_plain(value: Any, where: str, max_nodes: int = MAX_NODES, max_depth: i
             for k, x in v.items():
                 if not isinstance(k, str):
                     raise SgtlabError(f"{path}: keys must be names, got {k!r}")
-                stack.append((x, depth + 1, f"{path}.{k}"))
+                stack.append((x, depth + 1, f"{path}.{list_names([k])}"))  # odd keys quoted: one line
         elif isinstance(v, list):
             stack.extend((x, depth + 1, f"{path}.{i}") for i, x in enumerate(v))
         elif isinstance(v, float):

@@ -11,7 +11,7 @@ def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = Non
     the path of report.html. One experiment folder and no `out`: its own FOLDER/report, as
     `sgtlab report FOLDER` (a folder that is not a run folder counts as an experiment folder)."""
     from sgtlab.errors import SgtlabError
-    from sgtlab.report import build_report
+    from sgtlab.reporting import build_report
     from sgtlab.experiments.runner import RESULTS_TABLE
     from sgtlab.experiments.store import is_run, rows_from_folders
 

@@ -127,7 +127,7 @@ def run(args) -> int:
     with folder_lock(out, "experiment folder"):
         run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress,
                        workers=workers, gpus=gpus, lock=False)
-        from sgtlab.report import build_report
+        from sgtlab.reporting import build_report
 
         path = build_report(out)
     print(f"report: {path}")

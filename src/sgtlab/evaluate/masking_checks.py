@@ -45,19 +45,16 @@ def tolerance(n: int, *accuracies: float, conf: float = 0.95) -> float:
 
 def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], *,
                             eps: float | None = None, eps_large: float = 0.5, n: int | None = 500,
-                            tol: float = 0.01, square_queries: int = 1000, batch_size: int | None = None,
-                            progress: bool = False, seed: int = 0) -> dict[str, dict[str, Any]]:
-    from sgtlab.data.inputs import as_data
-
-    data = as_data(data)
-    x, y = data.x, data.y
                             tol: float | None = None, square_queries: int = 1000, batch_size: int | None = None,
                             grid: list[float] | None = None, progress: bool = False,
                             seed: int = 0) -> dict[str, dict[str, Any]]:
     """The checks on the first `n` images of `data` (give a seeded stratified subset); `tol=None`:
     tolerances from n (see the module doc); `grid`: the eps grid of the FGSM-curve check (default:
     the data's standard grid)."""
-    x, y = (data.x, data.y) if isinstance(data, TensorData) else data
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data)  # (x, y), TensorDataset, DataLoader or TensorData; checked
+    x, y = data.x, data.y
     x, y = (x, y) if n is None else (x[:n], y[:n])
     eps = default_eps(x) if eps is None else float(eps)
     if not 0 < eps < eps_large:

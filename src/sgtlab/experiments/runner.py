@@ -244,7 +244,7 @@ def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local"
                    progress: bool = True, workers: int = 1, gpus: list[int] | None = None,
                    lock: bool = True) -> list[dict[str, Any]]:
     """Run every (method, seed) of `cfg` not yet complete into `out` and record each row as it
-    finishes (the report is built by the caller: `sgtlab.report.build_report(out)`). `workers`: runs
+    finishes (the report is built by the caller: `sgtlab.reporting.build_report(out)`). `workers`: runs
     at once with the local executor (in worker processes); `gpus`: on CUDA, the GPU of every worker
     slot (`executors.plan_gpu_workers`), several runs per GPU. The folder is locked meanwhile: a
     second command on it is refused at once, naming the holder (`lock=False`: the caller holds the

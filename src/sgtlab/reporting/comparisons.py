@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgtlab.report.data import outcomes
+from sgtlab.reporting.data import outcomes
 from sgtlab.stats import Comparison, compare_paired, holm
 
 ALPHA = 0.05

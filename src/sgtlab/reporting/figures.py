@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sgtlab.experiments.tables import mean_std  # noqa: E402
-from sgtlab.report.data import ATTACK_NAMES, by_label, curve_stats, is_nested, labels_in_order, robust_columns  # noqa: E402
+from sgtlab.reporting.data import ATTACK_NAMES, by_label, curve_stats, is_nested, labels_in_order, robust_columns  # noqa: E402
 
 
 def save_figure(fig, folder: Path, stem: str) -> Path:

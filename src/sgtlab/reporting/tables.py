@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sgtlab.experiments.tables import Table, fmt_ms, mean_std
 from sgtlab.io import read_json
-from sgtlab.report.data import ATTACK_NAMES, by_label, is_nested, labels_in_order, robust_columns, run_folder
+from sgtlab.reporting.data import ATTACK_NAMES, by_label, is_nested, labels_in_order, robust_columns, run_folder
 from sgtlab.stats import wilson_interval
 
 

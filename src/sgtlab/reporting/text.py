@@ -3,7 +3,7 @@ the papers with what this experiment measured and a verdict.
 
 Every comparison is made under the headline attack (the per-image worst case over the attacks
 that ran) at the data set's standard budgets, paired by seed and image, and Holm-corrected over all
-comparisons of the report (`sgtlab.report.comparisons`). No difference is called an effect without
+comparisons of the report (`sgtlab.reporting.comparisons`). No difference is called an effect without
 that test behind it."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgtlab.experiments.tables import fmt_ms, mean_std
-from sgtlab.report.comparisons import Result, apply_holm, compare_labels
-from sgtlab.report.data import (ATTACK_NAMES, by_label, headline_attack, headline_eps, labels_in_order,
+from sgtlab.reporting.comparisons import Result, apply_holm, compare_labels
+from sgtlab.reporting.data import (ATTACK_NAMES, by_label, headline_attack, headline_eps, labels_in_order,
                                 setup_text)
 
 

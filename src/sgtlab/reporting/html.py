@@ -12,8 +12,8 @@ from pathlib import Path
 from sgtlab.errors import SgtlabError
 from sgtlab.experiments.runner import read_results
 from sgtlab.io import write_text_atomic
-from sgtlab.report import figures, tables, text
-from sgtlab.report.data import experiment_config, labels_in_order
+from sgtlab.reporting import figures, tables, text
+from sgtlab.reporting.data import experiment_config, labels_in_order
 
 REPORT_DIR = "report"
 PROVENANCE = ("sgtlab_version", "git_commit", "torch_version", "device", "threads", "date", "command")
