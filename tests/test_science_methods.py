@@ -193,15 +193,7 @@ def two_mode_model():
     return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), TrainScale(), nn.Flatten(), nn.Linear(3 * 4, 2)).train()
 
 
-class Wrapper(nn.Module):
-    """Stands for DDP: `model is not ctx.module`, so a method may share nothing."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
+from test_methods import Wrapper  # noqa: E402  (stands for DDP: `model is not ctx.module`)
 
 
 @pytest.mark.parametrize("name", ["sgt", "sga", "asgt", "scaat"])
