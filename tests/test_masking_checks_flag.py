@@ -91,6 +91,14 @@ def test_each_check_flags_its_model_and_only_it(kind, cls, flagged):
     x, y = _data(kind)
     with torch.no_grad():
         assert (model(x).argmax(1) == y).all()  # every image is classified correctly when clean
-    checks = gradient_masking_checks(model, (x, y), eps=0.3, n=None, square_queries=100, progress=False)
+    found = {}
+    checks = gradient_masking_checks(model, (x, y), eps=0.3, n=None, square_queries=100, progress=False,
+                                     outcomes=found)
     passed = {name: checks[name]["passed"] for name in CHECKS}
     assert passed == {name: name != flagged for name in CHECKS}, checks
+    # the per-image outcomes handed out for the ensemble are those behind the checks' accuracies
+    assert set(found) == {"fgsm", "pgd", "mifgsm", "pgd-50", "pgd-10x5", "square"}
+    acc = {"pgd-50": checks["more_steps_not_weaker"]["pgd-50"], "square": checks["gradient_free_not_stronger"]["square"],
+           "mifgsm": checks["iterative_not_weaker_than_fgsm"]["mifgsm@0.3"]}
+    for name, a in acc.items():
+        assert found[name].shape == (len(x),) and found[name].float().mean().item() == pytest.approx(a)

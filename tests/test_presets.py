@@ -31,6 +31,9 @@ def test_paper_mnist_matches_the_spec_table():
     assert len({r.seed for r in runs}) == 5
     ks = sorted(r.train["method_cfg"]["k"] for r in runs if r.train["method"] == "sgt")
     assert set(ks) == {0.3, 0.5}
+    # the papers' presets evaluate with AutoAttack-standard as well (folded into the ensemble)
+    for name in ("paper-mnist", "paper-cifar10"):
+        assert load_preset(name)["attack"]["autoattack"] == {"n": 1000}
 
 
 def test_overrides_reach_every_run():
@@ -49,6 +52,10 @@ def test_overrides_reach_every_run():
     ("seeds=[a]", "seeds must be"),
     ("nonsense=1", "unknown preset key"),
     ("train.epochs", "KEY=VALUE"),
+    ("attack.autoattack=often", "attack.autoattack must be"),
+    ("attack.autoattack={n: 0}", "positive integer"),
+    ("attack.autoattack={m: 5}", "unknown attack.autoattack options"),
+    ("attack.autocast=fp16", "attack.autocast must be bf16"),
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(SgtlabError, match=message):

@@ -50,6 +50,17 @@ def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys
     assert "ASGT vs AT-PGD" in html and "(Holm" in html and "Provenance" in html
     checks = json.loads((out / "runs" / "st-seed0" / "checks.json").read_text())
     assert checks["gradient_free_not_stronger"]["passed"] is not None  # pyautoattack is a dependency: never skipped
+    # the headline ensemble is, per image, the worst case over the sweep's attacks and the checks'
+    # attacks (Square, PGD-50, ... at 0.3 on the checks' images, folded in)
+    with open(out / "runs" / "st-seed0" / "robustness_per_sample.csv", newline="") as f:
+        per = list(csv.DictReader(f))
+    folded = [k for k in per[0] if k.startswith("checks:") and k.endswith("@0.3")]
+    assert {"checks:square@0.3", "checks:pgd-50@0.3", "checks:mifgsm@0.3"} <= set(folded)
+    for r in per:
+        ran = [int(r[k]) for k in ["fgsm@0.3", "pgd@0.3", *folded] if r[k] != ""]
+        assert int(r["ensemble@0.3"]) == min(ran)
+    assert ("on the first 64 images at eps 0.3, also the gradient-masking checks’ FGSM, PGD, MI-FGSM, PGD-50, "
+            "PGD-10x5 (5 restarts) and Square (300 queries)") in html.replace("&#x27;", "'").replace("&#8217;", "’")
     # the interpretability findings: the claims with verdicts, and the sanity checks with their picture
     assert "Interpretability findings" in html and "Claim: &quot;SCAAT gives lower saliency entropy" in html
     assert "measured verdict" in html and "Saliency sanity checks" in html

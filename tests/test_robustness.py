@@ -246,3 +246,83 @@ def test_cli_other_architecture(tmp_path, capsys):
     ckpt = _other_arch_checkpoint(tmp_path / "rgb.safetensors")
     assert main(["attack", str(ckpt), "--dataset", "mnist5k", "--n", "10"]) == 2
     assert "3-channel" in capsys.readouterr().err
+
+
+# --- attacks run outside the sweep, folded into the ensemble ----------------------------------------
+
+def _result(from_scratch: bool = False):
+    """4 samples, all clean-correct, grid 0.1 / 0.3; PGD fools sample 0 at 0.1, FGSM sample 1 at 0.3."""
+    from sgtlab.evaluate.robustness import RobustnessResult
+
+    inf = math.inf
+    first = {"pgd": torch.tensor([0.1, inf, inf, inf], dtype=torch.float64),
+             "fgsm": torch.tensor([inf, 0.3, inf, inf], dtype=torch.float64)}
+    first["ensemble"] = torch.minimum(first["pgd"], first["fgsm"])
+    outcomes = None
+    if from_scratch:
+        outcomes = {a: torch.stack([f > 0.1, f > 0.3], 1) for a, f in first.items()}
+    y = torch.zeros(4, dtype=torch.long)
+    return RobustnessResult(["pgd", "fgsm", "ensemble"], [0.1, 0.3], y, y.clone(), first, outcomes=outcomes)
+
+
+@pytest.mark.parametrize("eps", [0.3, 0.2])
+def test_fold_counts_a_folded_fool_from_the_next_grid_eps_on(eps, tmp_path):
+    """Square (say) fools sample 2 at eps, run on the first 3 samples only: the ensemble counts it
+    fooled at every grid eps >= eps (nesting), leaves smaller eps and sample 3 alone, and keeps the
+    outcome as its own per-sample column with blanks where it did not run."""
+    from sgtlab.reporting.data import outcomes
+
+    r = _result()
+    r.fold("checks:square", eps, torch.tensor([True, True, False]))
+    assert r.robust("ensemble", 0.1).tolist() == [False, True, True, True]
+    assert r.robust("ensemble", 0.3).tolist() == [False, False, False, True]
+    assert r.robust_accuracy["pgd"][0.3] == 0.75  # the sweep's own attacks are untouched
+    r.save(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "robustness_per_sample.csv")))
+    assert [row[f"checks:square@{eps:g}"] for row in rows] == ["1", "1", "0", ""]
+    ids, robust = outcomes(tmp_path.parent, {"run": "x", "folder": str(tmp_path)}, "ensemble", 0.3)
+    assert robust.tolist() == [0, 0, 0, 1]
+    stored = json.loads((tmp_path / "robustness.json").read_text())
+    assert stored["robust_accuracy"]["ensemble"]["0.3"] == 0.25
+    assert stored["folded"] == {f"checks:square@{eps:g}": {"eps": eps, "n": 3, "accuracy": pytest.approx(2 / 3)}}
+
+
+def test_fold_from_scratch_changes_that_eps_only_and_refuses_clashes():
+    r = _result(from_scratch=True)
+    r.fold("autoattack", 0.1, torch.tensor([True, True, True, False]))
+    assert r.robust("ensemble", 0.1).tolist() == [False, True, True, False]
+    assert r.robust("ensemble", 0.3).tolist() == [False, False, True, True]  # no nesting from scratch
+    r.fold("autoattack", 0.3, torch.tensor([True, True, False, True]))
+    assert r.robust("ensemble", 0.3).tolist() == [False, False, False, True]
+    for label, eps, n in (("autoattack", 0.3, 4), ("pgd", 0.2, 4), ("x", 0.3, 5)):
+        with pytest.raises(SgtlabError, match="cannot fold"):
+            r.fold(label, eps, torch.ones(n, dtype=torch.bool))
+
+
+def test_bf16_autocast_runs_the_attacks_only_and_keeps_float32_verdicts(trained_model, mnist5k_test):
+    """Under `autocast="bf16"` the attacks' passes (with gradients) run in bfloat16; the clean pass and
+    the verdict on each adversarial image (no gradients) run in float32, so clean accuracy is exactly
+    the float32 one and the robust accuracies stay close to float32's."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            seen.append((torch.is_grad_enabled() and x.requires_grad, torch.is_autocast_enabled("cpu")))
+            return self.inner(x)
+
+    data = (mnist5k_test.x[:64], mnist5k_test.y[:64])
+    kw = dict(attacks=["fgsm", "pgd"], eps=[0.1], progress=False)
+    ref = robustness_sweep(trained_model, data, **kw)
+    half = robustness_sweep(Spy(trained_model), data, autocast="bf16", **kw)
+    attack_passes = {a for g, a in seen[1:] if g}  # seen[0]: the clean pass (it takes FGSM's gradient)
+    verdicts = {a for g, a in seen if not g}
+    assert seen[0][1] is False and attack_passes == {True} and verdicts == {False}
+    assert half.clean_accuracy == ref.clean_accuracy
+    for a in ("fgsm", "pgd"):
+        assert abs(half.robust_accuracy[a][0.1] - ref.robust_accuracy[a][0.1]) <= 0.1
+    with pytest.raises(SgtlabError, match="autocast"):
+        robustness_sweep(trained_model, data, autocast="fp16", **kw)

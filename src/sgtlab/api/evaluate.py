@@ -34,13 +34,16 @@ def _tracker(out, tensorboard: bool):
 def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float],
                attacks: str | Sequence[str] | dict = ("fgsm", "pgd", "mifgsm"), *, n: int | None = None,
                batch_size: int | None = None, seed: int = 0, checks: bool = False, out: str | Path | None = None,
-               progress: bool = False, tensorboard: bool = False):
+               progress: bool = False, tensorboard: bool = False, from_scratch: bool = False,
+               autocast: str | None = None):
     """Clean and robust accuracy under each attack at each eps (L-inf, pixel units): a
     `RobustnessResult` (`.robust_accuracy[attack][eps]`, `.clean_accuracy`, `.per_sample()`, `.table()`).
 
     `model`: an `nn.Module` (inputs in [0, 1]) or a run folder. `data`: `(x, y)`, a `TensorDataset`, a
     `DataLoader`. `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
-    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`). `out`: write
+    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`; their attacks' per-image
+    outcomes are folded into the ensemble). `from_scratch`: each eps on its own (default: the nested
+    sweep); `autocast="bf16"`: attacks under bfloat16 autocast, verdicts in float32. `out`: write
     OUT/robustness.json and robustness_per_sample.csv (a run folder: as `sgtlab attack RUN`)."""
     from sgtlab.data.inputs import model_data
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
@@ -50,11 +53,12 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     plan = resolve_attacks([attacks] if isinstance(attacks, str) else attacks)
     data = model_data(model, data)
     tracker = _tracker(out, tensorboard)
-    result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed)
+    result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed,
+                              from_scratch=from_scratch, autocast=autocast)
     if checks:
-        from sgtlab.evaluate.masking_checks import gradient_masking_checks
+        from sgtlab.evaluate.masking_checks import checks_into
 
-        result.info["checks"] = gradient_masking_checks(model, data, n=n, batch_size=batch_size, seed=seed)
+        result.info["checks"] = checks_into(result, model, data, n=n, batch_size=batch_size, seed=seed)
     if out is not None:
         result.save(out)
         if checks:

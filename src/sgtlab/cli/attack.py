@@ -29,6 +29,9 @@ def add_parser(sub):
     p.add_argument("--from-scratch", action="store_true",
                    help="attack each eps on its own, as the papers do (default: the faster nested sweep, whose "
                         "accuracy at eps is the best attack over every eps' <= eps)")
+    p.add_argument("--autocast", choices=("bf16",), default=None,
+                   help="run the attacks' passes under bfloat16 autocast (faster on GPUs and bf16 CPUs); the "
+                        "verdict on each adversarial image stays float32 (docs/performance.md: measured effect)")
     p.add_argument("--batch-size", type=int64, default=None,
                    help="images per attack batch (default: 128 on a CPU, where larger batches leave the "
                         "caches and cost more per image; 1024 on a GPU)")
@@ -53,7 +56,7 @@ def run(args) -> int:
     from sgtlab.cli.common import load_model_and_data
     from sgtlab.cli.options import parse_float_list, parse_name_list
     from sgtlab.errors import SgtlabError
-    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.masking_checks import checks_into
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
     from sgtlab.validate import check_seed
 
@@ -92,14 +95,14 @@ def run(args) -> int:
     check_inputs(data.x, data.y, eps[-1])
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
-                              seed=args.seed, from_scratch=args.from_scratch)
+                              seed=args.seed, from_scratch=args.from_scratch, autocast=args.autocast)
     import torch
 
     result.sample_ids = torch.as_tensor(idx)
     result.info["test_subset"] = {"seed": 0, "n": len(idx), "hash": indices_hash(idx), "stratified": True}
     checks = None
     if args.checks:
-        checks = gradient_masking_checks(model, data, n=None, batch_size=args.batch_size, seed=args.seed)
+        checks = checks_into(result, model, data, n=None, batch_size=args.batch_size, seed=args.seed)
         result.info["checks"] = checks
     result.info.update(model=meta["arch"]["model"], dataset=data.name)
     files = result.save(out) if out is not None else {}

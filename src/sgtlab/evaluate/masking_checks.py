@@ -47,10 +47,13 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
                             eps: float | None = None, eps_large: float = 0.5, n: int | None = 500,
                             tol: float | None = None, square_queries: int = 1000, batch_size: int | None = None,
                             grid: list[float] | None = None, progress: bool = False,
-                            seed: int = 0) -> dict[str, dict[str, Any]]:
+                            seed: int = 0, outcomes: dict[str, torch.Tensor] | None = None
+                            ) -> dict[str, dict[str, Any]]:
     """The checks on the first `n` images of `data` (give a seeded stratified subset); `tol=None`:
     tolerances from n (see the module doc); `grid`: the eps grid of the FGSM-curve check (default:
-    the data's standard grid)."""
+    the data's standard grid). `outcomes`: a dict to fill with each attack's robust outcome per image
+    at `eps` (`{"pgd-50": bool tensor, ...}`), so a caller can fold them into its ensemble
+    (`RobustnessResult.fold`): the headline is then the worst case over these attacks as well."""
     from sgtlab.data.inputs import as_data
 
     data = as_data(data)  # (x, y), TensorDataset, DataLoader or TensorData; checked
@@ -70,8 +73,11 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
     grid = sorted(set([float(e) for e in (grid or budgets_for_shape(tuple(x.shape[1:])).eps_grid)]))
     fgsm_curve = robustness_sweep(model, (x, y), ["fgsm"], grid, seed=seed, from_scratch=True,
                                   **kw).robust_accuracy["fgsm"]
-    strong = robustness_sweep(model, (x, y), {"pgd-50": PGD(steps=50), "pgd-10x5": PGD(restarts=5)}, [eps],
-                              seed=seed + 1000, **kw).robust_accuracy
+    strong_run = robustness_sweep(model, (x, y), {"pgd-50": PGD(steps=50), "pgd-10x5": PGD(restarts=5)}, [eps],
+                                  seed=seed + 1000, **kw)
+    strong = strong_run.robust_accuracy
+    per_image = {a: base.robust(a, eps) for a in ("fgsm", "pgd", "mifgsm")}
+    per_image.update({a: strong_run.robust(a, eps) for a in ("pgd-50", "pgd-10x5")})
     with torch.no_grad():
         classes = model(x[:1].to(model_device(model))).shape[1]
     chance = 1.0 / classes
@@ -101,8 +107,9 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
     white = min(pgd10, acc["mifgsm"][eps], acc["fgsm"][eps], strong["pgd-50"][eps], strong["pgd-10x5"][eps])
     try:
         square = build_attack("square", queries=square_queries, seed=seed)
-        square_acc = robustness_sweep(model, (x, y), {"square": square}, [eps], seed=seed, **kw
-                                      ).robust_accuracy["square"][eps]
+        square_run = robustness_sweep(model, (x, y), {"square": square}, [eps], seed=seed, **kw)
+        square_acc = square_run.robust_accuracy["square"][eps]
+        per_image["square"] = square_run.robust("square", eps)
         t_sq = tl(square_acc, white)
         checks["gradient_free_not_stronger"] = {"passed": square_acc >= white - t_sq, "eps": eps,
                                                 "square": square_acc, "best_white_box": white,
@@ -112,8 +119,26 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
             raise
         checks["gradient_free_not_stronger"] = {"passed": None, "skipped": str(e), "eps": eps,
                                                 "best_white_box": white}
+    if outcomes is not None:
+        outcomes.update(per_image)
     for c in checks.values():
         c["n"] = m
         if "tol" in c:
             c["tol_from"] = "fixed" if tol is not None else f"95 % binomial half-width, n = {m}"
+    return checks
+
+
+def checks_into(result, model: nn.Module, data, **kw) -> dict[str, dict[str, Any]]:
+    """`gradient_masking_checks(model, data, **kw)` on the images of a sweep `result` (same order),
+    with the per-image outcomes of the checks' attacks folded into its ensemble as `checks:NAME`
+    (`RobustnessResult.fold`): the headline is then the worst case over those attacks as well."""
+    from sgtlab.data.inputs import as_data
+
+    data = as_data(data)
+    found: dict[str, torch.Tensor] = {}
+    checks = gradient_masking_checks(model, data, outcomes=found, **kw)
+    eps = default_eps(data.x[:1]) if kw.get("eps") is None else float(kw["eps"])
+    notes = {"square": f"{kw.get('square_queries', 1000)} queries"}
+    for name, robust in found.items():
+        result.fold(f"checks:{name}", eps, robust, note=notes.get(name))
     return checks

@@ -54,6 +54,9 @@ class RobustnessResult:
     outcomes: dict[str, torch.Tensor] | None = None
     # indices of the evaluated samples in the test split (a seeded subset), when known
     sample_ids: torch.Tensor | None = None
+    # attacks run outside the sweep (masking checks, AutoAttack) at one eps on the first m samples:
+    # column `label@eps` -> (eps, robust per sample (m long), note on its strength); see `fold`
+    folded: dict[str, tuple[float, torch.Tensor, str | None]] = field(default_factory=dict)
 
     @property
     def sweep(self) -> str:
@@ -81,6 +84,32 @@ class RobustnessResult:
             return self.outcomes[attack][:, j]
         return self.first_fooled[attack] > eps
 
+    def fold(self, label: str, eps: float, robust: torch.Tensor, note: str | None = None) -> None:
+        """Add an attack run outside the sweep, at one `eps` on the first `len(robust)` samples, to
+        the ensemble (the per-sample worst case over every attack that ran on a sample, as the spec
+        headlines it). Nested: a sample it fools counts as fooled from the smallest grid eps >= eps on
+        (its adversarial image lies in every larger ball); from scratch: at that grid eps only. The
+        outcomes are kept as their own per-sample columns (`label@eps`); `note` (e.g. "300 queries")
+        goes with them into `robustness.json`, for reports."""
+        robust = torch.as_tensor(robust, dtype=torch.bool).cpu()
+        m, eps = len(robust), float(eps)
+        column = f"{label}@{eps:g}"
+        if m > self.n or label in self.attacks or column in self.folded:
+            raise SgtlabError(f"cannot fold {column!r}: {m} outcomes for {self.n} samples, or the name is taken")
+        self.folded[column] = (eps, robust, note)
+        if "ensemble" not in self.first_fooled:
+            return
+        fooled = (~robust).nonzero().squeeze(1)
+        on_grid = [j for j, e in enumerate(self.eps) if math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12)]
+        if self.outcomes is not None:
+            if on_grid:
+                self.outcomes["ensemble"][fooled, on_grid[0]] = False
+            return
+        above = [e for e in self.eps if e >= eps or math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12)]
+        if above:
+            f = self.first_fooled["ensemble"]
+            f[fooled] = torch.clamp(f[fooled], max=above[0])
+
     @property
     def robust_accuracy(self) -> dict[str, dict[float, float]]:
         return {a: {e: self.robust(a, e).float().mean().item() for e in self.eps} for a in self.attacks}
@@ -99,6 +128,8 @@ class RobustnessResult:
                 row[f"{a}:first_fooled_eps"] = first[a][i]
                 for e in self.eps:
                     row[f"{a}@{e:g}"] = robust[(a, e)][i]
+            for col, (_, r, _) in self.folded.items():  # run on the first len(r) samples only
+                row[col] = int(r[i]) if i < len(r) else ""
             table.append(row)
         return table
 
@@ -106,6 +137,9 @@ class RobustnessResult:
         return {"clean_accuracy": self.clean_accuracy, "n": self.n, "eps": self.eps, "sweep": self.sweep,
                 "from_scratch": self.outcomes is not None,
                 "robust_accuracy": {a: {f"{e:g}": v for e, v in d.items()} for a, d in self.robust_accuracy.items()},
+                **({"folded": {col: {"eps": e, "n": len(r), "accuracy": r.float().mean().item(),
+                                     **({"note": note} if note else {})}
+                               for col, (e, r, note) in self.folded.items()}} if self.folded else {}),
                 **self.info}
 
     def save(self, folder: str | Path) -> dict[str, Path]:
@@ -160,9 +194,14 @@ def check_eps_grid(eps: Sequence[float]) -> list[float]:
 
 def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], attacks: AttackSpec,
                      eps: Sequence[float], n: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     seed: int = 0, from_scratch: bool = False) -> RobustnessResult:
+                     seed: int = 0, from_scratch: bool = False, autocast: str | None = None) -> RobustnessResult:
     """Clean and robust accuracy for each attack at each eps (see the module doc; `from_scratch`:
     every eps on its own instead of the nested walk).
+
+    `autocast="bf16"`: the attacks' forward and backward passes run under bfloat16 autocast (faster
+    on GPUs and on CPUs with bf16 units); the clean pass and the verdict on each adversarial image
+    stay in float32, so every image counted as fooled is fooled by the float32 model (a weaker attack
+    at worst, never a wrong verdict; docs/performance.md gives the measured difference).
 
     Random starts (PGD) at the j-th eps (ascending) are drawn for the whole evaluated set as
     `torch.manual_seed(seed + j); torch.empty_like(x).uniform_(-eps, eps)` on the CPU, so each
@@ -180,6 +219,8 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
         x, y = x[:n], y[:n]
     grid = check_eps_grid(eps)
     plan = resolve_attacks(attacks)
+    if autocast not in (None, "bf16"):
+        raise SgtlabError(f"autocast must be None or 'bf16', got {autocast!r}")
     check_inputs(x, y, grid[-1])
     device = model_device(model)
     batch_size = eval_batch_size(batch_size, device)
@@ -214,7 +255,8 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                             kw["init_delta"] = start[idx].to(device)
                         if clean_grad is not None and attack.uses_clean_grad:
                             kw["clean_grad"] = clean_grad[idx].to(device)
-                        adv = attack.perturb(model, xb, yb, e, **kw)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
+                            adv = attack.perturb(model, xb, yb, e, **kw).to(xb.dtype)
                         with torch.no_grad():
                             fooled = (model(adv).argmax(1) != yb).cpu()
                         hit = idx[fooled]

@@ -14,7 +14,8 @@ from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, che
 MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
 NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
-ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch"}
+ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch", "autoattack",
+               "autocast"}
 
 
 def check_experiment(cfg: Any) -> None:
@@ -107,6 +108,18 @@ def _check_attack(attack: Any) -> None:
         check_number(attack["subset_seed"], "attack.subset_seed", lo=0, integer=True)
     if not isinstance(attack.get("from_scratch", False), bool):
         raise SgtlabError(f"attack.from_scratch must be true or false, got {attack['from_scratch']!r}"[:300])
+    if attack.get("autocast") not in (None, "bf16"):
+        raise SgtlabError(f"attack.autocast must be bf16 (or left out for float32), got {attack['autocast']!r}"[:300])
+    aa = attack.get("autoattack", False)
+    if isinstance(aa, dict):
+        _options(aa, {"n"}, "attack.autoattack")
+        _count(aa, "n", "attack.autoattack.n")
+    elif not isinstance(aa, bool):
+        raise SgtlabError(f"attack.autoattack must be true, false or {{n: IMAGES}}, got {aa!r}"[:300])
+    if aa:
+        from sgtlab.attacks.autoattack import require_pyautoattack
+
+        require_pyautoattack()
     checks = attack.get("checks", False)
     if isinstance(checks, dict):
         allowed = set(inspect.signature(gradient_masking_checks).parameters) - {"model", "data", "progress", "seed"}

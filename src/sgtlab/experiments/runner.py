@@ -126,34 +126,41 @@ def _attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
 
 def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
                       times: dict[str, float]) -> dict[str, Any]:
-    """Clean and robust accuracy over the eps grid (+ gradient-masking checks) -> flat columns."""
+    """Clean and robust accuracy over the eps grid, the gradient-masking checks and (when the preset
+    asks) AutoAttack-standard -> flat columns. The attacks of the checks and AutoAttack run on the first
+    images of the subset at one eps each; their per-image outcomes are folded into the ensemble
+    (`RobustnessResult.fold`), so the headline is the worst case over every attack that ran on an
+    image. `robustness.json` is written last: it marks the whole stage done."""
     import torch
 
     from sgtlab.data.subsets import indices_hash
-    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.masking_checks import checks_into
     from sgtlab.evaluate.robustness import robustness_sweep
 
     path, checks_path = folder / "robustness.json", folder / "checks.json"
-    data = None
     seed_subset = attack.get("subset_seed", 0)
-    t0 = time.perf_counter()
+    checks = attack.get("checks", False)
+    times.update(attack=0.0, checks=0.0)
     if not path.exists():
+        t0 = time.perf_counter()
         data, idx = _test_data(cfg, attack.get("n"), seed_subset)
         result = robustness_sweep(model, data, _attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
-                                  progress=progress, from_scratch=attack.get("from_scratch", False))
+                                  progress=progress, from_scratch=attack.get("from_scratch", False),
+                                  autocast=attack.get("autocast"))
         result.sample_ids = torch.as_tensor(idx, dtype=torch.long)
         result.info.update(test_subset={"seed": seed_subset, "n": len(idx), "hash": indices_hash(idx),
                                         "stratified": True})
+        times["attack"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if checks:
+            kw = checks if isinstance(checks, dict) else {}
+            write_json_atomic(checks_path, checks_into(result, model, data, seed=cfg.seed, progress=progress, **kw))
+        times["checks"] = time.perf_counter() - t0
+        if attack.get("autoattack"):
+            t0 = time.perf_counter()
+            _autoattack_stage(model, data, attack, result, cfg.seed)
+            times["autoattack"] = time.perf_counter() - t0
         result.save(folder)
-    times["attack"] = time.perf_counter() - t0
-    checks = attack.get("checks", False)
-    t0 = time.perf_counter()
-    if checks and not checks_path.exists():
-        if data is None:
-            data, _ = _test_data(cfg, attack.get("n"), seed_subset)
-        kw = checks if isinstance(checks, dict) else {}
-        write_json_atomic(checks_path, gradient_masking_checks(model, data, seed=cfg.seed, progress=progress, **kw))
-    times["checks"] = time.perf_counter() - t0
     stored = read_json(path)
     cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
             "test_subset": stored.get("test_subset", {}).get("hash"),
@@ -165,6 +172,24 @@ def _robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress
         for name, check in read_json(checks_path).items():
             cols[f"check:{name}"] = check["passed"]  # None: the check could not run (said in checks.json)
     return cols
+
+
+def _autoattack_stage(model, data, attack: dict[str, Any], result, seed: int) -> None:
+    """AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square with the reference budgets) at each
+    headline eps on the first `autoattack.n` images of the subset (default 1000), folded into the
+    ensemble: the RobustBench-style evaluation, for presets that ask for it (`attack.autoattack`)."""
+    from sgtlab.attacks import build_attack
+    from sgtlab.data.budgets import budgets_for_shape
+    from sgtlab.evaluate.robustness import robustness_sweep
+
+    opts = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
+    m = min(int(opts.get("n", 1000)), len(data.x))
+    x, y = data.x[:m], data.y[:m]
+    eps_list = attack.get("headline_eps") or budgets_for_shape(tuple(x.shape[1:])).headline_eps
+    sub = robustness_sweep(model, (x, y), {"autoattack": build_attack("autoattack", seed=seed)},
+                           [float(e) for e in eps_list], seed=seed, from_scratch=True, progress=False)
+    for e in sub.eps:
+        result.fold("autoattack", e, sub.robust("autoattack", e))
 
 
 def _interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str, Any], folder: Path,

@@ -19,7 +19,8 @@ from sgtlab.io import read_json
 #: the headline attack: the per-sample worst case over every attack that ran, else the strongest present
 HEADLINE_ORDER = ("ensemble", "apgd-ce", "apgd-dlr", "pgd", "mifgsm", "square", "fgsm")
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "mifgsm": "MI-FGSM", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
-                "square": "Square", "ensemble": "ensemble"}
+                "pgd-50": "PGD-50", "pgd-10x5": "PGD-10x5 (5 restarts)", "square": "Square",
+                "autoattack": "AutoAttack-standard", "ensemble": "ensemble"}
 
 
 def labels_in_order(rows: list[dict]) -> list[str]:
@@ -91,7 +92,8 @@ def _per_sample(path: str, mtime: float) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
-        data = np.array([[float(v) for v in r] for r in reader]).reshape(-1, len(header))
+        # empty: an attack run on the first m images only (folded into the ensemble, see robustness.fold)
+        data = np.array([[float(v) if v != "" else np.nan for v in r] for r in reader]).reshape(-1, len(header))
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
@@ -124,7 +126,7 @@ def outcomes(root: Path, run: dict[str, Any] | str, attack: str, eps: float) -> 
     if attack == "ensemble":
         cols = [v for k, v in table.items() if k.endswith(f"@{eps:g}")]
         if cols:
-            return ids, np.min(cols, axis=0)
+            return ids, np.fmin.reduce(cols, axis=0)  # fmin: skips the images a folded attack did not run on
     return None
 
 
@@ -159,13 +161,24 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     train_n = r0.get("train_subset")
     epochs = sorted({r.get("epochs") for r in rows if r.get("epochs") is not None})
     n_test = r0.get("n_test")
-    attacks_run = {}
+    attacks_run, folded = {}, {}
     path = run_folder(root, r0) / "robustness.json"
     if path.exists():
         stored = read_json(path)
-        attacks_run = stored.get("attacks_run", {})
+        attacks_run, folded = stored.get("attacks_run", {}), stored.get("folded", {})
         n_test = n_test or stored.get("n")
     members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
+    if folded:  # attacks of the masking checks / AutoAttack, run on the first images at one eps each
+        order = list(ATTACK_NAMES)
+        groups: dict[tuple[int, float, str], list[str]] = {}
+        for col, f in folded.items():
+            source, _, name = col.rsplit("@", 1)[0].rpartition(":")
+            groups.setdefault((f["n"], f["eps"], source), []).append((name, f.get("note")))
+        for (n, e, source), found in groups.items():
+            found.sort(key=lambda a: order.index(a[0]) if a[0] in order else len(order))
+            names = [ATTACK_NAMES.get(a, a) + (f" ({note})" if note else "") for a, note in found]
+            listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+            members += f"; on the first {n} images at eps {e:g}, also {'the gradient-masking checks’ ' if source == 'checks' else ''}{listed}"
     what = (f"the per-image worst case over {members}" if attack == "ensemble"
             else describe_attack(attacks_run.get(attack, ATTACK_NAMES.get(attack, attack))))
     sweep = "nested sweep: accuracy at eps is the best attack over every eps' <= eps" if is_nested(rows) \
