@@ -314,15 +314,14 @@ def test_bf16_autocast_runs_the_attacks_only_and_keeps_float32_verdicts(trained_
             seen.append((torch.is_grad_enabled() and x.requires_grad, torch.is_autocast_enabled("cpu")))
             return self.inner(x)
 
-    data = (mnist5k_test.x[:64], mnist5k_test.y[:64])
-    kw = dict(attacks=["fgsm", "pgd"], eps=[0.1], progress=False)
+    data = (mnist5k_test.x[:48], mnist5k_test.y[:48])
+    kw = dict(attacks=["pgd"], eps=[0.1], progress=False)
     ref = robustness_sweep(trained_model, data, **kw)
     half = robustness_sweep(Spy(trained_model), data, autocast="bf16", **kw)
-    attack_passes = {a for g, a in seen[1:] if g}  # seen[0]: the clean pass (it takes FGSM's gradient)
-    verdicts = {a for g, a in seen if not g}
-    assert seen[0][1] is False and attack_passes == {True} and verdicts == {False}
+    attack_passes = {a for g, a in seen if g}
+    verdicts = {a for g, a in seen if not g}  # the clean pass and the verdicts
+    assert attack_passes == {True} and verdicts == {False}
     assert half.clean_accuracy == ref.clean_accuracy
-    for a in ("fgsm", "pgd"):
-        assert abs(half.robust_accuracy[a][0.1] - ref.robust_accuracy[a][0.1]) <= 0.1
+    assert abs(half.robust_accuracy["pgd"][0.1] - ref.robust_accuracy["pgd"][0.1]) <= 0.1
     with pytest.raises(SgtlabError, match="autocast"):
         robustness_sweep(trained_model, data, autocast="fp16", **kw)
