@@ -258,7 +258,7 @@ _runs: dict[str, tuple[float, float]] = {}
 
 
 def _train_and_attack(name: str, tmp_path_factory) -> tuple[float, float]:
-    """(clean test accuracy, PGD-10 accuracy at eps 0.2 on 500 test images) of sgt-cnn trained 3 epochs
+    """(clean test accuracy, PGD-10 accuracy at eps 0.2 on 500 test images) of sgt-cnn trained 2 epochs
     on 2000 MNIST-5k images (PGD-3 for the training attacks, to stay within minutes on 2 cores)."""
     if name not in _runs:
         from sgtlab.attacks import pgd
@@ -266,7 +266,7 @@ def _train_and_attack(name: str, tmp_path_factory) -> tuple[float, float]:
         from sgtlab.train.checkpoint import load_model
 
         out = tmp_path_factory.mktemp(name) / "run"
-        cfg = TrainConfig(dataset="mnist5k", method=name, epochs=3, batch_size=64, lr=0.05, seed=0, device="cpu",
+        cfg = TrainConfig(dataset="mnist5k", method=name, epochs=2, batch_size=64, lr=0.05, seed=0, device="cpu",
                           train_subset=2000, method_cfg=MethodConfig(train_eps=SLOW_EPS, train_steps=3))
         clean = fit(cfg, out, progress=False)["test_accuracy"]
         model, _ = load_model(out)
