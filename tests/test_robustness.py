@@ -325,3 +325,26 @@ def test_bf16_autocast_runs_the_attacks_only_and_keeps_float32_verdicts(trained_
     assert abs(half.robust_accuracy["pgd"][0.1] - ref.robust_accuracy["pgd"][0.1]) <= 0.1
     with pytest.raises(SgtlabError, match="autocast"):
         robustness_sweep(trained_model, data, autocast="fp16", **kw)
+
+
+def test_checks_are_folded_through_the_cli_and_the_api(trained_run, trained_model, mnist5k_test, tmp_path, capsys):
+    """`sgtlab attack --checks` and `sgtlab.robustness(..., checks=True)` fold the checks' attacks into
+    the ensemble: per image, never more robust than any attack that ran on it."""
+    import sgtlab
+
+    out = tmp_path / "att"
+    assert main(["attack", str(trained_run), "--attacks", "pgd,ensemble", "--eps", "0.1,0.3", "--n", "24",
+                 "--checks", "--json", "--out", str(out), "--device", "cpu"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert "gradient_free_not_stronger" in obj["checks"]
+    stored = json.loads((out / "robustness.json").read_text())
+    assert {"checks:square@0.3", "checks:pgd-50@0.3", "checks:pgd-10x5@0.3"} <= set(stored["folded"])
+    rows = list(csv.DictReader(open(out / "robustness_per_sample.csv")))
+    for r in rows:
+        ran = [int(v) for k, v in r.items() if k.endswith("@0.3") and k != "ensemble@0.3" and v != ""]
+        assert int(r["ensemble@0.3"]) == min(ran)
+    res = sgtlab.robustness(trained_model, (mnist5k_test.x[:24], mnist5k_test.y[:24]), [0.1, 0.3],
+                            ["pgd", "ensemble"], checks=True)
+    assert "checks:square@0.3" in res.folded
+    assert res.robust_accuracy["ensemble"][0.3] <= min(res.robust_accuracy["pgd"][0.3],
+                                                      res.folded["checks:square@0.3"][1].float().mean().item())
