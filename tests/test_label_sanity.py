@@ -75,8 +75,8 @@ def test_experiment_stage_result_and_report_table(trained_run, random_label_run)
     res = label_sanity_run(trained_run, random_label_run[0], train, explain, seed=0)
     assert res["n"] == 12 and res["methods"]["grad"]["verdict"] == "pass"
     failing = {**res, "methods": {"grad": {**res["methods"]["grad"], "verdict": "fail"}}}
-    table, flagged = label_sanity_table({"ST (random labels)": {0: {**res, "real": "ST"}, 1: {**failing, "real": "ST"}}},
-                                        ["grad", "smoothgrad"])
+    runs = {0: {**res, "real": "ST"}, 1: {**failing, "real": "ST"}}
+    table, flagged = label_sanity_table({"ST (random labels)": runs}, ["grad", "smoothgrad"])
     assert flagged == ["ST / grad"]  # a method failing on any seed is flagged
     assert len(table.rows) == 1 and table.rows[0][-1] == "FAIL" and table.rows[0][5] == "2"
     assert label_sanity_table({}, ["grad"]) == (None, [])

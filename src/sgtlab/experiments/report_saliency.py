@@ -1,9 +1,10 @@
 """The saliency part of the report, drawn from each run's `interpretability.json` (and
 `label_sanity.json`): the interpretability findings (each method against ST with paired intervals
 over seeds and images, the papers' saliency claims with their measured verdict), the sanity-check
-tables (cascading and, where the preset asks for it, label randomisation) and picture, the map grid (rows: training methods, first seed; columns: the same test images), masked-accuracy,
-AOPC, ROAD and low-saliency curves (averaged over seeds) and per-image entropy distributions
-(pooled over seeds). Figures for the first saliency method carry plain names
+tables (cascading and, where the preset asks for it, label randomisation) and picture, the map
+grid (rows: training methods, first seed; columns: the same test images), masked-accuracy, AOPC,
+ROAD and low-saliency curves (averaged over seeds) and per-image entropy distributions (pooled over
+seeds). Figures for the first saliency method carry plain names
 (`saliency_grid.png`, ...); the others get the method as a suffix.
 
 `saliency_sections` is the one entry point: it returns (heading, HTML parts) sections that the
