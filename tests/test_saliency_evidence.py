@@ -112,6 +112,21 @@ def test_road_imputation_and_accuracy_match_quantus(quantus, mnist5k_test):
     assert res["accuracy"][0] > res["accuracy"][-1]  # removing 90 % changes predictions: the check can fail
 
 
+def test_imputation_stops_each_image_near_the_exact_solution():
+    # images leave the conjugate-gradient stack as they converge: each must still be within 2e-5 of
+    # the exact (float64, tol 1e-12) solution, colour channels included, and an image with nothing
+    # removed comes back unchanged
+    g = torch.Generator().manual_seed(0)
+    x, maps = torch.rand(12, 3, 32, 32, generator=g), torch.rand(12, 32, 32, generator=g)
+    for f in (0.2, 0.6, 0.9):
+        removed = removal_masks(maps, [f], "morf")[:, 0]
+        removed[0] = False
+        exact = noisy_linear_imputation(x, removed, 0.0, tol=1e-12, dtype=torch.float64)
+        out = noisy_linear_imputation(x, removed, 0.0)
+        assert (out - exact).abs().max() < 2e-5
+        assert torch.equal(out[0], x[0]) and not torch.equal(out[1], x[1])
+
+
 def test_road_lerf_keeps_the_class_of_a_map_on_the_relevant_pixels():
     model = KnownPixels()
     x, y = known_pixel_data()

@@ -113,7 +113,7 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
     method and model, plus `class` and `correct`), `sanity` (per method: similarity per randomised
     layer), `examples` (the first `n_examples` images and maps), `options`."""
     from sgtlab.evaluate.masking_checks import default_eps
-    from sgtlab.explain import SALIENCY, saliency_maps
+    from sgtlab.explain import SALIENCY
 
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
@@ -154,11 +154,7 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
     }
 
     def explain(name: str, reduce: bool = True):
-        def fn(mdl, xx, cc):
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(seed)  # SmoothGrad's noise (captum draws from the global RNG)
-                return saliency_maps(mdl, xx, cc, name, reduce=reduce, **method_options.get(name, {}))
-        return fn
+        return seeded_explainer(name, method_options.get(name, {}), seed, reduce)
 
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  the same fills for every method
     all_maps = {}
@@ -251,6 +247,20 @@ def _pad(values: torch.Tensor, n: int) -> torch.Tensor:
     out = torch.full((n,), math.nan)
     out[:len(values)] = values.float()
     return out
+
+
+def seeded_explainer(name: str, options: dict[str, Any] | None = None, seed: int = 0,
+                     reduce: bool = True) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`fn(model, x, classes)`: saliency method `name` with `options`, its random draws (SmoothGrad's
+    noise) from `seed` on every call, so two models are explained with the same noise."""
+    from sgtlab.explain import saliency_maps
+
+    def fn(mdl, xx, cc):
+        dev = xx.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)  # captum draws from the global RNG
+            return saliency_maps(mdl, xx, cc, name, reduce=reduce, **(options or {}))
+    return fn
 
 
 def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | str = ("grad",),

@@ -1,14 +1,16 @@
 """Sanity checks for saliency maps (Adebayo et al. 2018): cascading randomisation of the model's
-weights from the output layer down. A map method that explains the model should give maps that
-change once the weights they depend on are random; maps that stay similar to the original ones
-explain the input, not the model, and the method fails.
+weights from the output layer down (`cascading_randomisation`), and the data randomisation test
+against a model trained on randomly permuted labels (`label_randomization_check`). A map method
+that explains the model should give maps that change once the weights they depend on are random,
+or once the model learnt nothing; maps that stay similar to the original ones explain the input,
+not the model, and the method fails.
 
-Similarity per image and randomisation step: the Spearman rank correlation of `|maps|` and the
+Similarity per image (and randomisation step): the Spearman rank correlation of `|maps|` and the
 SSIM of the maps scaled to [0, 1] (`sgtlab.evaluate.saliency_metrics.similarity`). Verdict, at the
-last step (every layer random): "fail" when the lower end of the 95 % t interval of the mean
-Spearman correlation over images is above `threshold` (default 0.5, half-way between maps
-unrelated to the original ones, 0, and the same maps, 1), "pass" when its upper end is below it,
-"unclear" otherwise.
+last cascading step (every layer random) or against the random-label model: "fail" when the lower
+end of the 95 % t interval of the mean Spearman correlation over images is above `threshold`
+(default 0.5, half-way between maps unrelated to the original ones, 0, and the same maps, 1),
+"pass" when its upper end is below it, "unclear" otherwise.
 """
 from __future__ import annotations
 
@@ -101,4 +103,35 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, classes: torch.Te
             "spearman_mean": [float(np.nanmean(v.numpy())) for v in s["spearman"]],
             "ssim_mean": [float(np.nanmean(v.numpy())) for v in s["ssim"]],
             "verdict": status, "last_spearman": {"mean": m, "lo": lo, "hi": hi}}
+    return out
+
+
+def label_randomization_check(model: nn.Module, random_model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
+                              explainers: dict[str, Explainer], *, threshold: float = 0.5,
+                              maps: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The data randomisation test (Adebayo et al. 2018): `random_model` has `model`'s architecture
+    and was trained with the same settings on the training set with its labels randomly permuted
+    (`TrainConfig.random_labels`), so it learnt no relation between images and labels. Each
+    explainer (`name -> fn(model, x, classes) -> N x H x W`) explains both models on the same
+    images and classes; a method whose maps stay similar explains the input, not what the model
+    learnt, and fails (the verdict of the cascading check, same `threshold`).
+
+    `maps[name]`: the real model's maps when already computed. Returns `threshold`, `n` and per
+    explainer `spearman` and `ssim` (N, lists), their means `spearman_mean`, `ssim_mean`, and the
+    `verdict` with the interval behind it (`spearman_ci`)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise SgtlabError(f"images must be a tensor N x C x H x W, got {getattr(x, 'shape', type(x).__name__)}")
+    if not explainers:
+        raise SgtlabError("no saliency method to check")
+    out: dict[str, Any] = {"threshold": threshold, "n": len(x), "methods": {}}
+    for name, fn in explainers.items():
+        real = (maps or {}).get(name)
+        real = (real if real is not None else fn(model, x, classes)).cpu()
+        rand = fn(random_model, x, classes).cpu()
+        sp, ss = spearman_abs(real, rand), ssim(real, rand)
+        status, m, lo, hi = verdict(sp, threshold)
+        out["methods"][name] = {"spearman": sp.tolist(), "ssim": ss.tolist(),
+                                "spearman_mean": float(np.nanmean(sp.numpy())),
+                                "ssim_mean": float(np.nanmean(ss.numpy())),
+                                "verdict": status, "spearman_ci": {"mean": m, "lo": lo, "hi": hi}}
     return out

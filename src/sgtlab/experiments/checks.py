@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from sgtlab.errors import SgtlabError
+from sgtlab.experiments.label_sanity import label_sanity_pair
 from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, check_seed, list_names
 
 MAX_RUNS = 1000         # method entries x seeds
@@ -16,6 +17,8 @@ MAX_IMAGES = 10_000_000  # attack.n / explain.n
 NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
 ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch", "autoattack",
                "autocast"}
+# explain keys the experiment reads itself; the others are `saliency_quality` options
+EXPLAIN_OWN_KEYS = ("methods", "metrics", "n", "label_sanity")
 
 
 def check_experiment(cfg: Any) -> None:
@@ -55,6 +58,7 @@ def check_experiment(cfg: Any) -> None:
         raise SgtlabError(f"{len(methods)} methods x {len(seeds)} seeds is more than {MAX_RUNS} runs (the limit)")
     _check_attack(cfg.get("attack"))
     _check_explain(cfg.get("explain"))
+    label_sanity_pair(cfg)  # explain.label_sanity names a random-label entry with a true-label twin
 
 
 def _kind(cfg: dict, key: str, kind: type) -> None:
@@ -139,7 +143,7 @@ def _check_explain(explain: Any) -> None:
         raise SgtlabError(f"explain must be a mapping (methods, metrics, n, ...), got {explain!r}"[:300])
     # interpretability_metrics(model, data, methods, metrics, n, **options) passes options to saliency_quality
     allowed = (set(inspect.signature(saliency_quality).parameters) - {"model", "x", "y", "regions", "seed",
-                                                                       "progress"}) | {"n"}
+                                                                       "progress"}) | set(EXPLAIN_OWN_KEYS)
     unknown = set(explain) - allowed
     if unknown:
         raise SgtlabError(f"unknown explain options: {list_names(unknown)}; known: {', '.join(sorted(allowed))}")

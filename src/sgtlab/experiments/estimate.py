@@ -30,6 +30,7 @@ import torch
 
 from sgtlab.data import TensorData, dataset_info, load_dataset
 from sgtlab.errors import DataError
+from sgtlab.experiments.checks import EXPLAIN_OWN_KEYS
 
 # images per split of the data sets whose files may be absent when estimating (the standard sizes)
 STANDARD_SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000), "decoy-mnist": (60000, 10000),
@@ -126,7 +127,7 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     chk = dict(checks) if isinstance(checks, dict) else {}
     n_chk = min(chk.pop("n", 500), n_att)
     n_exp = min(explain.get("n") or len(test), len(test))
-    opts = {key: v for key, v in explain.items() if key not in ("methods", "metrics", "n")}
+    opts = {key: v for key, v in explain.items() if key not in EXPLAIN_OWN_KEYS}
 
     def timed(fn, k: int) -> float:
         t0 = time.perf_counter()

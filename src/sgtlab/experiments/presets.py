@@ -114,6 +114,8 @@ class RunSpec:
         """Everything that determines the run's numbers (where the data lives and which device runs it
         do not): two specs with the same identity give the same results."""
         train = {k: v for k, v in self.train.items() if k not in ("device", "data_dir", "amp")}
+        if not train.get("random_labels", True):
+            del train["random_labels"]  # added later with default off: runs made before keep their hash
         return {"train": train, "attack": self.attack, "explain": self.explain}
 
     def config_hash(self) -> str:

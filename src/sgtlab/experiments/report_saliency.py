@@ -1,9 +1,10 @@
-"""The saliency part of the report, drawn from each run's `interpretability.json`: the
-interpretability findings (each method against ST with paired intervals over seeds and images,
-the papers' saliency claims with their measured verdict), the sanity-check table and picture, the
-map grid (rows: training methods, first seed; columns: the same test images), masked-accuracy,
-AOPC, ROAD and low-saliency curves (averaged over seeds) and per-image entropy distributions
-(pooled over seeds). Figures for the first saliency method carry plain names
+"""The saliency part of the report, drawn from each run's `interpretability.json` (and
+`label_sanity.json`): the interpretability findings (each method against ST with paired intervals
+over seeds and images, the papers' saliency claims with their measured verdict), the sanity-check
+tables (cascading and, where the preset asks for it, label randomisation) and picture, the map
+grid (rows: training methods, first seed; columns: the same test images), masked-accuracy, AOPC,
+ROAD and low-saliency curves (averaged over seeds) and per-image entropy distributions (pooled over
+seeds). Figures for the first saliency method carry plain names
 (`saliency_grid.png`, ...); the others get the method as a suffix.
 
 `saliency_sections` is the one entry point: it returns (heading, HTML parts) sections that the
@@ -16,18 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from sgtlab.experiments.saliency_findings import claim_verdicts, comparison_table, comparisons, sanity_table
+from sgtlab.experiments.saliency_findings import (claim_verdicts, comparison_table, comparisons, label_sanity_table,
+                                                  sanity_table)
 from sgtlab.figures.interpretability import CURVE_PLOTS, entropy_plot, saliency_grid, sanity_plot
+from sgtlab.experiments.label_sanity import RESULT as LABEL_SANITY
 from sgtlab.io import read_json
 
 
-def _load(root: Path, rows: list[dict]) -> dict[str, dict[int, dict[str, Any]]]:
-    """label -> {seed: the interpretability result of that run} (seed order)."""
+def _load(root: Path, rows: list[dict], name: str = "interpretability.json") -> dict[str, dict[int, dict[str, Any]]]:
+    """label -> {seed: the result file `name` of that run} (seed order)."""
     from sgtlab.experiments.runner import run_dir
 
     out: dict[str, dict[int, dict]] = {}
     for r in sorted(rows, key=lambda r: (r["seed"] if r.get("seed") is not None else 0)):
-        path = Path(r["folder"] if r.get("folder") else run_dir(root, r["run"])) / "interpretability.json"
+        path = Path(r["folder"] if r.get("folder") else run_dir(root, r["run"])) / name
         if path.exists():
             seed = r["seed"] if r.get("seed") is not None else 0
             out.setdefault(r["label"], {})[seed] = read_json(path)
@@ -52,7 +55,8 @@ def saliency_sections(root: Path, rows: list[dict], figs: Path, tables: Path) ->
         return []
     results = {label: list(runs.values()) for label, runs in by_seed.items()}
     methods = list(next(iter(results.values()))[0]["methods"])
-    sections = _findings_sections(by_seed, {r["label"]: r.get("method", "") for r in rows}, methods, figs, tables)
+    sections = _findings_sections(by_seed, {r["label"]: r.get("method", "") for r in rows}, methods, figs, tables,
+                                  _load(root, rows, LABEL_SANITY))
     grids, curves, dists = [], [], []
     for i, method in enumerate(methods):
         suffix = "" if i == 0 else f"_{method}"
@@ -80,7 +84,8 @@ def saliency_sections(root: Path, rows: list[dict], figs: Path, tables: Path) ->
 
 
 def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[str, str], methods: list[str],
-                       figs: Path, tables: Path) -> list[tuple[str, list[str]]]:
+                       figs: Path, tables: Path, label_sanity: dict[str, dict[int, dict]] | None = None
+                       ) -> list[tuple[str, list[str]]]:
     from sgtlab.experiments.report import _img_tag
     from sgtlab.io import write_text_atomic
 
@@ -107,6 +112,13 @@ def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[s
         texts.append("Sanity checks flagged (maps barely change when the model's weights are randomised: they "
                      "explain the input, not the model): " + ", ".join(flagged) + "." if flagged else
                      "No saliency method failed the sanity check (cascading randomisation).")
+    label_table, label_flagged = label_sanity_table(label_sanity or {}, methods)
+    if label_table is not None:
+        texts.append("Label-randomisation check flagged (maps barely change when the model is trained on randomly "
+                     "permuted labels: they explain the input, not what the model learnt): " + ", ".join(label_flagged)
+                     + "." if label_flagged else
+                     "No saliency method failed the label-randomisation check (maps of a model trained on random "
+                     "labels differ from the real model's).")
     write_text_atomic(tables / "saliency_findings.md", "\n\n".join(f"- {t}" for t in texts) + "\n")
     parts = [f'<p class="finding">{html.escape(t)}</p>' for t in texts]
     if comps:
@@ -114,9 +126,13 @@ def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[s
         t.save(tables, "saliency_vs_st")
         parts += [f"<p>{html.escape(t.title)}</p>", t.html()]
     out = [("Interpretability findings", parts)]
+    san_parts = []
+    if label_table is not None:
+        label_table.save(tables, "saliency_label_sanity_check")
+        san_parts += [f"<p>{html.escape(label_table.title)}</p>", label_table.html()]
     if table is not None:
         table.save(tables, "saliency_sanity_checks")
-        san_parts = [f"<p>{html.escape(table.title)}</p>", table.html()]
+        san_parts = [f"<p>{html.escape(table.title)}</p>", table.html()] + san_parts
         for i, method in enumerate(methods):
             series = {}
             for label, runs in by_seed.items():
@@ -129,5 +145,6 @@ def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[s
                 png = sanity_plot(series, figs / f"sanity{'' if i == 0 else '_' + method}",
                                   title=f"Sanity check, {method} maps (mean over seeds)")[0]
                 san_parts.append(_img_tag(png, f"sanity check ({method})"))
+    if san_parts:
         out.append(("Saliency sanity checks", san_parts))
     return out

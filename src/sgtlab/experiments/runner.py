@@ -25,6 +25,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from sgtlab.errors import SgtlabError
+from sgtlab.experiments.checks import EXPLAIN_OWN_KEYS
 from sgtlab.experiments.presets import RunSpec, expand, identity_diff
 from sgtlab.experiments.provenance import provenance
 from sgtlab.io import folder_lock, read_json, write_json_atomic, write_text_atomic
@@ -202,7 +203,7 @@ def _interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[st
         return {}
     path = folder / "interpretability.json"
     if not path.exists():
-        opts = {k: v for k, v in explain.items() if k not in ("methods", "metrics", "n")}
+        opts = {k: v for k, v in explain.items() if k not in EXPLAIN_OWN_KEYS}
         data, _ = _test_data(cfg, explain.get("n"), attack.get("subset_seed", 0))
         res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
                                        n=None, seed=cfg.seed, progress=progress, **opts)
@@ -284,6 +285,7 @@ def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local"
 def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address: str | None, progress: bool,
                     workers: int, gpus: list[int] | None = None) -> list[dict[str, Any]]:
     from sgtlab.experiments.executors import get_executor
+    from sgtlab.experiments.label_sanity import label_sanity_stage
 
     specs = expand(cfg)
     root = Path(out)
@@ -306,6 +308,7 @@ def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address
         bar.update(1)
         bar.set_postfix_str(f"{row['run']}: clean {row.get('clean_accuracy', float('nan')):.3f}")
     bar.close()
+    label_sanity_stage(cfg, root)  # needs two finished runs of a seed, so after them all
     return read_results(root)
 
 

@@ -135,3 +135,31 @@ def sanity_table(results: dict[str, dict[int, dict]], saliency: list[str]) -> tu
                  f"between the original and the randomised model, after randomising each further layer (output "
                  f"first); SSIM after the last; FAIL when the 95 % interval of the last Spearman lies above {thr}",
                  ["method", "saliency"] + [f"+{l}" for l in layers] + ["SSIM (all random)", "verdict"], rows), flagged
+
+
+def label_sanity_table(results: dict[str, dict[int, dict]], saliency: list[str]) -> tuple[Table | None, list[str]]:
+    """The label-randomisation check (`label_sanity.json` of each random-label run, `{label: {seed:
+    result}}`): Spearman and SSIM between the maps of the real and the random-label model (mean over
+    images, then seeds) and the verdict (FAIL when any seed fails); plus the flagged (real label,
+    method) pairs."""
+    rows, flagged, thr = [], [], 0.5
+    for label, runs in results.items():
+        for method in saliency:
+            res = [r for r in runs.values() if method in r.get("methods", {})]
+            if not res:
+                continue
+            thr = res[0].get("threshold", thr)
+            sp = np.mean([r["methods"][method]["spearman_mean"] for r in res])
+            ss = np.mean([r["methods"][method]["ssim_mean"] for r in res])
+            verdicts = [r["methods"][method]["verdict"] for r in res]
+            word = "FAIL" if "fail" in verdicts else "pass" if all(v == "pass" for v in verdicts) else "unclear"
+            if word == "FAIL":
+                flagged.append(f"{res[0]['real']} / {method}")
+            rows.append([res[0]["real"], label, method, f"{sp:.3f}", f"{ss:.3f}", str(len(res)), word])
+    if not rows:
+        return None, []
+    return Table(f"Sanity check (label randomisation, Adebayo et al. 2018): Spearman rank correlation of |maps| and "
+                 f"SSIM between the model trained on the true labels and the same model trained on randomly "
+                 f"permuted labels (mean over images, then seeds); FAIL when the 95 % interval of the Spearman "
+                 f"lies above {thr}",
+                 ["method", "random-label model", "saliency", "Spearman", "SSIM", "seeds", "verdict"], rows), flagged

@@ -32,6 +32,8 @@ class TrainConfig:
     weight_decay: float = opt(0.0, "weight decay")
     schedule: str = opt("constant", "learning-rate schedule over epochs", choices=("constant", "cosine", "step"))
     seed: int = opt(0, "random seed (same seed and data give the same weights on CPU)")
+    random_labels: bool = opt(False, "train on the training labels randomly permuted (seeded by --seed): the "
+                                     "model of the label-randomisation sanity check (Adebayo et al. 2018)")
     augment: bool = opt(False, "random crop (padding 4) and horizontal flip, on batches (for CIFAR-10)")
     train_subset: int | None = opt(None, "use only the first N training images")
     eval_subset: int | None = opt(None, "evaluate each epoch on the first N test images")

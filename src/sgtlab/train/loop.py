@@ -92,6 +92,10 @@ def train_model(model: nn.Module, arch: dict[str, Any], train, test, cfg: TrainC
     """The training loop on given data (`TensorData`; `test` may be None) and a given model.
     `arch` goes into the checkpoint (how to rebuild the model). `out=None`: nothing is written.
     The run folder is locked (rank 0) while training, so two commands never train one run at once."""
+    if cfg.random_labels:  # before any rank splits the data: every rank sees the same permutation
+        from sgtlab.data.random_labels import with_random_labels
+
+        train = with_random_labels(train, cfg.seed)
     if out is None or (dist is not None and dist.rank != 0):
         return _train(model, arch, train, test, cfg, out, resume, progress, dist, tensorboard)
     with folder_lock(out, "run folder"):
