@@ -116,7 +116,7 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     from sgtlab.evaluate.interpretability import interpretability_metrics
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import robustness_sweep
-    from sgtlab.experiments.runner import _attack_plan
+    from sgtlab.experiments.stages import attack_plan
 
     model.eval()
     t0 = time.perf_counter()
@@ -134,19 +134,19 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
         fn(test.subset(k))
         return time.perf_counter() - t0
 
-    work = [(n_att, lambda d: robustness_sweep(model, d, _attack_plan(attack), attack.get("eps", []), seed=tc.seed,
+    work = [(n_att, lambda d: robustness_sweep(model, d, attack_plan(attack), attack.get("eps", []), seed=tc.seed,
                                                progress=False))]
     if checks:
         work.append((n_chk, lambda d: gradient_masking_checks(model, d, seed=tc.seed, progress=False, n=None, **chk)))
     if attack.get("autoattack"):
-        from sgtlab.experiments.runner import _autoattack_stage
+        from sgtlab.experiments.stages import autoattack_stage
 
         aa = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
         n_aa = min(aa.get("n", 1000), n_att)
 
         def autoattack(d):  # folded into a throw-away sweep result: only the time counts
             res = robustness_sweep(model, d, ["fgsm"], attack.get("eps", [0.1]), seed=tc.seed, progress=False)
-            _autoattack_stage(model, d, {**attack, "autoattack": {"n": len(d.x)}}, res, tc.seed)
+            autoattack_stage(model, d, {**attack, "autoattack": {"n": len(d.x)}}, res, tc.seed)
         work.append((n_aa, autoattack))
     if explain.get("methods"):
         work.append((n_exp, lambda d: interpretability_metrics(model, d, explain["methods"], n=None, seed=tc.seed,

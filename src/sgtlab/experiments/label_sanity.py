@@ -65,14 +65,14 @@ def label_sanity_run(real_folder: Path, random_folder: Path, train: dict[str, An
     from sgtlab.evaluate.interpretability import seeded_explainer
     from sgtlab.evaluate.perturb import explained_class, model_device
     from sgtlab.evaluate.sanity_checks import label_randomization_check
-    from sgtlab.experiments.runner import _test_data
+    from sgtlab.experiments.stages import test_data
     from sgtlab.train import TrainConfig
     from sgtlab.train.checkpoint import load_model
 
     cfg = TrainConfig.from_dict(train)
     model, _ = load_model(real_folder, resolve_device(cfg.device))
     random_model, _ = load_model(random_folder, resolve_device(cfg.device))
-    data, _ = _test_data(cfg, explain.get("n"), subset_seed)
+    data, _ = test_data(cfg, explain.get("n"), subset_seed)
     k = min(int(explain.get("sanity_n") or 64), len(data))
     dev = model_device(model)
     x, y = data.x[:k].to(dev), data.y[:k].to(dev)

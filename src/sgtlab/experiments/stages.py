@@ -1,0 +1,136 @@
+"""What one run does after training, stage by stage (the runner calls them; each writes its own file,
+so a rerun skips what is done): the robustness stage (the sweep, the gradient-masking checks and
+AutoAttack, folded into one `robustness.json`) and the saliency stage (`interpretability.json`).
+Every stage evaluates the same seeded, class-stratified test subset (`test_data`)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sgtlab.experiments.checks import EXPLAIN_OWN_KEYS
+from sgtlab.io import read_json, write_json_atomic
+
+
+def device(name: str):
+    from sgtlab.device import resolve_device
+
+    return resolve_device(name)
+
+
+def test_data(cfg, n: int | None, subset_seed: int = 0):
+    """The seeded, class-stratified test subset of size n (shared by every run of an experiment)
+    and its indices into the test split."""
+    from sgtlab.data import load_dataset
+    from sgtlab.data.subsets import stratified_subset
+
+    return stratified_subset(load_dataset(cfg.dataset, "test", cfg.data_dir, verify=cfg.verify), n, subset_seed)
+
+
+def attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
+    """Attack names of the preset -> attack objects; `attack.steps` goes to every attack that has steps."""
+    import inspect
+
+    from sgtlab.attacks import ATTACKS, build_attack
+
+    plan: dict[str, Any] = {}
+    for name in attack.get("attacks", ["fgsm", "pgd", "mifgsm"]):
+        if name == "ensemble":
+            plan[name] = name  # derived from the other attacks, per sample
+            continue
+        params = {}
+        if "steps" in attack and "steps" in inspect.signature(ATTACKS.get(name)).parameters:
+            params["steps"] = attack["steps"]
+        plan[name] = build_attack(name, **params)
+    return plan
+
+
+def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
+                      times: dict[str, float]) -> dict[str, Any]:
+    """Clean and robust accuracy over the eps grid, the gradient-masking checks and (when the preset
+    asks) AutoAttack-standard -> flat columns. The attacks of the checks and AutoAttack run on the first
+    images of the subset at one eps each; their per-image outcomes are folded into the ensemble
+    (`RobustnessResult.fold`), so the headline is the worst case over every attack that ran on an
+    image. `robustness.json` is written last: it marks the whole stage done."""
+    import torch
+
+    from sgtlab.data.subsets import indices_hash
+    from sgtlab.evaluate.masking_checks import checks_into
+    from sgtlab.evaluate.robustness import robustness_sweep
+
+    path, checks_path = folder / "robustness.json", folder / "checks.json"
+    seed_subset = attack.get("subset_seed", 0)
+    checks = attack.get("checks", False)
+    times.update(attack=0.0, checks=0.0)
+    if not path.exists():
+        t0 = time.perf_counter()
+        data, idx = test_data(cfg, attack.get("n"), seed_subset)
+        result = robustness_sweep(model, data, attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
+                                  progress=progress, from_scratch=attack.get("from_scratch", False),
+                                  autocast=attack.get("autocast"))
+        result.sample_ids = torch.as_tensor(idx, dtype=torch.long)
+        result.info.update(test_subset={"seed": seed_subset, "n": len(idx), "hash": indices_hash(idx),
+                                        "stratified": True})
+        times["attack"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if checks:
+            kw = checks if isinstance(checks, dict) else {}
+            write_json_atomic(checks_path, checks_into(result, model, data, seed=cfg.seed, progress=progress, **kw))
+        times["checks"] = time.perf_counter() - t0
+        if attack.get("autoattack"):
+            t0 = time.perf_counter()
+            autoattack_stage(model, data, attack, result, cfg.seed)
+            times["autoattack"] = time.perf_counter() - t0
+        result.save(folder)
+    stored = read_json(path)
+    cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
+            "test_subset": stored.get("test_subset", {}).get("hash"),
+            "sweep": "from-scratch" if stored.get("from_scratch") else "nested"}
+    for name, curve in stored["robust_accuracy"].items():
+        for eps, acc in curve.items():
+            cols[f"rob:{name}:{float(eps):g}"] = acc
+    if checks:
+        for name, check in read_json(checks_path).items():
+            cols[f"check:{name}"] = check["passed"]  # None: the check could not run (said in checks.json)
+    return cols
+
+
+def autoattack_stage(model, data, attack: dict[str, Any], result, seed: int) -> None:
+    """AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square with the reference budgets) at each
+    headline eps on the first `autoattack.n` images of the subset (default 1000), folded into the
+    ensemble: the RobustBench-style evaluation, for presets that ask for it (`attack.autoattack`)."""
+    from sgtlab.attacks import build_attack
+    from sgtlab.data.budgets import budgets_for_shape
+    from sgtlab.evaluate.robustness import robustness_sweep
+
+    opts = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
+    m = min(int(opts.get("n", 1000)), len(data.x))
+    x, y = data.x[:m], data.y[:m]
+    eps_list = attack.get("headline_eps") or budgets_for_shape(tuple(x.shape[1:])).headline_eps
+    sub = robustness_sweep(model, (x, y), {"autoattack": build_attack("autoattack", seed=seed)},
+                           [float(e) for e in eps_list], seed=seed, from_scratch=True, progress=False)
+    for e in sub.eps:
+        result.fold("autoattack", e, sub.robust("autoattack", e))
+
+
+def interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str, Any], folder: Path,
+                            progress: bool) -> dict[str, Any]:
+    """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`); the
+    full result (per-image values, curves, example maps) stays in `interpretability.json`."""
+    from sgtlab.evaluate.interpretability import interpretability_metrics
+
+    if not explain.get("methods"):
+        return {}
+    path = folder / "interpretability.json"
+    if not path.exists():
+        opts = {k: v for k, v in explain.items() if k not in EXPLAIN_OWN_KEYS}
+        data, _ = test_data(cfg, explain.get("n"), attack.get("subset_seed", 0))
+        res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
+                                       n=None, seed=cfg.seed, progress=progress, **opts)
+        write_json_atomic(path, res)
+    stored = read_json(path)
+    cols = {}
+    for method, metrics in stored["summary"].items():
+        for metric, value in metrics.items():
+            cols[f"sal:{method}:{metric}"] = value
+    return cols
