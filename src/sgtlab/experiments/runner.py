@@ -1,8 +1,8 @@
 """The experiment runner: each (method entry, seed) is one run in `OUT/runs/NAME/`.
 
-A run has three stages (the evaluation ones in `stages.py`), each skipped when its output exists: training (resumed from its last
-checkpoint), the robustness sweep (`robustness.json`), the saliency evaluation
-(`interpretability.json`); `result.json` marks the run complete. So starting `reproduce` again
+A run has three stages, each skipped when its output exists: training (resumed from its last
+checkpoint), the robustness evaluation (`robustness.json`) and the saliency evaluation
+(`interpretability.json`), the last two in `stages.py`; `result.json` marks the run complete. So starting `reproduce` again
 after a crash or Ctrl-C finishes the job without redoing work. Finished runs' rows go into
 `OUT/results.csv`, rewritten atomically and keyed by run name, so it holds each run exactly once.
 
