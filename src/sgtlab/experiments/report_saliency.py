@@ -103,8 +103,8 @@ def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[s
                 better = [c["better"] for c in rel if c["direction"] == "better"]
                 worse = [c["metric"] for c in rel if c["direction"] == "worse"]
                 texts.append(f"{label} against ST ({method} maps, Holm-adjusted p < 0.05): "
-                             + (f"better: {', '.join(better)}. " if better else "no metric clearly better. ")
-                             + (f"Worse on: {', '.join(worse)}." if worse else "None clearly worse."))
+                             + (f"better: {', '.join(better)}. " if better else "no metric significantly better. ")
+                             + (f"Worse on: {', '.join(worse)}." if worse else "None significantly worse."))
     else:
         texts.append("No ST runs with saliency results to compare against: no paired comparisons.")
     table, flagged = sanity_table(by_seed, methods)

@@ -72,7 +72,7 @@ def comparisons(results: dict[str, dict[int, dict]], train_method: dict[str, str
                             "images": pair[0].shape[1]})
     for c, p in zip(out, holm([c["p"] for c in out])):
         c["p_holm"] = float(p)
-        c["direction"] = ("better" if c["diff"] * c["sign"] > 0 else "worse") if p < ALPHA else "no clear difference"
+        c["direction"] = ("better" if c["diff"] * c["sign"] > 0 else "worse") if p < ALPHA else "no significant difference"
     return out
 
 
