@@ -9,9 +9,11 @@ imputation noise 0 on both sides so that the numbers can be compared (quantus dr
 NumPy's global generator). Checks that the accuracies per fraction agree to one image in 256 (a
 pixel difference of ~1e-5 can flip only an image whose two best classes are that close). Both
 sides run in this one process, one after the other; the ratio is what to read (timings on a
-shared machine are noisy). Last line: `road_speedup: X`.
+shared machine are noisy). Each side runs once untimed on 16 images first (lazy initialisation,
+first-touch page faults), then `--repeats` times alternately; the ratio is that of the medians.
+Last line: `road_speedup: X`.
 
-    python bench/road_throughput.py [--n 256] [--run RUN_FOLDER] [--threads T]
+    python bench/road_throughput.py [--n 256] [--run RUN_FOLDER] [--threads T] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--run", default=None, help="a trained run folder (default: train sgt-cnn 1 epoch on MNIST-5k)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternating (median)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,13 +58,26 @@ def main() -> None:
 
     metric = quantus.ROAD(percentages=[round(f * 100) for f in FRACTIONS], noise=0.0, disable_warnings=True,
                           display_progressbar=False)
-    t = time.perf_counter()
-    q_acc = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu",
-                   batch_size=len(x))
-    t_quantus = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = road(model, x, maps, y, order="morf", fractions=FRACTIONS, noise=0.0)
-    t_ours = time.perf_counter() - t
+
+    def run_quantus(k):
+        return metric(model=model, x_batch=x[:k].numpy(), y_batch=y[:k].numpy(), a_batch=maps[:k, None].numpy(),
+                      device="cpu", batch_size=k)
+
+    def run_ours(k):
+        return road(model, x[:k], maps[:k], y[:k], order="morf", fractions=FRACTIONS, noise=0.0)
+
+    run_quantus(16), run_ours(16)  # warm-up, untimed
+    times_q, times_o = [], []
+    for _ in range(max(1, args.repeats)):
+        t = time.perf_counter()
+        q_acc = run_quantus(len(x))
+        times_q.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ours = run_ours(len(x))
+        times_o.append(time.perf_counter() - t)
+    t_quantus, t_ours = float(np.median(times_q)), float(np.median(times_o))
+    print("quantus runs (s): " + ", ".join(f"{v:.2f}" for v in times_q) + "; sgtlab runs (s): "
+          + ", ".join(f"{v:.2f}" for v in times_o))
 
     q = np.array([q_acc[round(f * 100)] for f in FRACTIONS])
     o = np.array(ours["accuracy"])
