@@ -93,6 +93,25 @@ def read_table(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def test_plugins_reach_the_ray_tasks(local_ray, tmp_path, monkeypatch):
+    """`--import MODULE` with `--executor ray`: the tasks import the plug-in too (a Ray worker does not
+    inherit the driver's environment), so a plug-in data set, model and method train on Ray."""
+    from plugin_module import plugin_source
+
+    from sgtlab import plugins
+
+    monkeypatch.chdir(tmp_path)  # the plug-in module lives here, as a user's own file would
+    monkeypatch.setenv(plugins.ENV, "")  # restored at teardown: no later test imports the plug-in
+    (tmp_path / "rayplug.py").write_text(plugin_source("rp", register=True))
+    assert main(["--import", "rayplug", "reproduce", "--out", "plug", "--executor", "ray", "--no-progress",
+                 "--set", "dataset=rp-bars", "--set", "model=rp-tiny", "--set", "methods=[{label: S, method: rp-smooth}]",
+                 "--set", "seeds=[0]", "--set", "train.epochs=1", "--set", "train.train_subset=null",
+                 "--set", "attack.n=8", "--set", "attack.attacks=[fgsm]", "--set", "attack.eps=[0.1]",
+                 "--set", "attack.checks=false", "--set", "explain.methods=[]"]) == 0
+    rows = read_table(tmp_path / "plug" / "results.csv")
+    assert [(r["method"], r["dataset"], r["model"]) for r in rows] == [("rp-smooth", "rp-bars", "rp-tiny")]
+
+
 def test_reproduce_on_ray_gives_the_local_results_table(local_ray, tmp_path, monkeypatch):
     import torch
 

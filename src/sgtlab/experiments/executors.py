@@ -198,13 +198,19 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, item: Any, *args) -> Any:
+def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, plugins: list[str], item: Any, *args) -> Any:
     """The body of one Ray task: work in the driver's folder where this node has it (so relative
     paths in the arguments mean what they mean to the driver; Ray workers start wherever Ray was
-    started), fix torch's thread count to the task's CPUs (a Ray worker process is reused by tasks
-    of other sizes, and torch reads OMP_NUM_THREADS only once), then run."""
+    started), import the driver's plug-ins (`--import`: a Ray worker does not inherit its
+    environment, on a cluster least of all), fix torch's thread count to the task's CPUs (a Ray
+    worker process is reused by tasks of other sizes, and torch reads OMP_NUM_THREADS only once),
+    then run."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
+    if plugins:
+        from sgtlab.plugins import import_modules
+
+        import_modules(plugins)
     _prepare_process(threads)
     return fn(item, *args)
 
@@ -306,7 +312,11 @@ class RayExecutor:
             # idempotent and resumes from its checkpoint; exceptions raised by a run are not retried
             task = ray.remote(**res)(_run_task)
             fn_ref = ray.put(fn)
-            pending = {task.remote(fn_ref, self.cpus_per_task, os.getcwd(), item, *args): item for item in items}
+            from sgtlab.plugins import ENV
+
+            plugins = [n for n in os.environ.get(ENV, "").split(",") if n]
+            pending = {task.remote(fn_ref, self.cpus_per_task, os.getcwd(), plugins, item, *args): item
+                       for item in items}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
