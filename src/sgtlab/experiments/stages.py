@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sgtlab.experiments.checks import EXPLAIN_OWN_KEYS
+from sgtlab.experiments.store import checks_columns, robustness_columns, saliency_columns
 from sgtlab.io import read_json, write_json_atomic
 
 
@@ -85,13 +86,9 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     stored = read_json(path)
     cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
             "test_subset": stored.get("test_subset", {}).get("hash"),
-            "sweep": "from-scratch" if stored.get("from_scratch") else "nested"}
-    for name, curve in stored["robust_accuracy"].items():
-        for eps, acc in curve.items():
-            cols[f"rob:{name}:{float(eps):g}"] = acc
+            "sweep": "from-scratch" if stored.get("from_scratch") else "nested", **robustness_columns(stored)}
     if checks:
-        for name, check in read_json(checks_path).items():
-            cols[f"check:{name}"] = check["passed"]  # None: the check could not run (said in checks.json)
+        cols.update(checks_columns(read_json(checks_path)))  # None: the check could not run (said in checks.json)
     return cols
 
 
@@ -128,9 +125,4 @@ def interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str
         res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
                                        n=None, seed=cfg.seed, progress=progress, **opts)
         write_json_atomic(path, res)
-    stored = read_json(path)
-    cols = {}
-    for method, metrics in stored["summary"].items():
-        for metric, value in metrics.items():
-            cols[f"sal:{method}:{metric}"] = value
-    return cols
+    return saliency_columns(read_json(path))
