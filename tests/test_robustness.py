@@ -348,3 +348,24 @@ def test_checks_are_folded_through_the_cli_and_the_api(trained_run, trained_mode
     assert "checks:square@0.3" in res.folded
     assert res.robust_accuracy["ensemble"][0.3] <= min(res.robust_accuracy["pgd"][0.3],
                                                       res.folded["checks:square@0.3"][1].float().mean().item())
+
+
+def test_autoattack_stage_folds_autoattack_at_each_headline_eps(trained_model, mnist5k_test):
+    """`attack.autoattack: {n: N}` runs AutoAttack-standard at each headline eps on the first N images
+    and folds it into the ensemble (the RobustBench evaluation the paper presets ask for). Budgets at
+    which the ST model is weak: APGD-CE fools it at once and AutoAttack skips fooled images (on
+    images it cannot fool, APGD-T, FAB-T and Square 5000 take minutes)."""
+    from sgtlab.experiments.stages import autoattack_stage
+
+    data = (mnist5k_test.x[:24], mnist5k_test.y[:24])
+    result = robustness_sweep(trained_model, data, ["fgsm", "ensemble"], [0.2, 0.3], progress=False)
+    from sgtlab.data.inputs import as_data
+
+    autoattack_stage(trained_model, as_data(data), {"autoattack": {"n": 16}, "headline_eps": [0.2, 0.3]}, result, 0)
+    assert set(result.folded) == {"autoattack@0.2", "autoattack@0.3"}
+    for e in (0.2, 0.3):
+        eps, aa, _ = result.folded[f"autoattack@{e:g}"]
+        assert eps == e and len(aa) == 16
+        ens = result.robust("ensemble", e)
+        assert not (ens[:16] & ~aa).any() and (ens <= result.robust("fgsm", e)).all()
+    assert result.robust_accuracy["ensemble"][0.3] <= result.robust_accuracy["fgsm"][0.3]
