@@ -14,6 +14,7 @@ from sgtlab.io import read_json, write_json_atomic
 
 
 def device(name: str):
+    """The torch device of a run's `device` option ("auto", "cpu", "cuda")."""
     from sgtlab.device import resolve_device
 
     return resolve_device(name)
@@ -47,7 +48,7 @@ def attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
 
 
 def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
-                      times: dict[str, float]) -> dict[str, Any]:
+                     times: dict[str, float]) -> dict[str, Any]:
     """Clean and robust accuracy over the eps grid, the gradient-masking checks and (when the preset
     asks) AutoAttack-standard -> flat columns. The attacks of the checks and AutoAttack run on the first
     images of the subset at one eps each; their per-image outcomes are folded into the ensemble
