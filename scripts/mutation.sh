@@ -23,24 +23,31 @@ WORK=${MUTATION_DIR:-${TMPDIR:-/tmp}/sgtlab-mutation}
 # module -> the fast tests that cover it (slow-marked tests are deselected; '%' stands for a space)
 tests_for() {
   case "$1" in
+    stats) echo tests/test_stats.py ;;
     saliency) echo tests/test_saliency.py tests/test_science_methods.py ;;
     train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
     train/loop) echo tests/test_train_options.py ;;
     attacks/pgd|attacks/fgsm|attacks/mifgsm|attacks/base) echo tests/test_science_attacks.py ;;
     evaluate/robustness) echo tests/test_science_attacks.py tests/test_robustness.py tests/test_masking_checks_flag.py ;;
     evaluate/masking_checks) echo tests/test_masking_checks_flag.py ;;
-    data/cifar) echo tests/test_unpickler.py tests/test_data.py -k cifar ;;
-    data/mnist|data/mnist5k|data/base) echo tests/test_data.py ;;
+    data/cifar) echo tests/test_unpickler.py tests/test_data.py tests/test_data_formats.py tests/test_untrusted_properties.py -k cifar%or%unpickl%or%pickle ;;
+    data/mnist|data/mnist5k|data/base) echo tests/test_data.py tests/test_untrusted_properties.py ;;
     explain/*) echo tests/test_explain.py tests/test_science_saliency.py ;;
-    evaluate/interpretability|evaluate/aopc_local) echo tests/test_interpretability.py ;;
+    evaluate/saliency_metrics/*|evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|evaluate/interpretability|fast/aopc_local)
+      echo tests/test_interpretability.py tests/test_saliency_evidence.py ;;
     *) echo "no test selection for module $1" >&2; return 1 ;;
   esac
 }
 
-CORE=(saliency train/methods/_shared train/methods/sgt train/methods/sga train/methods/asgt train/methods/scaat
-      train/methods/adversarial train/methods/st attacks/fgsm attacks/mifgsm attacks/pgd attacks/base
-      data/cifar explain/smoothgrad evaluate/masking_checks evaluate/robustness train/loop
-      evaluate/aopc_local evaluate/interpretability data/mnist)
+# the science core, smallest modules first
+CORE=(stats data/cifar data/mnist
+      evaluate/saliency_metrics/map_stats evaluate/saliency_metrics/faithfulness evaluate/saliency_metrics/similarity
+      attacks/fgsm attacks/mifgsm attacks/pgd attacks/base
+      train/methods/_shared train/methods/sgt train/methods/sga train/methods/asgt train/methods/scaat
+      train/methods/adversarial train/methods/st saliency
+      evaluate/robustness evaluate/masking_checks
+      evaluate/perturb evaluate/perturbation_metrics evaluate/road evaluate/sanity_checks fast/aopc_local
+      explain/smoothgrad train/loop)
 MODULES=("$@")
 [ ${#MODULES[@]} -eq 0 ] && MODULES=("${CORE[@]}")
 
