@@ -34,7 +34,7 @@ tests_for() {
     data/mnist|data/mnist5k|data/base) echo tests/test_data.py tests/test_untrusted_properties.py ;;
     explain/*) echo tests/test_explain.py tests/test_science_saliency.py ;;
     # the metric formulas: the unit tests only (the tests on a trained model would retrain it per mutant)
-    evaluate/saliency_metrics/*) echo tests/test_interpretability.py tests/test_saliency_evidence.py \
+    evaluate/saliency_metrics/*) echo tests/test_interpretability.py tests/test_saliency_evidence.py tests/test_science_saliency.py \
       -k not%metrics_api%and%not%decoy_mnist%and%not%sanity_check_flags%and%not%road_imputation ;;
     evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|evaluate/interpretability|fast/aopc_local)
       echo tests/test_interpretability.py tests/test_saliency_evidence.py ;;

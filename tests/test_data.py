@@ -283,6 +283,45 @@ def test_cifar_corrupt_archive_refused(tmp_path):
         cifar.load_cifar10("train", tmp_path, download=False, verify=False)
 
 
+
+def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monkeypatch):
+    """A batch of exactly `max_batch` bytes and an archive of exactly MAX_ARCHIVE_BYTES are read; one
+    byte more is refused. A malformed batch's error names its file."""
+    import dataclasses
+
+    make_cifar(tmp_path / "f", "folder")
+    size = (tmp_path / "f" / cifar.FOLDER / "test_batch").stat().st_size
+    exact = dataclasses.replace(cifar.CIFAR10, max_batch=size)
+    assert len(cifar.load_cifar(exact, "test", tmp_path / "f", download=False, verify=False)) == 7
+    with pytest.raises(DataError, match="larger than"):
+        cifar.load_cifar(dataclasses.replace(exact, max_batch=size - 1), "test", tmp_path / "f", download=False,
+                         verify=False)
+    make_cifar(tmp_path / "a", "archive")
+    monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", (tmp_path / "a" / cifar.ARCHIVE).stat().st_size)
+    assert len(cifar.load_cifar10("test", tmp_path / "a", download=False, verify=False)) == 7
+    monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", cifar.MAX_ARCHIVE_BYTES - 1)
+    with pytest.raises(DataError, match="larger than"):
+        cifar.load_cifar10("test", tmp_path / "a", download=False, verify=False)
+    (tmp_path / "f" / cifar.FOLDER / "test_batch").write_bytes(pickle.dumps([1]))
+    with pytest.raises(DataError, match="expected a dict") as e:
+        cifar.load_cifar10("test", tmp_path / "f", download=False, verify=False)
+    assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
+
+
+def test_cifar100_defaults_train_split_and_download(tmp_path, monkeypatch):
+    fetched = []
+
+    def online(urls, dest, md5, timeout=30.0):  # serves small files instead of the real archive
+        fetched.append(dest)
+        from test_data_formats import make_cifar100
+        make_cifar100(dest.parent, "archive")
+        return dest
+
+    monkeypatch.setattr(cifar, "download_file", online)
+    d = cifar.load_cifar100(data_dir=tmp_path, verify=False)  # downloads by default, reads the train split
+    assert fetched == [tmp_path / "cifar100" / "cifar-100-python.tar.gz"] and len(d) == 12
+
+
 # ---------------------------------------------------------------- Decoy-MNIST
 
 def _check_decoy(base: TensorData, d: TensorData, split: str):
