@@ -10,6 +10,7 @@
 #   scripts/mutation.sh attacks/pgd saliency   # some modules
 #   JOBS=2 MUTATION_DIR=/tmp/m scripts/mutation.sh ...
 #   SCORE_ONLY=1 scripts/mutation.sh attacks/pgd   # re-score a finished run (e.g. after listing equivalents)
+#   RERUN=1 scripts/mutation.sh attacks/pgd        # after adding tests: re-run a finished run's survivors
 #
 # Raise statements (error-message text) are left out of the run (do_not_mutate_patterns).
 set -euo pipefail
@@ -64,6 +65,22 @@ for mod in "${MODULES[@]}"; do
   if [ -n "${SCORE_ONLY:-}" ]; then
     equivalents > "$dir/equivalent.txt"
     "$PY" "$dir/score.py" "$dir" "$mod" "$(cat "$dir/seconds")"
+    continue
+  fi
+  if [ -n "${RERUN:-}" ]; then
+    # after adding tests: copy tests/ into the finished run and re-run only its survivors (the test
+    # selection is unchanged, so mutmut keeps the other verdicts; new tests get their stats first)
+    rm -rf "$dir/tests" && cp -r "$ROOT/tests" "$dir/" && find "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
+    names=$(cut -d: -f1 "$dir/survivors.txt")
+    t0=$(date +%s)
+    if [ -n "$names" ]; then
+      (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut run --max-children "$JOBS" $names > "$dir/rerun.log" 2>&1) || true
+    fi
+    secs=$(( $(cat "$dir/seconds") + $(date +%s) - t0 ))
+    echo "$secs" > "$dir/seconds"
+    (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
+    equivalents > "$dir/equivalent.txt"
+    "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
     continue
   fi
   rm -rf "$dir" && mkdir -p "$dir"

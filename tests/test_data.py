@@ -124,6 +124,53 @@ def test_idx_bad_header_refused(tmp_path, header):
         mnist.read_idx(path)
 
 
+
+def test_idx_header_bytes_checked_one_by_one_and_empty_files_parse():
+    body = np.array([1, 2, 2], ">u4").tobytes() + bytes(4)
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 3]) + body).shape == (1, 2, 2)
+    for magic in ([1, 0], [0, 1]):  # either magic byte alone is enough to refuse
+        with pytest.raises(DataError):
+            mnist.parse_idx(bytes(magic + [0x08, 3]) + body)
+    # a header of dims (0, 28, 28) and nothing after it: no images, not a truncated file
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 3]) + np.array([0, 28, 28], ">u4").tobytes()).shape == (0, 28, 28)
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 0, 7])).tolist() == 7  # 0-d: one value
+
+
+def test_idx_size_limit_inclusive(monkeypatch):
+    raw = bytes([0, 0, 0x08, 1]) + np.array([4], ">u4").tobytes() + bytes(4)
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(raw))
+    assert mnist.parse_idx(raw).shape == (4,)
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(raw) - 1)
+    with pytest.raises(DataError, match="more than"):
+        mnist.parse_idx(raw)
+
+
+def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    images, labels = rng.integers(0, 256, (4, 28, 28)), np.array([0, 9, 3, 9])
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)  # no mnist/ subfolder
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    d = mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
+    assert d.y.dtype == torch.int64 and d.y.tolist() == [0, 9, 3, 9]
+    torch.testing.assert_close(d.x, torch.from_numpy(images).float()[:, None] / 255)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 10, 3, 9]))
+    with pytest.raises(DataError, match="labels must be 0..9"):
+        mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
+    fetched = []
+
+    def online(urls, dest, md5, timeout=30.0):  # serves small files instead of the real ones
+        fetched.append((urls[0], dest, md5))
+        write_idx(dest, images if "images" in dest.name else labels)
+        return dest
+
+    monkeypatch.setattr(mnist, "download_file", online)
+    d = mnist.load_idx_dataset("fashion-mnist", "test", tmp_path / "new", verify=False)  # downloads by default
+    assert len(d) == 4 and [f[1].name for f in fetched] == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert all(f[1].parent == tmp_path / "new" / "fashion-mnist" for f in fetched)
+    assert fetched[0][0] == mnist.MIRRORS["fashion-mnist"][0] + "t10k-images-idx3-ubyte.gz"
+    assert fetched[0][2] == mnist.MD5["fashion-mnist"]["t10k-images-idx3-ubyte.gz"]
+
+
 # ---------------------------------------------------------------- CIFAR-10
 
 def _py2_style_pickle(obj) -> bytes:
