@@ -61,8 +61,6 @@ def test_map_statistics_read_the_absolute_map():
     assert saliency_gini(m).item() == pytest.approx(3 / 8)
     region = torch.tensor([[[False, False], [True, False]]])
     assert localisation(m, region).item() == pytest.approx(0.5)  # 2 of the mass 4
-    # size: |s| min-max scaled to 0..255 -> bytes (128, 128, 255, 0), deflated at level 9
-    assert saliency_size(m).item() == pytest.approx(len(zlib.compress(bytes([128, 128, 255, 0]), 9)) / 1024)
     g = torch.Generator().manual_seed(0)
     r = torch.randn(3, 8, 8, generator=g)
     for f in (saliency_entropy, saliency_gini, saliency_size):
@@ -118,3 +116,30 @@ def test_similarity_of_signed_maps():
         np.testing.assert_allclose(ssim(x, y).numpy(), ref, atol=1e-7)
     with pytest.raises(SgtlabError):
         ssim(a[:, :6, :6], b[:, :6, :6])
+
+
+def test_size_compresses_the_per_image_min_max_scaled_absolute_map(monkeypatch):
+    """The bytes handed to zlib are |s| min-max scaled per image to 0..255 and rounded, row-major
+    (zlib's length hardly depends on which bytes they are, so the bytes themselves are checked)."""
+    g = torch.Generator().manual_seed(2)
+    maps = torch.stack([torch.randn(4, 5, generator=g),  # signed
+                        2 + torch.rand(4, 5, generator=g),  # |s| in [2, 3): min far from 0, range < 1
+                        torch.full((4, 5), -0.5)])  # constant: all zeros
+    maps[0, 1, 2] = 0.0  # the min of |s| is 0, its max elsewhere
+    seen = []
+    real = zlib.compress
+
+    def spy(data, level=-1):
+        seen.append((bytes(data), level))
+        return real(data, level)
+
+    monkeypatch.setattr(zlib, "compress", spy)
+    sizes = saliency_size(maps)
+    monkeypatch.undo()
+    a = maps.abs().double().numpy().reshape(3, -1)
+    for i, (data, level) in enumerate(seen):
+        lo, hi = a[i].min(), a[i].max()
+        expected = np.zeros(20, np.uint8) if hi == lo else np.round((a[i] - lo) / (hi - lo) * 255).astype(np.uint8)
+        assert data == expected.tobytes() and level == 9
+        assert sizes[i].item() == pytest.approx(len(real(expected.tobytes(), 9)) / 1024)
+    assert len(seen) == 3 and max(seen[0][0]) == 255 and min(seen[0][0]) == 0
