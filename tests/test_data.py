@@ -343,7 +343,8 @@ def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monk
     with pytest.raises(DataError, match="larger than"):
         cifar.load_cifar(dataclasses.replace(exact, max_batch=size - 1), "test", tmp_path / "f", download=False,
                          verify=False)
-    make_cifar(tmp_path / "a", "archive")
+    make_cifar(tmp_path / "a", "archive")  # the same batches, so a member of exactly max_batch bytes
+    assert len(cifar.load_cifar(exact, "test", tmp_path / "a", download=False, verify=False)) == 7
     monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", (tmp_path / "a" / cifar.ARCHIVE).stat().st_size)
     assert len(cifar.load_cifar10("test", tmp_path / "a", download=False, verify=False)) == 7
     monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", cifar.MAX_ARCHIVE_BYTES - 1)
@@ -355,18 +356,24 @@ def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monk
     assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
 
 
-def test_cifar100_defaults_train_split_and_download(tmp_path, monkeypatch):
+def test_cifar_defaults_train_split_and_download(tmp_path, monkeypatch):
     fetched = []
 
     def online(urls, dest, md5, timeout=30.0):  # serves small files instead of the real archive
-        fetched.append(dest)
+        fetched.append((urls, dest, md5))
         from test_data_formats import make_cifar100
-        make_cifar100(dest.parent, "archive")
+        make_cifar100(dest.parent, "archive") if "100" in dest.name else make_cifar(dest.parent, "archive")
         return dest
 
     monkeypatch.setattr(cifar, "download_file", online)
     d = cifar.load_cifar100(data_dir=tmp_path, verify=False)  # downloads by default, reads the train split
-    assert fetched == [tmp_path / "cifar100" / "cifar-100-python.tar.gz"] and len(d) == 12
+    assert [f[1] for f in fetched] == [tmp_path / "cifar100" / "cifar-100-python.tar.gz"] and len(d) == 12
+    assert fetched[0][0] == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
+    assert fetched[0][2] == "eb9058c3a382ffc7106e4002c42a8d85"
+    d = cifar.load_cifar10(data_dir=tmp_path / "ten", verify=False)
+    assert fetched[1][0] == cifar.URLS and fetched[1][1] == tmp_path / "ten" / "cifar10" / cifar.ARCHIVE
+    assert len(d) == 5 * 6  # five training batches of 6
+    assert len(cifar.load_cifar(cifar.CIFAR10, data_dir=tmp_path / "ten", download=False, verify=False)) == 30
 
 
 # ---------------------------------------------------------------- Decoy-MNIST
