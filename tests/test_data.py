@@ -354,6 +354,10 @@ def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monk
     with pytest.raises(DataError, match="expected a dict") as e:
         cifar.load_cifar10("test", tmp_path / "f", download=False, verify=False)
     assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
+    (tmp_path / "f" / cifar.FOLDER / "test_batch").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match="not a readable") as e:
+        cifar.load_cifar10("test", tmp_path / "f", download=False, verify=False)
+    assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
 
 
 def test_cifar_defaults_train_split_and_download(tmp_path, monkeypatch):
@@ -372,8 +376,12 @@ def test_cifar_defaults_train_split_and_download(tmp_path, monkeypatch):
     assert fetched[0][2] == "eb9058c3a382ffc7106e4002c42a8d85"
     d = cifar.load_cifar10(data_dir=tmp_path / "ten", verify=False)
     assert fetched[1][0] == cifar.URLS and fetched[1][1] == tmp_path / "ten" / "cifar10" / cifar.ARCHIVE
-    assert len(d) == 5 * 6  # five training batches of 6
+    assert len(d) == 5 * 6 and d.name == "cifar10"  # five training batches of 6
     assert len(cifar.load_cifar(cifar.CIFAR10, data_dir=tmp_path / "ten", download=False, verify=False)) == 30
+    with pytest.raises(DataError, match="md5"):  # load_cifar checks the md5 by default
+        cifar.load_cifar(cifar.CIFAR10, data_dir=tmp_path / "ten", download=False)
+    assert len(cifar.load_cifar(cifar.CIFAR100, data_dir=tmp_path / "dl", verify=False)) == 12  # downloads
+    assert fetched[-1][1] == tmp_path / "dl" / "cifar100" / "cifar-100-python.tar.gz"
 
 
 # ---------------------------------------------------------------- Decoy-MNIST
