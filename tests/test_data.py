@@ -169,6 +169,12 @@ def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypa
     assert all(f[1].parent == tmp_path / "new" / "fashion-mnist" for f in fetched)
     assert fetched[0][0] == mnist.MIRRORS["fashion-mnist"][0] + "t10k-images-idx3-ubyte.gz"
     assert fetched[0][2] == mnist.MD5["fashion-mnist"]["t10k-images-idx3-ubyte.gz"]
+    # defaults: the train split, md5-checked
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:3])
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:3])
+    assert len(mnist.load_idx_dataset("mnist", data_dir=tmp_path, download=False, verify=False)) == 3
+    with pytest.raises(DataError, match="md5"):
+        mnist.find_files("mnist", "train", tmp_path, download=False)
 
 
 # ---------------------------------------------------------------- CIFAR-10
