@@ -151,7 +151,10 @@ def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypa
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)  # no mnist/ subfolder
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     d = mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
-    assert d.y.dtype == torch.int64 and d.y.tolist() == [0, 9, 3, 9]
+    assert d.y.dtype == torch.int64 and d.y.tolist() == [0, 9, 3, 9] and d.name == "mnist"
+    for imgs, lbls in ((images[:3], labels), (images, labels[:, None])):  # counts differ; labels not 1-D
+        with pytest.raises(DataError, match="do not match"):
+            mnist.check_idx_pair("mnist", imgs, lbls)
     torch.testing.assert_close(d.x, torch.from_numpy(images).float()[:, None] / 255)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 10, 3, 9]))
     with pytest.raises(DataError, match="labels must be 0..9"):

@@ -143,3 +143,17 @@ def test_size_compresses_the_per_image_min_max_scaled_absolute_map(monkeypatch):
         assert data == expected.tobytes() and level == 9
         assert sizes[i].item() == pytest.approx(len(real(expected.tobytes(), 9)) / 1024)
     assert len(seen) == 3 and max(seen[0][0]) == 255 and min(seen[0][0]) == 0
+
+
+def test_faithfulness_scores_per_image():
+    # ROAD's drop: per image, the mean over fractions of f_c(x) - f_c(x_p); ABPC = MoRF - LeRF
+    from sgtlab.evaluate.saliency_metrics import abpc, drop_from_probs
+    clean, prob = torch.tensor([0.9, 0.5]), torch.tensor([[0.7, 0.1], [0.5, 0.6]])
+    torch.testing.assert_close(drop_from_probs(clean, prob), torch.tensor([0.5, -0.05]))
+    torch.testing.assert_close(abpc(torch.tensor([0.5, 0.1]), torch.tensor([0.2, 0.3])), torch.tensor([0.3, -0.2]))
+
+
+def test_gate_and_ratio_read_json_nulls_as_missing():
+    # per-image values come back from JSON with null for NaN: left out like NaN
+    assert clearly_positive([1.0, None, 3.0], 0.5) == clearly_positive([1.0, 3.0], 0.5)
+    assert ratio_where_defined([2.0, None, 6.0], [1.0, None, 3.0], conf=0.5) == pytest.approx(2.0)
