@@ -152,6 +152,12 @@ def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypa
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     d = mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
     assert d.y.dtype == torch.int64 and d.y.tolist() == [0, 9, 3, 9] and d.name == "mnist"
+    bad = tmp_path / "bad" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(bad, labels)
+    bad.write_bytes(gzip.compress(b"\x01" + gzip.decompress(bad.read_bytes())[1:]))
+    with pytest.raises(DataError, match="not an IDX file") as e:
+        mnist.read_idx(bad)
+    assert str(bad) in str(e.value)  # the error names the file
     for imgs, lbls in ((images[:3], labels), (images, labels[:, None])):  # counts differ; labels not 1-D
         with pytest.raises(DataError, match="do not match"):
             mnist.check_idx_pair("mnist", imgs, lbls)
