@@ -160,7 +160,7 @@ def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypa
     assert str(bad) in str(e.value)  # the error names the file
     good = tmp_path / "t10k-labels-idx1-ubyte.gz"  # a file of exactly MAX_IDX_BYTES decompressed is read
     monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(gzip.decompress(good.read_bytes())))
-    assert mnist.read_idx(good).tolist() == [0, 10, 3, 9]
+    assert mnist.read_idx(good).tolist() == [0, 9, 3, 9]
     monkeypatch.undo()
     for imgs, lbls in ((images[:3], labels), (images, labels[:, None])):  # counts differ; labels not 1-D
         with pytest.raises(DataError, match="do not match"):
