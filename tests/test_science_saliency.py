@@ -157,3 +157,12 @@ def test_gate_and_ratio_read_json_nulls_as_missing():
     # per-image values come back from JSON with null for NaN: left out like NaN
     assert clearly_positive([1.0, None, 3.0], 0.5) == clearly_positive([1.0, 3.0], 0.5)
     assert ratio_where_defined([2.0, None, 6.0], [1.0, None, 3.0], conf=0.5) == pytest.approx(2.0)
+
+
+def test_rank_average_is_scipy_rankdata_along_the_last_dimension():
+    from sgtlab.evaluate.saliency_metrics import rank_average
+    scipy_stats = pytest.importorskip("scipy.stats")
+    v = torch.tensor([[[3.0, 1.0, 3.0, 2.0], [0.5, 0.5, 0.5, 9.0]], [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]])
+    np.testing.assert_array_equal(rank_average(v).numpy(), scipy_stats.rankdata(v.numpy(), axis=-1))
+    with pytest.raises(SgtlabError):  # same shapes but not N x H x W
+        spearman_abs(torch.ones(2, 1, 7, 7), torch.ones(2, 1, 7, 7))
