@@ -231,3 +231,23 @@ def test_early_stop_keeps_the_first_fooling_iterate():
                                                                                random_start=False)):
         assert torch.allclose(attack(model, x, y, 0.3, early_stop=True), x + 0.06, atol=1e-6)
         assert torch.allclose(attack(model, x, y, 0.3), torch.ones_like(x))
+
+
+@pytest.mark.parametrize("random_start,restarts", [(True, 1), (False, 1), (False, 2), (True, 3)])
+def test_pgd_flags_say_what_perturb_uses(random_start, restarts):
+    """The sweep passes its noise only to attacks with `takes_init_delta` and the clean gradient only
+    to those with `uses_clean_grad`: each flag is true exactly when perturb reads that argument."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(4, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0, 1])
+    attack = build_attack("pgd", steps=1, alpha=0.01, random_start=random_start, restarts=restarts)  # no saturation
+
+    def run(**kw):
+        torch.manual_seed(1)
+        return attack.perturb(model, x, y, 0.1, **kw)
+
+    base = run()
+    uses_delta = not torch.equal(run(init_delta=torch.full_like(x, -0.1)), base)
+    uses_grad = not torch.equal(run(clean_grad=-torch.ones_like(x)), base)
+    assert (attack.takes_init_delta, attack.uses_clean_grad) == (uses_delta, uses_grad) == (
+        random_start, not random_start and restarts == 1)

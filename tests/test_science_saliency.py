@@ -164,5 +164,7 @@ def test_rank_average_is_scipy_rankdata_along_the_last_dimension():
     scipy_stats = pytest.importorskip("scipy.stats")
     v = torch.tensor([[[3.0, 1.0, 3.0, 2.0], [0.5, 0.5, 0.5, 9.0]], [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]])
     np.testing.assert_array_equal(rank_average(v).numpy(), scipy_stats.rankdata(v.numpy(), axis=-1))
-    with pytest.raises(SgtlabError):  # same shapes but not N x H x W
-        spearman_abs(torch.ones(2, 1, 7, 7), torch.ones(2, 1, 7, 7))
+    for a, b in ((torch.ones(2, 1, 7, 7), torch.ones(2, 1, 7, 7)),  # same shapes but not N x H x W
+                 (torch.ones(2, 7, 7), torch.ones(2, 8, 8)), (torch.ones(2, 7, 7), [[1.0]]), ([[1.0]], torch.ones(2, 7, 7))):
+        with pytest.raises(SgtlabError):
+            spearman_abs(a, b)
