@@ -251,3 +251,18 @@ def test_pgd_flags_say_what_perturb_uses(random_start, restarts):
     uses_grad = not torch.equal(run(clean_grad=-torch.ones_like(x)), base)
     assert (attack.takes_init_delta, attack.uses_clean_grad) == (uses_delta, uses_grad) == (
         random_start, not random_start and restarts == 1)
+
+
+def test_pgd_mask_of_any_dtype_limits_the_perturbation():
+    # a 0/1 mask given as bool, float64 or float32 marks the same pixels; outside them nothing moves
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(3, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0])
+    marked = torch.tensor([[True, False], [False, True]]).expand(3, 1, 2, 2)
+    outs = []
+    for mask in (marked, marked.double(), marked.float()):
+        torch.manual_seed(1)
+        outs.append(pgd(model, x, y, 0.1, steps=3, mask=mask))
+    assert all(o.dtype == torch.float32 and torch.equal(o, outs[0]) for o in outs)
+    assert torch.equal(outs[0][~marked.expand_as(x)], x[~marked.expand_as(x)])
+    assert (outs[0] - x)[marked.expand_as(x)].abs().max() > 0
