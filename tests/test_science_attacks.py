@@ -266,3 +266,17 @@ def test_pgd_mask_of_any_dtype_limits_the_perturbation():
     assert all(o.dtype == torch.float32 and torch.equal(o, outs[0]) for o in outs)
     assert torch.equal(outs[0][~marked.expand_as(x)], x[~marked.expand_as(x)])
     assert (outs[0] - x)[marked.expand_as(x)].abs().max() > 0
+
+
+def test_pgd_restarts_keep_each_samples_eps_and_mask():
+    # with restarts, per-sample eps (0 for the first image) and a mask still bound every image:
+    # |adv - x| <= eps_i on the marked pixels, nothing moves elsewhere, the eps = 0 image not at all
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(3, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0])
+    eps = torch.tensor([0.0, 0.1, 0.05])
+    marked = torch.tensor([[True, False], [False, True]]).expand(3, 1, 2, 2)
+    adv = pgd(model, x, y, eps, steps=3, restarts=3, mask=marked)
+    move = (adv - x).abs()
+    assert torch.equal(adv[0], x[0]) and torch.equal(adv[~marked.expand_as(x)], x[~marked.expand_as(x)])
+    assert (move.flatten(1).max(1).values <= eps + 1e-7).all() and move[1:].flatten(1).max(1).values.min() > 0
