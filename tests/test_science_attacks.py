@@ -280,3 +280,25 @@ def test_pgd_restarts_keep_each_samples_eps_and_mask():
     move = (adv - x).abs()
     assert torch.equal(adv[0], x[0]) and torch.equal(adv[~marked.expand_as(x)], x[~marked.expand_as(x)])
     assert (move.flatten(1).max(1).values <= eps + 1e-7).all() and move[1:].flatten(1).max(1).values.min() > 0
+
+
+def _linear(weight, bias):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        model[1].bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return model
+
+
+def test_pgd_restarts_early_stop_and_ties():
+    x, y, start = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0]), torch.zeros(1, 1, 2, 2)
+    attack = build_attack("pgd", steps=5, alpha=0.02, restarts=2)
+    # logit_0 - logit_1 = sum(x) - 1.95 = 0.05: one step of 0.02 on the 4 pixels (to 0.48) fools it;
+    # with early stop the image stays there, without it walks on to the eps = 0.1 boundary
+    model = _linear([[1, 1, 1, 1], [0, 0, 0, 0]], [-1.95, 0])
+    torch.testing.assert_close(attack.perturb(model, x, y, 0.1, init_delta=start, early_stop=True), x - 0.02)
+    torch.testing.assert_close(attack.perturb(model, x, y, 0.1, init_delta=start), x - 0.1)
+    # a constant model: no restart is worse than the first, which is kept (its start, as nothing moves)
+    flat = _linear([[0, 0, 0, 0], [0, 0, 0, 0]], [1.0, 0])
+    first = torch.tensor([0.05, -0.05, 0.1, 0.0]).reshape(1, 1, 2, 2)
+    assert torch.equal(attack.perturb(flat, x, y, 0.1, init_delta=first), x + first)
