@@ -114,8 +114,9 @@ def test_similarity_of_signed_maps():
                                              (y[i].abs() / y[i].abs().max()).double().numpy(), data_range=1.0)
                for i in range(2)]
         np.testing.assert_allclose(ssim(x, y).numpy(), ref, atol=1e-7)
-    with pytest.raises(SgtlabError):
-        ssim(a[:, :6, :6], b[:, :6, :6])
+    for h, w in ((6, 6), (6, 9), (9, 6)):  # either side shorter than the 7 x 7 window
+        with pytest.raises(SgtlabError):
+            ssim(torch.rand(2, h, w), torch.rand(2, h, w))
 
 
 def test_size_compresses_the_per_image_min_max_scaled_absolute_map(monkeypatch):
