@@ -311,3 +311,19 @@ def test_pgd_restarts_on_a_single_image():
     torch.manual_seed(0)
     fooled = sum(int(model(pgd(model, x, y, 0.3, steps=1, restarts=8)).argmax(1).item() != 0) for _ in range(60))
     assert fooled > 15, fooled  # one restart: about 5 of 60
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_fgsm_uses_clean_grad_says_what_perturb_uses(random_start):
+    model = _linear([[1, -1, 1, -1], [0, 0, 0, 0]], [0.0, 0])
+    x, y = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0])
+    attack = build_attack("fgsm", random_start=random_start)
+
+    def run(**kw):
+        torch.manual_seed(1)
+        return attack.perturb(model, x, y, 0.1, **kw)
+
+    uses_grad = not torch.equal(run(clean_grad=torch.ones_like(x)), run())
+    assert attack.uses_clean_grad == uses_grad == (not random_start)
+    if not random_start:  # x + eps * sign(grad): the CE gradient of class 0 is -w
+        torch.testing.assert_close(run(), x - 0.1 * torch.tensor([1.0, -1, 1, -1]).reshape(1, 1, 2, 2))
