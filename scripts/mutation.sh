@@ -6,7 +6,7 @@
 # reach the mutated function. Prints, per module: mutants, killed, survived, equivalent (listed in
 # docs/testing.md), score = killed / (mutants - equivalent), and the wall time.
 #
-#   scripts/mutation.sh                    # every module of the core (about an hour on 2 cores)
+#   scripts/mutation.sh                    # every module of the core (whole-core time not yet measured)
 #   scripts/mutation.sh attacks/pgd saliency   # some modules
 #   JOBS=2 MUTATION_DIR=/tmp/m scripts/mutation.sh ...
 #   SCORE_ONLY=1 scripts/mutation.sh attacks/pgd   # re-score a finished run (e.g. after listing equivalents)
