@@ -124,6 +124,72 @@ def test_idx_bad_header_refused(tmp_path, header):
         mnist.read_idx(path)
 
 
+
+def test_idx_header_bytes_checked_one_by_one_and_empty_files_parse():
+    body = np.array([1, 2, 2], ">u4").tobytes() + bytes(4)
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 3]) + body).shape == (1, 2, 2)
+    for magic in ([1, 0], [0, 1]):  # either magic byte alone is enough to refuse
+        with pytest.raises(DataError):
+            mnist.parse_idx(bytes(magic + [0x08, 3]) + body)
+    # a header of dims (0, 28, 28) and nothing after it: no images, not a truncated file
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 3]) + np.array([0, 28, 28], ">u4").tobytes()).shape == (0, 28, 28)
+    assert mnist.parse_idx(bytes([0, 0, 0x08, 0, 7])).tolist() == 7  # 0-d: one value
+
+
+def test_idx_size_limit_inclusive(monkeypatch):
+    raw = bytes([0, 0, 0x08, 1]) + np.array([4], ">u4").tobytes() + bytes(4)
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(raw))
+    assert mnist.parse_idx(raw).shape == (4,)
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(raw) - 1)
+    with pytest.raises(DataError, match="more than"):
+        mnist.parse_idx(raw)
+
+
+def test_idx_files_in_the_data_dir_itself_labels_and_download(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    images, labels = rng.integers(0, 256, (4, 28, 28)), np.array([0, 9, 3, 9])
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)  # no mnist/ subfolder
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    d = mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
+    assert d.y.dtype == torch.int64 and d.y.tolist() == [0, 9, 3, 9] and d.name == "mnist"
+    bad = tmp_path / "bad" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(bad, labels)
+    bad.write_bytes(gzip.compress(b"\x01" + gzip.decompress(bad.read_bytes())[1:]))
+    with pytest.raises(DataError, match="not an IDX file") as e:
+        mnist.read_idx(bad)
+    assert str(bad) in str(e.value)  # the error names the file
+    good = tmp_path / "t10k-labels-idx1-ubyte.gz"  # a file of exactly MAX_IDX_BYTES decompressed is read
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", len(gzip.decompress(good.read_bytes())))
+    assert mnist.read_idx(good).tolist() == [0, 9, 3, 9]
+    monkeypatch.undo()
+    for imgs, lbls in ((images[:3], labels), (images, labels[:, None])):  # counts differ; labels not 1-D
+        with pytest.raises(DataError, match="do not match"):
+            mnist.check_idx_pair("mnist", imgs, lbls)
+    torch.testing.assert_close(d.x, torch.from_numpy(images).float()[:, None] / 255)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 10, 3, 9]))
+    with pytest.raises(DataError, match="labels must be 0..9"):
+        mnist.load_idx_dataset("mnist", "test", tmp_path, download=False, verify=False)
+    fetched = []
+
+    def online(urls, dest, md5, timeout=30.0):  # serves small files instead of the real ones
+        fetched.append((urls[0], dest, md5))
+        write_idx(dest, images if "images" in dest.name else labels)
+        return dest
+
+    monkeypatch.setattr(mnist, "download_file", online)
+    d = mnist.load_idx_dataset("fashion-mnist", "test", tmp_path / "new", verify=False)  # downloads by default
+    assert len(d) == 4 and [f[1].name for f in fetched] == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert all(f[1].parent == tmp_path / "new" / "fashion-mnist" for f in fetched)
+    assert fetched[0][0] == mnist.MIRRORS["fashion-mnist"][0] + "t10k-images-idx3-ubyte.gz"
+    assert fetched[0][2] == mnist.MD5["fashion-mnist"]["t10k-images-idx3-ubyte.gz"]
+    # defaults: the train split, md5-checked
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:3])
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:3])
+    assert len(mnist.load_idx_dataset("mnist", data_dir=tmp_path, download=False, verify=False)) == 3
+    with pytest.raises(DataError, match="md5"):
+        mnist.find_files("mnist", "train", tmp_path, download=False)
+
+
 # ---------------------------------------------------------------- CIFAR-10
 
 def _py2_style_pickle(obj) -> bytes:
@@ -281,6 +347,60 @@ def test_cifar_corrupt_archive_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DataError, match="not a readable tar.gz"):
         cifar.load_cifar10("train", tmp_path, download=False, verify=False)
+
+
+
+def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monkeypatch):
+    """A batch of exactly `max_batch` bytes and an archive of exactly MAX_ARCHIVE_BYTES are read; one
+    byte more is refused. A malformed batch's error names its file."""
+    import dataclasses
+
+    make_cifar(tmp_path / "f", "folder")
+    size = (tmp_path / "f" / cifar.FOLDER / "test_batch").stat().st_size
+    exact = dataclasses.replace(cifar.CIFAR10, max_batch=size)
+    assert len(cifar.load_cifar(exact, "test", tmp_path / "f", download=False, verify=False)) == 7
+    with pytest.raises(DataError, match="larger than"):
+        cifar.load_cifar(dataclasses.replace(exact, max_batch=size - 1), "test", tmp_path / "f", download=False,
+                         verify=False)
+    make_cifar(tmp_path / "a", "archive")  # the same batches, so a member of exactly max_batch bytes
+    assert len(cifar.load_cifar(exact, "test", tmp_path / "a", download=False, verify=False)) == 7
+    monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", (tmp_path / "a" / cifar.ARCHIVE).stat().st_size)
+    assert len(cifar.load_cifar10("test", tmp_path / "a", download=False, verify=False)) == 7
+    monkeypatch.setattr(cifar, "MAX_ARCHIVE_BYTES", cifar.MAX_ARCHIVE_BYTES - 1)
+    with pytest.raises(DataError, match="larger than"):
+        cifar.load_cifar10("test", tmp_path / "a", download=False, verify=False)
+    (tmp_path / "f" / cifar.FOLDER / "test_batch").write_bytes(pickle.dumps([1]))
+    with pytest.raises(DataError, match="expected a dict") as e:
+        cifar.load_cifar10("test", tmp_path / "f", download=False, verify=False)
+    assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
+    (tmp_path / "f" / cifar.FOLDER / "test_batch").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match="not a readable") as e:
+        cifar.load_cifar10("test", tmp_path / "f", download=False, verify=False)
+    assert str(tmp_path / "f" / cifar.FOLDER / "test_batch") in str(e.value)
+
+
+def test_cifar_defaults_train_split_and_download(tmp_path, monkeypatch):
+    fetched = []
+
+    def online(urls, dest, md5, timeout=30.0):  # serves small files instead of the real archive
+        fetched.append((urls, dest, md5))
+        from test_data_formats import make_cifar100
+        make_cifar100(dest.parent, "archive") if "100" in dest.name else make_cifar(dest.parent, "archive")
+        return dest
+
+    monkeypatch.setattr(cifar, "download_file", online)
+    d = cifar.load_cifar100(data_dir=tmp_path, verify=False)  # downloads by default, reads the train split
+    assert [f[1] for f in fetched] == [tmp_path / "cifar100" / "cifar-100-python.tar.gz"] and len(d) == 12
+    assert fetched[0][0] == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
+    assert fetched[0][2] == "eb9058c3a382ffc7106e4002c42a8d85"
+    d = cifar.load_cifar10(data_dir=tmp_path / "ten", verify=False)
+    assert fetched[1][0] == cifar.URLS and fetched[1][1] == tmp_path / "ten" / "cifar10" / cifar.ARCHIVE
+    assert len(d) == 5 * 6 and d.name == "cifar10"  # five training batches of 6
+    assert len(cifar.load_cifar(cifar.CIFAR10, data_dir=tmp_path / "ten", download=False, verify=False)) == 30
+    with pytest.raises(DataError, match="md5"):  # load_cifar checks the md5 by default
+        cifar.load_cifar(cifar.CIFAR10, data_dir=tmp_path / "ten", download=False)
+    assert len(cifar.load_cifar(cifar.CIFAR100, data_dir=tmp_path / "dl", verify=False)) == 12  # downloads
+    assert fetched[-1][1] == tmp_path / "dl" / "cifar100" / "cifar-100-python.tar.gz"
 
 
 # ---------------------------------------------------------------- Decoy-MNIST

@@ -231,3 +231,99 @@ def test_early_stop_keeps_the_first_fooling_iterate():
                                                                                random_start=False)):
         assert torch.allclose(attack(model, x, y, 0.3, early_stop=True), x + 0.06, atol=1e-6)
         assert torch.allclose(attack(model, x, y, 0.3), torch.ones_like(x))
+
+
+@pytest.mark.parametrize("random_start,restarts", [(True, 1), (False, 1), (False, 2), (True, 3)])
+def test_pgd_flags_say_what_perturb_uses(random_start, restarts):
+    """The sweep passes its noise only to attacks with `takes_init_delta` and the clean gradient only
+    to those with `uses_clean_grad`: each flag is true exactly when perturb reads that argument."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(4, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0, 1])
+    attack = build_attack("pgd", steps=1, alpha=0.01, random_start=random_start, restarts=restarts)  # no saturation
+
+    def run(**kw):
+        torch.manual_seed(1)
+        return attack.perturb(model, x, y, 0.1, **kw)
+
+    base = run()
+    uses_delta = not torch.equal(run(init_delta=torch.full_like(x, -0.1)), base)
+    uses_grad = not torch.equal(run(clean_grad=-torch.ones_like(x)), base)
+    assert (attack.takes_init_delta, attack.uses_clean_grad) == (uses_delta, uses_grad) == (
+        random_start, not random_start and restarts == 1)
+
+
+def test_pgd_mask_of_any_dtype_limits_the_perturbation():
+    # a 0/1 mask given as bool, float64 or float32 marks the same pixels; outside them nothing moves
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(3, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0])
+    marked = torch.tensor([[True, False], [False, True]]).expand(3, 1, 2, 2)
+    outs = []
+    for mask in (marked, marked.double(), marked.float()):
+        torch.manual_seed(1)
+        outs.append(pgd(model, x, y, 0.1, steps=3, mask=mask))
+    assert all(o.dtype == torch.float32 and torch.equal(o, outs[0]) for o in outs)
+    assert torch.equal(outs[0][~marked.expand_as(x)], x[~marked.expand_as(x)])
+    assert (outs[0] - x)[marked.expand_as(x)].abs().max() > 0
+
+
+def test_pgd_restarts_keep_each_samples_eps_and_mask():
+    # with restarts, per-sample eps (0 for the first image) and a mask still bound every image:
+    # |adv - x| <= eps_i on the marked pixels, nothing moves elsewhere, the eps = 0 image not at all
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    x, y = torch.rand(3, 2, 2, 2) * 0.5 + 0.25, torch.tensor([0, 1, 0])
+    eps = torch.tensor([0.0, 0.1, 0.05])
+    marked = torch.tensor([[True, False], [False, True]]).expand(3, 1, 2, 2)
+    adv = pgd(model, x, y, eps, steps=3, restarts=3, mask=marked)
+    move = (adv - x).abs()
+    assert torch.equal(adv[0], x[0]) and torch.equal(adv[~marked.expand_as(x)], x[~marked.expand_as(x)])
+    assert (move.flatten(1).max(1).values <= eps + 1e-7).all() and move[1:].flatten(1).max(1).values.min() > 0
+
+
+def _linear(weight, bias):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        model[1].bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return model
+
+
+def test_pgd_restarts_early_stop_and_ties():
+    x, y, start = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0]), torch.zeros(1, 1, 2, 2)
+    attack = build_attack("pgd", steps=5, alpha=0.02, restarts=2)
+    # logit_0 - logit_1 = sum(x) - 1.95 = 0.05: one step of 0.02 on the 4 pixels (to 0.48) fools it;
+    # with early stop the image stays there, without it walks on to the eps = 0.1 boundary
+    model = _linear([[1, 1, 1, 1], [0, 0, 0, 0]], [-1.95, 0])
+    torch.testing.assert_close(attack.perturb(model, x, y, 0.1, init_delta=start, early_stop=True), x - 0.02)
+    torch.testing.assert_close(attack.perturb(model, x, y, 0.1, init_delta=start), x - 0.1)
+    # a constant model: no restart is worse than the first, which is kept (its start, as nothing moves)
+    flat = _linear([[0, 0, 0, 0], [0, 0, 0, 0]], [1.0, 0])
+    first = torch.tensor([0.05, -0.05, 0.1, 0.0]).reshape(1, 1, 2, 2)
+    assert torch.equal(attack.perturb(flat, x, y, 0.1, init_delta=first), x + first)
+
+
+def test_pgd_restarts_on_a_single_image():
+    """A batch of one image gets all its restarts too: fooled in 1 - (11/12)^8 = 50 % of runs
+    (not the 1/12 of one restart), and the fooling image is returned."""
+    model, x, y = Lottery(), torch.full((1, 1, 1, 1), 0.5), torch.zeros(1, dtype=torch.long)
+    torch.manual_seed(0)
+    fooled = sum(int(model(pgd(model, x, y, 0.3, steps=1, restarts=8)).argmax(1).item() != 0) for _ in range(60))
+    assert fooled > 15, fooled  # one restart: about 5 of 60
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_fgsm_uses_clean_grad_says_what_perturb_uses(random_start):
+    model = _linear([[1, -1, 1, -1], [0, 0, 0, 0]], [0.0, 0])
+    x, y = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0])
+    attack = build_attack("fgsm", random_start=random_start)
+
+    def run(**kw):
+        torch.manual_seed(1)
+        return attack.perturb(model, x, y, 0.1, **kw)
+
+    uses_grad = not torch.equal(run(clean_grad=torch.ones_like(x)), run())
+    assert attack.uses_clean_grad == uses_grad == (not random_start)
+    if not random_start:  # x + eps * sign(grad): the CE gradient of class 0 is -w
+        torch.testing.assert_close(run(), x - 0.1 * torch.tensor([1.0, -1, 1, -1]).reshape(1, 1, 2, 2))

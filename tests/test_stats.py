@@ -95,3 +95,111 @@ def test_identical_runs_have_p_one_and_bad_shapes_are_refused():
 def test_binomial_halfwidth():
     assert binomial_halfwidth(100) == pytest.approx(1.959964 * 0.05, rel=1e-6)
     assert binomial_halfwidth(64) > binomial_halfwidth(1000)
+
+
+# -- edge cases pinned from the formulas (mutation testing, docs/testing.md) ------------------------
+
+@pytest.mark.parametrize("conf", [0.0, 1.0, 1.5, -0.5])
+def test_confidence_level_outside_open_unit_interval_refused(conf):
+    with pytest.raises(SgtlabError):
+        wilson_interval(3, 10, conf)
+    with pytest.raises(SgtlabError):
+        binomial_halfwidth(10, conf=conf)
+
+
+def test_wilson_single_image_and_all_or_nothing_counts():
+    z2 = 1.959964 ** 2
+    # k = n = 1: lower = 1 / (1 + z^2), upper = 1 (the closed form at p = 1)
+    assert wilson_interval(1, 1) == pytest.approx((1 / (1 + z2), 1.0), abs=1e-6)
+    assert wilson_interval(0, 1) == pytest.approx((0.0, z2 / (1 + z2)), abs=1e-6)
+    for n in range(1, 70):  # the upper bound is 1 at k = n, never past it by rounding (n = 16, 40, ...)
+        assert wilson_interval(n, n)[1] <= 1.0 and wilson_interval(n, n)[1] == pytest.approx(1.0)
+        assert wilson_interval(0, n)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_binomial_halfwidth_small_n():
+    assert binomial_halfwidth(1) == pytest.approx(1.959964 * 0.5, rel=1e-6)
+    with pytest.raises(SgtlabError):
+        binomial_halfwidth(0)
+
+
+def test_t_interval_two_seeds_is_the_cauchy_closed_form():
+    # one degree of freedom: t is Cauchy, quantile tan(pi (q - 1/2)), sf(t) = 1/2 - atan(t) / pi
+    r = paired_t_interval([0.1, 0.3], conf=0.9)
+    m, se = 0.2, 0.1  # sd of (0.1, 0.3) is sqrt(0.02), over sqrt(2)
+    tq = np.tan(np.pi * 0.45)
+    assert (r.mean, r.lo, r.hi, r.n) == pytest.approx((m, m - tq * se, m + tq * se, 2))
+    assert r.p == pytest.approx(1 - 2 * np.arctan(m / se) / np.pi)
+    five = paired_t_interval([0.02, 0.05, -0.01, 0.04, 0.03])
+    assert five.n == 5 and five.mean - five.lo == pytest.approx(five.hi - five.mean)
+
+
+def test_t_interval_without_spread_or_without_seeds():
+    const = paired_t_interval([0.25, 0.25, 0.25])
+    assert (const.mean, const.lo, const.hi, const.p, const.n) == (0.25, 0.25, 0.25, 0.0, 3)
+    zero = paired_t_interval([0.0, 0.0])
+    assert (zero.mean, zero.lo, zero.hi, zero.p, zero.n) == (0.0, 0.0, 0.0, 1.0, 2)
+    for empty in ([], [np.nan, np.nan]):
+        r = paired_t_interval(empty)
+        assert r.n == 0 and all(isinstance(v, float) and np.isnan(v) for v in (r.mean, r.lo, r.hi, r.p))
+    one = paired_t_interval([0.3, np.nan])
+    assert one.n == 1 and np.isnan(one.hi)
+    # a seed whose value was written to JSON as null (NaN) is left out, like NaN
+    assert paired_t_interval([0.1, None, 0.3]) == paired_t_interval([0.1, 0.3])
+
+
+def test_one_image_one_seed_bootstrap_p_is_one_over_n_boot_plus_one():
+    # every replicate equals diff = 0.5, so no replicate is as far from diff as 0 is: p = 1 / (n_boot + 1)
+    r = paired_bootstrap([[1.0]], [[0.5]])
+    assert (r.diff, r.lo, r.hi, r.p) == pytest.approx((0.5, 0.5, 0.5, 1 / 10_001))
+    assert compare_paired([[1.0]], [[0.5]]).p == pytest.approx(1 / 10_001)
+    assert compare_paired([[1.0]], [[0.5]], n_boot=200).p == pytest.approx(1 / 201)
+
+
+def test_outcome_shapes_one_seed_and_missing_values():
+    rng = np.random.default_rng(5)
+    a, b = (rng.random(12) < 0.6).astype(float), (rng.random(12) < 0.4).astype(float)
+    one = paired_bootstrap(a, b, n_boot=200)  # 1-D: one seed
+    assert one == paired_bootstrap(a[None], b[None], n_boot=200)
+    assert one.diff == pytest.approx(a.mean() - b.mean())
+    for x, y in [(np.ones((2, 2, 3)), np.ones((2, 2, 3))), (np.ones((2, 0)), np.ones((2, 0))),
+                 ([[1.0, None]], [[1.0, 0.0]]), ([[1.0, 0.0]], [[None, 0.0]])]:
+        with pytest.raises(SgtlabError):
+            paired_bootstrap(x, y, n_boot=200)
+
+
+def test_compare_paired_is_reproducible_and_its_t_view_uses_per_seed_differences():
+    rng = np.random.default_rng(6)
+    a, b = _outcomes(rng, 4, 30, 0.7, 0.5, seed_sd=0.05)
+    c = compare_paired(a, b, conf=0.5, n_boot=300, seed=3)
+    assert c.boot == paired_bootstrap(a, b, n_boot=300, conf=0.5, seed=3)  # the seed is passed on
+    assert paired_bootstrap(a, b, n_boot=300) == paired_bootstrap(a, b, n_boot=300, seed=0)  # default seed 0
+    per_seed = a.mean(axis=1) - b.mean(axis=1)
+    m, se = per_seed.mean(), per_seed.std(ddof=1) / 2
+    from scipy import stats
+    tq = stats.t.ppf(0.75, 3)
+    assert (c.t.mean, c.t.lo, c.t.hi) == pytest.approx((m, m - tq * se, m + tq * se))
+
+
+def test_default_bootstrap_stream_is_fixed():
+    # the report's numbers are reproducible: default seed 0, 10 000 replicates drawn in chunks of 500
+    a = np.array([[1.0, 0, 1, 1, 0], [0, 1, 1, 1, 0]])
+    b = np.array([[0.0, 0, 1, 0, 0], [0, 1, 0, 1, 0]])
+    assert paired_bootstrap(a, b) == paired_bootstrap(a, b, n_boot=10_000, seed=0, chunk=500)
+    assert compare_paired(a, b).boot == paired_bootstrap(a, b, n_boot=10_000, seed=0, chunk=500)
+
+
+def test_holm_accepts_missing_as_none():
+    np.testing.assert_allclose(holm([0.01, None, 0.04]), [0.02, np.nan, 0.04])
+
+
+def test_bootstrap_percentile_interval_and_p_on_one_seed_binomial():
+    # one seed, 10 images, 4 of them differ by 1: a replicate is Binomial(10, 0.4) / 10, whose
+    # 20 % and 80 % quantiles are 3/10 and 5/10 (CDF 0.167 -> 0.382 at 3, 0.633 -> 0.834 at 5)
+    a, b = np.array([1.0] * 4 + [0.0] * 6), np.zeros(10)
+    r = paired_bootstrap(a, b, n_boot=5000, conf=0.6, seed=1)
+    assert (r.diff, r.lo, r.hi) == pytest.approx((0.4, 0.3, 0.5))
+    # every image differs by 1: all replicates are 1, none as far from the mean as 0 is
+    assert paired_bootstrap(np.ones((2, 5)), np.zeros((2, 5)), n_boot=200).p == pytest.approx(1 / 201)
+    # mean difference 0 but not all zero: every replicate is at least |0| away, p = 1 exactly
+    assert paired_bootstrap([1.0, 0.0], [0.0, 1.0], n_boot=200).p == 1.0

@@ -77,3 +77,17 @@ def test_the_numpy_1_spelling_of_reconstruct_loads():
     raw = raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
     assert b"cnumpy.core.multiarray\n_reconstruct" in raw
     assert np.array_equal(safe_load(raw, "batch"), np.arange(6, dtype=np.uint8))
+
+
+def test_python_2_byte_strings_come_back_as_latin1_text():
+    """The official batches are Python 2 pickles: their 8-bit strings (keys, pixel buffers) are
+    SHORT_BINSTRINGs, read as latin-1 so that every byte value 0..255 survives."""
+    raw = b"\x80\x02}q\x00(U\x04dataq\x01U\x03\x00\x80\xffq\x02U\x06labelsq\x03]q\x04K\x07au."
+    assert safe_load(raw, "batch") == {"data": "\x00\x80\xff", "labels": [7]}
+
+
+@pytest.mark.parametrize("data", [np.zeros((2, 3072, 1), np.uint8), np.zeros((2, 3072), np.float64),
+                                  np.zeros((2, 3073), np.uint8)], ids=["3-D", "float", "3073"])
+def test_batch_data_must_be_an_n_by_3072_uint8_matrix(data):
+    with pytest.raises(DataError, match="uint8 array of N x 3072"):
+        parse_batch({b"data": data, b"labels": [0, 1]}, "batch")
