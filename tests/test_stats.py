@@ -114,7 +114,7 @@ def test_wilson_single_image_and_all_or_nothing_counts():
     assert wilson_interval(0, 1) == pytest.approx((0.0, z2 / (1 + z2)), abs=1e-6)
     for n in range(1, 70):  # the upper bound is 1 at k = n, never past it by rounding (n = 16, 40, ...)
         assert wilson_interval(n, n)[1] <= 1.0 and wilson_interval(n, n)[1] == pytest.approx(1.0)
-        assert wilson_interval(0, n)[0] == pytest.approx(0.0, abs=1e-12)
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0  # exact ends
 
 
 def test_binomial_halfwidth_small_n():

@@ -67,7 +67,8 @@ def wilson_interval(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends at k = 0 and k = n (the formula leaves a rounding residue such as 2.8e-17 there)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def binomial_halfwidth(n: int, p: float = 0.5, conf: float = 0.95) -> float:
