@@ -31,7 +31,7 @@ def add_parser(sub):
                         "accuracy at eps is the best attack over every eps' <= eps)")
     p.add_argument("--autocast", choices=("bf16",), default=None,
                    help="run the attacks' passes under bfloat16 autocast (faster on GPUs and bf16 CPUs); the "
-                        "verdict on each adversarial image stays float32 (docs/performance.md: measured effect)")
+                        "verdict on each adversarial image stays float32 (docs/attacks.md: measured effect)")
     p.add_argument("--batch-size", type=int64, default=None,
                    help="images per attack batch (default: 128 on a CPU, where larger batches leave the "
                         "caches and cost more per image; 1024 on a GPU)")

@@ -132,13 +132,11 @@ def checks_into(result, model: nn.Module, data, **kw) -> dict[str, dict[str, Any
     """`gradient_masking_checks(model, data, **kw)` on the images of a sweep `result` (same order),
     with the per-image outcomes of the checks' attacks folded into its ensemble as `checks:NAME`
     (`RobustnessResult.fold`): the headline is then the worst case over those attacks as well."""
-    from sgtlab.data.inputs import as_data
-
-    data = as_data(data)
     found: dict[str, torch.Tensor] = {}
     checks = gradient_masking_checks(model, data, outcomes=found, **kw)
-    eps = default_eps(data.x[:1]) if kw.get("eps") is None else float(kw["eps"])
-    notes = {"square": f"{kw.get('square_queries', 1000)} queries"}
+    eps = checks["more_steps_not_weaker"]["eps"]  # the eps every outcome was measured at
+    square = checks["gradient_free_not_stronger"]
+    notes = {"square": f"{square['queries']} queries"} if "queries" in square else {}
     for name, robust in found.items():
         result.fold(f"checks:{name}", eps, robust, note=notes.get(name))
     return checks

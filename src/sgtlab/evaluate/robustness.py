@@ -201,7 +201,7 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
     `autocast="bf16"`: the attacks' forward and backward passes run under bfloat16 autocast (faster
     on GPUs and on CPUs with bf16 units); the clean pass and the verdict on each adversarial image
     stay in float32, so every image counted as fooled is fooled by the float32 model (a weaker attack
-    at worst, never a wrong verdict; docs/performance.md gives the measured difference).
+    at worst, never a wrong verdict; docs/attacks.md gives the measured difference).
 
     Random starts (PGD) at the j-th eps (ascending) are drawn for the whole evaluated set as
     `torch.manual_seed(seed + j); torch.empty_like(x).uniform_(-eps, eps)` on the CPU, so each

@@ -139,15 +139,11 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     if checks:
         work.append((n_chk, lambda d: gradient_masking_checks(model, d, seed=tc.seed, progress=False, n=None, **chk)))
     if attack.get("autoattack"):
-        from sgtlab.experiments.stages import autoattack_stage
+        from sgtlab.experiments.stages import AUTOATTACK_N, autoattack_sweep
 
         aa = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
-        n_aa = min(aa.get("n", 1000), n_att)
-
-        def autoattack(d):  # folded into a throw-away sweep result: only the time counts
-            res = robustness_sweep(model, d, ["fgsm"], attack.get("eps", [0.1]), seed=tc.seed, progress=False)
-            autoattack_stage(model, d, {**attack, "autoattack": {"n": len(d.x)}}, res, tc.seed)
-        work.append((n_aa, autoattack))
+        work.append((min(aa.get("n", AUTOATTACK_N), n_att),
+                     lambda d: autoattack_sweep(model, d, {**attack, "autoattack": {"n": len(d.x)}}, tc.seed)))
     if explain.get("methods"):
         work.append((n_exp, lambda d: interpretability_metrics(model, d, explain["methods"], n=None, seed=tc.seed,
                                                                 metrics=explain.get("metrics", "all"), progress=False,

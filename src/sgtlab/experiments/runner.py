@@ -2,8 +2,8 @@
 
 A run has three stages, each skipped when its output exists: training (resumed from its last
 checkpoint), the robustness evaluation (`robustness.json`) and the saliency evaluation
-(`interpretability.json`), the last two in `stages.py`; `result.json` marks the run complete. So starting `reproduce` again
-after a crash or Ctrl-C finishes the job without redoing work. Finished runs' rows go into
+(`interpretability.json`), the last two in `stages.py`; `result.json` marks the run complete. So
+starting `reproduce` again after a crash or Ctrl-C finishes the job without redoing work. Finished runs' rows go into
 `OUT/results.csv`, rewritten atomically and keyed by run name, so it holds each run exactly once.
 
 A run's identity is the hash of its resolved configuration (training with every method option,

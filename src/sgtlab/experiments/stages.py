@@ -93,20 +93,28 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     return cols
 
 
-def autoattack_stage(model, data, attack: dict[str, Any], result, seed: int) -> None:
+AUTOATTACK_N = 1000  # images AutoAttack-standard runs on when `attack.autoattack` is `true`
+
+
+def autoattack_sweep(model, data, attack: dict[str, Any], seed: int):
     """AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square with the reference budgets) at each
-    headline eps on the first `autoattack.n` images of the subset (default 1000), folded into the
-    ensemble: the RobustBench-style evaluation, for presets that ask for it (`attack.autoattack`)."""
+    headline eps on the first `autoattack.n` images of the subset (a from-scratch sweep)."""
     from sgtlab.attacks import build_attack
     from sgtlab.data.budgets import budgets_for_shape
     from sgtlab.evaluate.robustness import robustness_sweep
 
     opts = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
-    m = min(int(opts.get("n", 1000)), len(data.x))
+    m = min(int(opts.get("n", AUTOATTACK_N)), len(data.x))
     x, y = data.x[:m], data.y[:m]
     eps_list = attack.get("headline_eps") or budgets_for_shape(tuple(x.shape[1:])).headline_eps
-    sub = robustness_sweep(model, (x, y), {"autoattack": build_attack("autoattack", seed=seed)},
-                           [float(e) for e in eps_list], seed=seed, from_scratch=True, progress=False)
+    return robustness_sweep(model, (x, y), {"autoattack": build_attack("autoattack", seed=seed)},
+                            [float(e) for e in eps_list], seed=seed, from_scratch=True, progress=False)
+
+
+def autoattack_stage(model, data, attack: dict[str, Any], result, seed: int) -> None:
+    """`autoattack_sweep` folded into the ensemble of `result`: the RobustBench-style evaluation,
+    for presets that ask for it (`attack.autoattack`)."""
+    sub = autoattack_sweep(model, data, attack, seed)
     for e in sub.eps:
         result.fold("autoattack", e, sub.robust("autoattack", e))
 
