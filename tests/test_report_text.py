@@ -72,3 +72,21 @@ def test_report_has_claims_headline_table_and_provenance(tmp_path):
     assert "not significant" in claims and "not measured here" in claims
     head = (tmp_path / "report" / "tables" / "headline.csv").read_text()
     assert "ensemble eps 0.1" in head and "ensemble eps 0.3" in head
+
+
+def test_mean_and_sd_over_seeds_are_the_sample_statistics(tmp_path):
+    """'mean ± sd over seeds' uses the sample sd (n - 1), as `statistics.stdev` computes it: the
+    population sd would shrink every spread the report prints by sqrt((n - 1) / n)."""
+    import statistics
+
+    from sgtlab.experiments.tables import mean_std
+
+    vals = [0.91, 0.95, 0.9, 0.97]
+    m, sd = mean_std(vals + [float("nan")])  # a missing seed is left out
+    assert np.isclose(m, statistics.mean(vals)) and np.isclose(sd, statistics.stdev(vals))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6, 0.62]}, seeds=(0, 1))
+    rows[0]["clean_accuracy"], rows[1]["clean_accuracy"] = 0.9, 0.8
+    an = analyse(rows, tmp_path, {"attack": {"headline_eps": [0.1, 0.3]}}, n_boot=200)
+    text = " ".join(findings(rows, an))
+    assert f"ST 85.0 ± {100 * statistics.stdev([0.9, 0.8]):.1f} %" in text  # 7.1, not the population 5.0
