@@ -8,7 +8,7 @@
 #
 #   scripts/mutation.sh                    # every module of the core (whole-core time not yet measured)
 #   scripts/mutation.sh attacks/pgd saliency   # some modules
-#   JOBS=2 MUTATION_DIR=/tmp/m scripts/mutation.sh ...
+#   PARALLEL=2 JOBS=1 MUTATION_DIR=/tmp/m scripts/mutation.sh ...   # the defaults: 2 modules at once, 1 mutant process each
 #   SCORE_ONLY=1 scripts/mutation.sh attacks/pgd   # re-score a finished run (e.g. after listing equivalents)
 #   RERUN=1 scripts/mutation.sh attacks/pgd        # after adding tests: re-run a finished run's survivors
 #
@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python}
-JOBS=${JOBS:-2}
+JOBS=${JOBS:-1}
+PARALLEL=${PARALLEL:-2}
 WORK=${MUTATION_DIR:-${TMPDIR:-/tmp}/sgtlab-mutation}
 "$PY" -c "import mutmut" 2>/dev/null || "$PY" -m pip install -q "mutmut==3.8.1"
 
@@ -43,15 +44,13 @@ tests_for() {
   esac
 }
 
-# the science core, smallest modules first
-CORE=(stats data/cifar data/mnist
-      evaluate/saliency_metrics/map_stats evaluate/saliency_metrics/faithfulness evaluate/saliency_metrics/similarity
-      attacks/fgsm attacks/mifgsm attacks/pgd attacks/base
-      train/methods/_shared train/methods/sgt train/methods/sga train/methods/asgt train/methods/scaat
-      train/methods/adversarial train/methods/st saliency
-      evaluate/robustness evaluate/masking_checks
-      evaluate/perturb evaluate/perturbation_metrics evaluate/road evaluate/sanity_checks fast/aopc_local
-      explain/smoothgrad train/loop)
+# the science core, the modules with the most mutants first (so that the last ones to start are short)
+CORE=(evaluate/perturbation_metrics evaluate/robustness evaluate/masking_checks saliency train/loop
+      stats attacks/base evaluate/perturb fast/aopc_local evaluate/road attacks/pgd evaluate/sanity_checks
+      data/cifar evaluate/saliency_metrics/similarity data/mnist train/methods/scaat
+      evaluate/saliency_metrics/map_stats attacks/mifgsm train/methods/_shared train/methods/adversarial
+      train/methods/asgt attacks/fgsm evaluate/saliency_metrics/faithfulness train/methods/sga
+      train/methods/sgt explain/smoothgrad train/methods/st)
 MODULES=("$@")
 [ ${#MODULES[@]} -eq 0 ] && MODULES=("${CORE[@]}")
 
@@ -59,13 +58,14 @@ MODULES=("$@")
 equivalents() { grep -oE '^- `[^`]+__mutmut_[0-9]+`' "$ROOT/docs/testing.md" 2>/dev/null | sed -E 's/^- `(.*)`$/\1/' || true; }
 
 printf '%-28s %7s %6s %8s %5s %6s %7s %7s\n' module mutants killed survived equiv other score seconds
-for mod in "${MODULES[@]}"; do
+run_module() {
+  local mod=$1 tests dir names t0 secs
   tests=$(tests_for "$mod")
   dir="$WORK/${mod//\//_}"
   if [ -n "${SCORE_ONLY:-}" ]; then
     equivalents > "$dir/equivalent.txt"
     "$PY" "$dir/score.py" "$dir" "$mod" "$(cat "$dir/seconds")"
-    continue
+    return
   fi
   if [ -n "${RERUN:-}" ]; then
     # after adding tests: copy tests/ into the finished run and re-run only its survivors (the test
@@ -81,7 +81,7 @@ for mod in "${MODULES[@]}"; do
     (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
     equivalents > "$dir/equivalent.txt"
     "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
-    continue
+    return
   fi
   rm -rf "$dir" && mkdir -p "$dir"
   cp -r "$ROOT/src" "$ROOT/tests" "$ROOT/pyproject.toml" "$dir/"
@@ -123,5 +123,16 @@ print(f"{mod:<28} {len(status):7d} {killed:6d} {len(surv):8d} {len(eq):5d} {othe
 (d / "survivors.txt").write_text("".join(f"{n}: {status[n]}\n" for n in surv))
 PY
   "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
+}
+
+# PARALLEL modules at once (default 2), each with JOBS mutant processes (default 1): mutmut's
+# per-module set-up (the clean run, the coverage run) is serial, so two modules keep both cores busy
+start=$(date +%s)
+for mod in "${MODULES[@]}"; do
+  tests_for "$mod" > /dev/null  # an unknown module fails here, before any work
+  run_module "$mod" &
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || true; done
 done
+wait
+echo "wall time: $(( $(date +%s) - start )) s for ${#MODULES[@]} module(s) (PARALLEL=$PARALLEL, JOBS=$JOBS)"
 echo "survivors (not killed, not listed as equivalent): $WORK/<module>/survivors.txt; logs: run.log"
