@@ -28,7 +28,8 @@ tests_for() {
     saliency) echo tests/test_saliency.py tests/test_science_methods.py ;;
     train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
     train/loop) echo tests/test_train_options.py ;;
-    attacks/pgd|attacks/fgsm|attacks/mifgsm|attacks/base) echo tests/test_science_attacks.py ;;
+    attacks/pgd|attacks/fgsm|attacks/mifgsm) echo tests/test_science_attacks.py ;;
+    attacks/base) echo tests/test_science_attacks.py tests/test_science_attack_base.py ;;
     evaluate/robustness) echo tests/test_science_attacks.py tests/test_robustness.py tests/test_masking_checks_flag.py ;;
     evaluate/masking_checks) echo tests/test_masking_checks_flag.py ;;
     data/cifar) echo tests/test_unpickler.py tests/test_data.py tests/test_data_formats.py tests/test_untrusted_properties.py -k cifar%or%unpickl%or%pickle ;;
