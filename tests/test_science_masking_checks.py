@@ -1,0 +1,183 @@
+"""The gradient-masking checks' numbers and verdicts against closed forms, on tiny hand-built models
+(four 2 x 2 images: fast enough for the mutation run of `sgtlab.evaluate.masking_checks`).
+
+On `Threshold` (class 1 iff the mean pixel exceeds 0.9; the loss rises with the mean pixel) every
+gradient attack, however many steps or restarts, ends at x + eps, so every white-box accuracy is
+the fraction of images with x + eps <= 0.9; Square cannot do better (no image in the ball has a
+larger mean) and, on the one image any increase of the mean fools (0.89), finds one.
+The tolerance is the 95 % binomial half-width `1.96 sqrt(p (1 - p) / n)` (SPEC: "a flag in the report").
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import norm
+from torch import nn
+
+from sgtlab.errors import SgtlabError
+from sgtlab.evaluate import masking_checks as mc
+from sgtlab.evaluate.masking_checks import checks_into, default_eps, gradient_masking_checks, tolerance
+from sgtlab.evaluate.robustness import robustness_sweep
+
+pytest.importorskip("pyautoattack")
+
+
+class Threshold(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[0.0], [10.0]]))
+            self.lin.bias.copy_(torch.tensor([0.0, -9.0]))
+
+    def forward(self, x):
+        return self.lin(x.flatten(1).mean(1, keepdim=True))
+
+
+class Band(Threshold):
+    """Fooled iff 0.55 < mean < 0.75; the loss rises with the mean below 0.65: FGSM fools 0.5 at a
+    small eps (0.5 + eps in the band) and not at a large one (a rising FGSM curve)."""
+
+    def forward(self, x):
+        z = 1 - 100 * (x.flatten(1).mean(1) - 0.65) ** 2 + 0 * self.lin.bias[0]
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _images(values):
+    x = torch.tensor(values).reshape(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    return x, torch.zeros(len(values), dtype=torch.long)
+
+
+# eps 0.3: only 0.89 is fooled (accuracy 0.75); eps 0.5: 0.89 and 0.45 (0.5 = chance for 2 classes)
+VALUES = [0.89, 0.45, 0.3, 0.2]
+WHITE = ("fgsm", "pgd", "mifgsm")
+
+
+def _z(conf=0.95):
+    return norm.ppf(0.5 + conf / 2)
+
+
+def test_tolerance_is_the_binomial_half_width():
+    z = _z()
+    assert tolerance(100, 0.2, 0.3) == pytest.approx(z * math.sqrt(0.3 * 0.7 / 100))
+    assert tolerance(100, 0.3, 0.2) == pytest.approx(z * math.sqrt(0.3 * 0.7 / 100))
+    assert tolerance(100) == pytest.approx(z * 0.05)  # no accuracy: p = 0.5
+    assert tolerance(100, 0.0) == pytest.approx(z * math.sqrt(0.01 * 0.99 / 100))  # p at least 1 / n
+    assert tolerance(100, 1.0) == pytest.approx(z * math.sqrt(0.99 * 0.01 / 100))  # and at most 1 - 1 / n
+    assert tolerance(4, 0.1) == pytest.approx(z * math.sqrt(0.25 * 0.75 / 4))
+    assert tolerance(1, 0.3) == pytest.approx(z * 0.5)  # one image: the widest case
+    assert tolerance(50, 0.4, conf=0.9) == pytest.approx(_z(0.9) * math.sqrt(0.4 * 0.6 / 50))
+
+
+def test_default_eps_is_the_datas_headline_budget():
+    assert default_eps(torch.zeros(2, 1, 28, 28)) == 0.3
+    assert default_eps(torch.zeros(2, 3, 32, 32)) == pytest.approx(8 / 255)
+
+
+@pytest.mark.parametrize("tol", [0.0, None])
+def test_every_number_and_verdict_on_a_model_where_all_attacks_reach_the_ball_edge(tol):
+    x, y = _images(VALUES)
+    found = {}
+    checks = gradient_masking_checks(Threshold(), (x, y), tol=tol, square_queries=50, outcomes=found)
+    assert list(checks) == ["iterative_not_weaker_than_fgsm", "fgsm_curve_not_rising", "chance_at_large_eps",
+                            "more_steps_not_weaker", "gradient_free_not_stronger"]
+    t = (lambda *a: 0.0) if tol is not None else (lambda *a: _z() * math.sqrt(
+        min(max(max(a), 0.25), 0.75) * (1 - min(max(max(a), 0.25), 0.75)) / 4))
+    it = checks["iterative_not_weaker_than_fgsm"]  # eps defaults to 0.3 (small grey images), eps_large 0.5
+    assert it == {"passed": True, **{f"{a}@0.3": 0.75 for a in WHITE}, **{f"{a}@0.5": 0.5 for a in WHITE},
+                  "tol": pytest.approx(max(t(0.75), t(0.5))), "n": 4,
+                  "tol_from": "fixed" if tol is not None else "95 % binomial half-width, n = 4"}
+    curve = checks["fgsm_curve_not_rising"]  # the default grid of small grey images: 0.05 to 0.4
+    grid = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]
+    assert {k: v for k, v in curve.items() if k.startswith("fgsm@")} == {f"fgsm@{e:g}": 0.75 for e in grid}
+    assert curve["passed"] is True and "rise" not in curve and curve["tol"] == pytest.approx(t(0.75))
+    assert checks["chance_at_large_eps"] == {"passed": True, "eps": 0.5, "pgd_accuracy": 0.5, "chance": 0.5,
+                                             "tol": pytest.approx(t(0.5, 0.5)), "n": 4,
+                                             "tol_from": it["tol_from"]}
+    assert checks["more_steps_not_weaker"] == {"passed": True, "eps": 0.3, "pgd-10": 0.75, "pgd-50": 0.75,
+                                               "pgd-10x5": 0.75, "tol": pytest.approx(t(0.75)), "n": 4,
+                                               "tol_from": it["tol_from"]}
+    g = checks["gradient_free_not_stronger"]
+    square = g.pop("square")  # no image in the ball beats x + eps: 0.75 or, if it misses 0.89, 1.0
+    assert g == {"passed": True, "eps": 0.3, "best_white_box": 0.75, "queries": 50,
+                 "tol": pytest.approx(t(0.75)), "n": 4, "tol_from": it["tol_from"]}
+    assert set(found) == {*WHITE, "pgd-50", "pgd-10x5", "square"}
+    assert found["square"][1:].all() and found["square"].float().mean().item() == square
+    for name, robust in found.items():
+        if name != "square":
+            assert robust.tolist() == [False, True, True, True], name
+
+
+def test_eps_n_grid_and_eps_large_are_used():
+    """eps 0.1 and eps_large 0.2 on the first 3 images: 0.89 is fooled at both, 0.45 at neither;
+    the FGSM curve on the given grid; chance 0.5 is reached (0.67 > 0.5 + 0): flagged."""
+    x, y = _images(VALUES)
+    checks = gradient_masking_checks(Threshold(), (x, y), eps=0.1, eps_large=0.2, n=3, tol=0.0,
+                                     grid=[0.2, 0.05, 0.2], square_queries=20)
+    assert checks["iterative_not_weaker_than_fgsm"]["pgd@0.1"] == pytest.approx(2 / 3)
+    assert checks["iterative_not_weaker_than_fgsm"]["mifgsm@0.2"] == pytest.approx(2 / 3)
+    assert {k for k in checks["fgsm_curve_not_rising"] if k.startswith("fgsm@")} == {"fgsm@0.05", "fgsm@0.2"}
+    ch = checks["chance_at_large_eps"]
+    assert ch["passed"] is False and ch["eps"] == 0.2 and ch["pgd_accuracy"] == pytest.approx(2 / 3)
+    assert all(c["n"] == 3 for c in checks.values())
+    assert checks["more_steps_not_weaker"]["eps"] == 0.1 and checks["gradient_free_not_stronger"]["queries"] == 20
+    for bad in ({"eps": 0.5}, {"eps": 0.6}, {"eps": 0.0}, {"eps": -0.1}):
+        with pytest.raises(SgtlabError, match="eps"):
+            gradient_masking_checks(Threshold(), (x, y), **bad)
+
+
+def test_a_rising_fgsm_curve_is_flagged_with_its_largest_rise():
+    """Band from 0.5: FGSM fools at eps 0.1 (0.6) and 0.15 (0.65), not at 0.3 (0.8): accuracy 0 then 1."""
+    x, y = _images([0.5, 0.5])
+    checks = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=0.0, grid=[0.3, 0.1, 0.15],
+                                     square_queries=10)
+    c = checks["fgsm_curve_not_rising"]
+    assert c["passed"] is False and c["fgsm@0.1"] == 0.0 and c["fgsm@0.15"] == 0.0 and c["fgsm@0.3"] == 1.0
+    assert c["rise"] == "+100.0 pp from eps 0.1 to 0.3"
+    with_tol = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=1.0, grid=[0.1, 0.3],
+                                       square_queries=10)["fgsm_curve_not_rising"]
+    assert with_tol["passed"] is True and "rise" not in with_tol and with_tol["tol"] == 1.0
+    one = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, grid=[0.1], square_queries=10)
+    assert one["fgsm_curve_not_rising"]["passed"] is True
+    assert one["fgsm_curve_not_rising"]["tol"] == pytest.approx(_z() * math.sqrt(0.25 / 2))  # p = 0.5, n = 2
+
+
+def test_without_square_the_check_says_why_and_passes_none(monkeypatch):
+    def missing(name, **kw):
+        raise SgtlabError("square needs pyautoattack")
+
+    monkeypatch.setattr(mc, "build_attack", missing)
+    x, y = _images(VALUES)
+    found = {}
+    checks = gradient_masking_checks(Threshold(), (x, y), tol=0.0, outcomes=found)
+    g = checks["gradient_free_not_stronger"]
+    assert g == {"passed": None, "skipped": "square needs pyautoattack", "eps": 0.3, "best_white_box": 0.75,
+                 "n": 4}
+    assert "square" not in found
+
+    def broken(name, **kw):
+        raise SgtlabError("something else")
+
+    monkeypatch.setattr(mc, "build_attack", broken)
+    with pytest.raises(SgtlabError, match="something else"):
+        gradient_masking_checks(Threshold(), (x, y), tol=0.0)
+
+
+def test_checks_into_folds_each_attack_into_the_sweeps_ensemble():
+    """A sweep with a weak attack (one step of 0.001) fools nothing; the checks at eps 0.25 fool 0.89
+    (0.89 + 0.25 > 0.9): folded, it counts as fooled by the ensemble from the grid eps 0.3 on."""
+    from sgtlab.attacks import PGD
+
+    x, y = _images(VALUES)
+    weak = {"weak": PGD(steps=1, alpha=0.001, random_start=False), "ensemble": "ensemble"}
+    res = robustness_sweep(Threshold(), (x, y), weak, [0.2, 0.3], progress=False)
+    assert res.first_fooled["ensemble"].tolist() == [math.inf] * 4
+    checks = checks_into(res, Threshold(), (x, y), eps=0.25, tol=0.0, square_queries=30)
+    assert checks["more_steps_not_weaker"]["eps"] == 0.25
+    assert set(res.folded) == {f"checks:{a}@0.25" for a in (*WHITE, "pgd-50", "pgd-10x5", "square")}
+    assert res.folded["checks:square@0.25"][2] == "30 queries" and res.folded["checks:pgd@0.25"][2] is None
+    assert all(r.tolist() == [False, True, True, True] for c, (_, r, _) in res.folded.items() if "square" not in c)
+    assert res.first_fooled["ensemble"].tolist() == [0.3, math.inf, math.inf, math.inf]
+    assert res.first_fooled["weak"].tolist() == [math.inf] * 4
