@@ -95,6 +95,8 @@ def test_the_first_n_images_only():
     x, y = _images(VALUES)
     res = robustness_sweep(Threshold(), (x, y), ["fgsm"], [0.1, 0.2], n=2, progress=False)
     assert res.n == 2 and res.first_fooled["fgsm"].tolist() == [0.1, 0.2]
+    one = robustness_sweep(Threshold(), (x, y), ["fgsm"], [0.1, 0.2], n=1, progress=False)
+    assert one.n == 1 and one.first_fooled["fgsm"].tolist() == [0.1]
 
 
 def test_an_eps_of_zero_attacks_nothing():
@@ -128,15 +130,18 @@ def test_from_scratch_attacks_every_eps_on_its_own():
         assert res.to_dict()["sweep"] == "from-scratch" and res.to_dict()["from_scratch"] is True
 
 
-@pytest.mark.parametrize("from_scratch", [False, True])
-def test_pgd_random_starts_are_the_documented_seeded_draws(from_scratch):
+@pytest.mark.parametrize("from_scratch,seed", [(False, 7), (True, 7), (False, None)])
+def test_pgd_random_starts_are_the_documented_seeded_draws(from_scratch, seed):
     """At the j-th eps (ascending) the start is `manual_seed(seed + j); empty_like(x).uniform_(-eps,
     eps)` for the whole set. On Lottery nothing else moves an image, so the outcome of each sample is
     that of its start (reference loop below); nested, a sample fooled at 0.2 is not attacked at 0.3."""
-    n, seed, grid = 200, 7, [0.2, 0.3]
+    n, grid = 200, [0.2, 0.3]
     x, y = torch.full((n, 1, 1, 2), 0.6), torch.zeros(n, dtype=torch.long)
-    res = robustness_sweep(Lottery(), (x, y), ["pgd"], grid, batch_size=64, progress=False, seed=seed,
-                           from_scratch=from_scratch)
+    kw = {} if seed is None else {"seed": seed}
+    res = robustness_sweep(Lottery(), (x, y), ["pgd"], grid, batch_size=64, progress=False,
+                           from_scratch=from_scratch, **kw)
+    seed = 0 if seed is None else seed  # the default seed
+    assert res.info["seed"] == seed
     fooled = []
     for j, e in enumerate(grid):
         torch.manual_seed(seed + j)
@@ -198,6 +203,8 @@ def test_ensemble_among_attacks_is_their_worst_case_and_alone_runs_its_members()
     assert res.first_fooled["pgd"].tolist() == [0.1, 0.0, INF]
     assert res.first_fooled["ensemble"].tolist() == [0.1, 0.0, INF]
     assert "ensemble" not in res.info["attacks_run"]
+    first = robustness_sweep(Band(), (x, y), ["ensemble", "fgsm"], [0.03, 0.1], progress=False)  # named first
+    assert first.attacks == ["ensemble", "fgsm"] and first.first_fooled["ensemble"].tolist() == [0.1, 0.0, INF]
     x2, y2 = _images([0.85, 0.75, 0.3])
     alone = robustness_sweep(Threshold(), (x2, y2), ["ensemble"], [0.1, 0.2], progress=False)
     assert alone.first_fooled["ensemble"].tolist() == [0.1, 0.2, INF]
@@ -240,7 +247,8 @@ def test_bad_arguments_are_refused_before_the_model_runs():
             raise AssertionError("the model ran")
 
     x, y = _images([0.5, 0.6])
-    for kw in ({"n": 0}, {"n": -1}, {"autocast": "fp16"}, {"eps": [-0.1]}, {"eps": []}, {"attacks": []}):
+    for kw in ({"n": 0}, {"n": -1}, {"autocast": "fp16"}, {"eps": [-0.1]}, {"eps": []}, {"attacks": []},
+               {"batch_size": 0}):
         args = {"attacks": ["fgsm"], "eps": [0.1], **kw}
         with pytest.raises(SgtlabError):
             robustness_sweep(Never(), (x, y), progress=False, **args)
@@ -263,9 +271,15 @@ class _Recorder(Threshold):
 
 @pytest.mark.parametrize("autocast", [None, "bf16"])
 def test_bf16_runs_the_attack_steps_only_and_keeps_float32_verdicts(autocast):
+    """FGSM's gradient is the clean pass's (docs/attacks.md: it stays float32): with FGSM alone, no
+    forward pass runs under autocast; PGD's steps do."""
+    model = _Recorder()
+    x, y = _images([0.85, 0.75, 0.3])
+    res = robustness_sweep(model, (x, y), ["fgsm"], [0.1, 0.2], progress=False, autocast=autocast)
+    assert res.first_fooled["fgsm"].tolist() == [0.1, 0.2, INF]
+    assert model.calls and not any(c[0] for c in model.calls) and any(c[1] for c in model.calls)
     model = _Recorder()
     model.train()
-    x, y = _images([0.85, 0.75, 0.3])
     res = robustness_sweep(model, (x, y), ["pgd"], [0.1, 0.2], progress=False, autocast=autocast)
     assert res.first_fooled["pgd"].tolist() == [0.1, 0.2, INF]
     steps = [c for c in model.calls if c[1]]
@@ -279,8 +293,9 @@ def test_progress_bar_only_when_asked(capfd):
     x, y = _images([0.85, 0.3])
     robustness_sweep(Threshold(), (x, y), ["fgsm"], [0.1], progress=False)
     assert capfd.readouterr().err == ""
-    robustness_sweep(Threshold(), (x, y), ["fgsm"], [0.1], progress=True)
-    assert "fgsm" in capfd.readouterr().err
+    robustness_sweep(Threshold(), (x, y), ["fgsm"], [0.1, 0.2])  # shown by default
+    err = capfd.readouterr().err
+    assert "attacks" in err and "/2" in err  # one attack x two eps
 
 
 # --- the result: per-sample table, files, text ------------------------------------------------
@@ -321,7 +336,8 @@ def test_table_text():
     lines = _result().table().splitlines()
     assert lines[0] == "clean accuracy: 75.0 % (4 images)"
     assert [line.split() for line in lines[1:]] == [["attack", "0.1", "0.3"], ["pgd", "50.0", "25.0"]]
-    assert len({len(line) for line in lines[1:]}) == 1  # right-aligned columns
+    assert len({len(line) for line in lines[1:]}) == 1 and not any(line.endswith(" ") for line in lines)
+    assert lines[2].startswith("   pgd")  # right-aligned columns
 
 
 def test_fold_without_an_ensemble_keeps_the_column_only():
