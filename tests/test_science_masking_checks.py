@@ -181,3 +181,67 @@ def test_checks_into_folds_each_attack_into_the_sweeps_ensemble():
     assert all(r.tolist() == [False, True, True, True] for c, (_, r, _) in res.folded.items() if "square" not in c)
     assert res.first_fooled["ensemble"].tolist() == [0.3, math.inf, math.inf, math.inf]
     assert res.first_fooled["weak"].tolist() == [math.inf] * 4
+
+
+class Lottery(nn.Module):
+    """Zero gradient; class 1 iff the first pixel exceeds 0.75: only PGD's random start can fool it."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        v = x.flatten(1)[:, 0]
+        z = -5 + 10 * (v > 0.75).float() + 0 * v + 0 * self.anchor
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _no_square(monkeypatch, seen):
+    def spy(name, **kw):
+        seen.append((name, kw))
+        raise SgtlabError("square needs pyautoattack")
+
+    monkeypatch.setattr(mc, "build_attack", spy)
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_defaults_and_the_seeded_random_starts(monkeypatch, capfd, seed):
+    """Defaults: the first 500 images, Square with 1000 queries and seed 0, no progress bar. PGD's
+    start at eps (the first of [eps, eps_large]) is `manual_seed(seed)`'s uniform draw, PGD-50's is
+    `manual_seed(seed + 1000)`'s (independent starts): on Lottery each outcome is its start's."""
+    seen = []
+    _no_square(monkeypatch, seen)
+    x, y = torch.full((510, 1, 1, 2), 0.6), torch.zeros(510, dtype=torch.long)
+    found = {}
+    kw = {} if seed is None else {"seed": seed}
+    checks = gradient_masking_checks(Lottery(), (x, y), tol=0.0, outcomes=found, **kw)
+    assert capfd.readouterr().err == ""
+    seed = 0 if seed is None else seed
+    assert seen == [("square", {"queries": 1000, "seed": seed})]
+    assert all(c["n"] == 500 for c in checks.values()) and len(found["pgd"]) == 500
+    for name, s in (("pgd", seed), ("pgd-50", seed + 1000)):
+        torch.manual_seed(s)
+        start = torch.empty_like(x[:500]).uniform_(-0.3, 0.3)
+        assert found[name].tolist() == ((x[:500] + start)[:, 0, 0, 0] <= 0.75).tolist(), name
+    assert 0 < found["pgd"].sum() < 500 and not torch.equal(found["pgd"], found["pgd-50"])
+
+
+def test_progress_and_batch_size_reach_every_sweep(monkeypatch, capfd):
+    _no_square(monkeypatch, [])
+    x, y = _images(VALUES)
+    gradient_masking_checks(Threshold(), (x, y), tol=0.0, progress=False, grid=[0.1])
+    assert capfd.readouterr().err == ""
+    gradient_masking_checks(Threshold(), (x, y), tol=0.0, progress=True, grid=[0.1])
+    assert capfd.readouterr().err.count("attacks") >= 3  # the base, FGSM-curve and strong sweeps
+    with pytest.raises(SgtlabError, match="batch size"):
+        gradient_masking_checks(Threshold(), (x, y), tol=0.0, batch_size=0, grid=[0.1])
+
+
+def test_checks_into_without_square_folds_the_others(monkeypatch):
+    _no_square(monkeypatch, [])
+    x, y = _images(VALUES)
+    res = robustness_sweep(Threshold(), (x, y), ["fgsm", "ensemble"], [0.2, 0.3], progress=False)
+    checks = checks_into(res, Threshold(), (x, y), eps=0.25, tol=0.0, grid=[0.1])
+    assert checks["gradient_free_not_stronger"]["passed"] is None
+    assert set(res.folded) == {f"checks:{a}@0.25" for a in (*WHITE, "pgd-50", "pgd-10x5")}
+    assert all(note is None for _, _, note in res.folded.values())
