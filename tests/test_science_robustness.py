@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgtlab.attacks import FGSM, PGD, Ensemble
+from sgtlab.attacks import FGSM, PGD, Attack, Ensemble
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate.robustness import RobustnessResult, check_eps_grid, resolve_attacks, robustness_sweep
 
@@ -360,3 +360,53 @@ def test_fold_above_the_grid_changes_nothing_and_on_the_grid_nests():
     r.fold("early", 0.05, torch.tensor([True, True, False]))
     assert r.first_fooled["ensemble"].tolist() == [INF, 0.1, 0.1]
     assert r.first_fooled["pgd"].tolist() == [INF, INF, INF]
+
+
+class _Counter(Attack):
+    """Moves every pixel up by eps (on Threshold: fooled iff x + eps > 0.9) and records what the sweep
+    hands it: the images per call, eps, and the keyword arguments. Returns bfloat16 images: the
+    verdict must still run in the images' own dtype."""
+
+    def __init__(self, early: bool = False, delta: bool = False, grad: bool = False):
+        self.supports_early_stop, self.takes_init_delta, self.uses_clean_grad = early, delta, grad
+        self.calls = []
+
+    def perturb(self, model, x, y, eps, **kw):
+        self.calls.append((x.clone(), eps, kw))
+        return (x + eps).clamp(0, 1).to(torch.bfloat16)
+
+
+def test_the_sweep_attacks_each_still_robust_sample_once_per_eps_and_hands_over_what_is_asked():
+    """Nested: at each eps > 0 only the clean-correct samples not fooled yet are attacked, each once
+    (batches of 2 here); from scratch every clean-correct sample at every eps > 0. `early_stop`,
+    `init_delta` (the documented seeded draw) and `clean_grad` (the gradient at the clean image) go
+    only to attacks that declare they use them."""
+    x, y = _images(VALUES)  # clean-correct: the first four; fooled at 0.1, 0.2, 0.5, never
+    plain, asks = _Counter(), _Counter(early=True, delta=True, grad=True)
+    res = robustness_sweep(Threshold(), (x, y), {"plain": plain, "asks": asks}, [0.0, 0.1, 0.2, 0.5],
+                           batch_size=2, progress=False, seed=5)
+    assert res.first_fooled["plain"].tolist() == res.first_fooled["asks"].tolist() == FIRST
+    sizes = [(len(c[0]), c[1]) for c in plain.calls]
+    assert sizes == [(2, 0.1), (2, 0.1), (2, 0.2), (1, 0.2), (2, 0.5)]
+    attacked = {e: [round(v, 4) for v in torch.cat([c[0] for c in plain.calls if c[1] == e])[:, 0, 0, 0].tolist()]
+                for e in (0.1, 0.2, 0.5)}
+    assert attacked == {0.1: [0.85, 0.75, 0.55, 0.3], 0.2: [0.75, 0.55, 0.3], 0.5: [0.55, 0.3]}
+    assert all(c[2] == {} for c in plain.calls)
+    xg = x.clone().requires_grad_(True)
+    # the clean pass runs in batches of 2 (the first four images) with mean CE: each sample's gradient / 2
+    grad, = torch.autograd.grad(nn.functional.cross_entropy(Threshold()(xg), y, reduction="sum") / 2, xg)
+    for j, e in enumerate([0.0, 0.1, 0.2, 0.5]):
+        if e == 0:
+            continue
+        torch.manual_seed(5 + j)
+        start = torch.empty_like(x).uniform_(-e, e)
+        calls = [c for c in asks.calls if c[1] == e]
+        kws = [c[2] for c in calls]
+        assert all(set(k) == {"early_stop", "init_delta", "clean_grad"} and k["early_stop"] is True for k in kws)
+        for xs, _, k in calls:  # match each call's rows to the samples by their (distinct) values
+            rows_ = [VALUES.index(round(v, 2)) for v in xs[:, 0, 0, 0].tolist()]
+            assert torch.equal(k["init_delta"], start[rows_])
+            torch.testing.assert_close(k["clean_grad"], grad[rows_])
+    scratch = _Counter()
+    robustness_sweep(Threshold(), (x, y), {"s": scratch}, [0.1, 0.2], progress=False, from_scratch=True)
+    assert [(len(c[0]), c[1]) for c in scratch.calls] == [(4, 0.1), (4, 0.2)]
