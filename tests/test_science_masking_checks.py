@@ -129,13 +129,19 @@ def test_eps_n_grid_and_eps_large_are_used():
 
 
 def test_a_rising_fgsm_curve_is_flagged_with_its_largest_rise():
-    """Band from 0.5: FGSM fools at eps 0.1 (0.6) and 0.15 (0.65), not at 0.3 (0.8): accuracy 0 then 1."""
-    x, y = _images([0.5, 0.5])
+    """Band from 0.5: FGSM fools at eps 0.1 (0.6) and 0.15 (0.65), not at 0.3 (0.8); 0.2 is never
+    fooled (0.5 at most): accuracy 1/3, 1/3, then 1, a rise of 66.7 pp. A falling curve passes."""
+    x, y = _images([0.5, 0.5, 0.2])
     checks = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=0.0, grid=[0.3, 0.1, 0.15],
                                      square_queries=10)
     c = checks["fgsm_curve_not_rising"]
-    assert c["passed"] is False and c["fgsm@0.1"] == 0.0 and c["fgsm@0.15"] == 0.0 and c["fgsm@0.3"] == 1.0
-    assert c["rise"] == "+100.0 pp from eps 0.1 to 0.3"
+    assert c["passed"] is False and c["fgsm@0.3"] == 1.0
+    assert c["fgsm@0.1"] == pytest.approx(1 / 3) and c["fgsm@0.15"] == pytest.approx(1 / 3)
+    assert c["rise"] == "+66.7 pp from eps 0.1 to 0.3"
+    x, y = _images([0.5, 0.5])
+    falling = gradient_masking_checks(Threshold(), _images(VALUES), tol=0.0, grid=[0.1, 0.5], square_queries=5)
+    assert falling["fgsm_curve_not_rising"]["fgsm@0.1"] == 0.75 and falling["fgsm_curve_not_rising"]["fgsm@0.5"] == 0.5
+    assert falling["fgsm_curve_not_rising"]["passed"] is True
     with_tol = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=1.0, grid=[0.1, 0.3],
                                        square_queries=10)["fgsm_curve_not_rising"]
     assert with_tol["passed"] is True and "rise" not in with_tol and with_tol["tol"] == 1.0
@@ -245,3 +251,39 @@ def test_checks_into_without_square_folds_the_others(monkeypatch):
     assert checks["gradient_free_not_stronger"]["passed"] is None
     assert set(res.folded) == {f"checks:{a}@0.25" for a in (*WHITE, "pgd-50", "pgd-10x5")}
     assert all(note is None for _, _, note in res.folded.values())
+
+
+class _GradCounter(Threshold):
+    """Never fooled (class 1 needs a mean pixel above 2); counts the forward passes that take a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.grads = 0
+        with torch.no_grad():
+            self.lin.bias.copy_(torch.tensor([0.0, -20.0]))
+
+    def forward(self, x):
+        self.grads += int(x.requires_grad)
+        return super().forward(x)
+
+
+def test_the_strong_attacks_are_pgd_50_and_pgd_10_with_5_restarts(monkeypatch):
+    """Gradient passes on a model nothing fools (one batch): the clean gradient once per sweep that has
+    FGSM or MI-FGSM (2), PGD-10 at eps and eps_large (20), MI-FGSM's 9 further steps at each (18),
+    PGD-50 (50) and PGD-10 with 5 restarts (50): 140. Square takes none."""
+    model = _GradCounter()
+    x, y = _images(VALUES)
+    gradient_masking_checks(model, (x, y), tol=0.0, grid=[0.1, 0.2], square_queries=5)
+    assert model.grads == 2 + 20 + 18 + 50 + 50
+
+
+def test_the_iterative_checks_tolerance_comes_from_both_accuracies():
+    """Band: FGSM at 0.3 fools 0.3 (0.6) but overshoots 0.5 (0.8); PGD's small steps fool both:
+    accuracies 0.5 and 0; the tolerance is the half-width at the larger, 0.5 (n = 4)."""
+    x, y = _images([0.5, 0.5, 0.3, 0.3])
+    checks = gradient_masking_checks(Band(), (x, y), eps=0.3, eps_large=0.4, grid=[0.1], square_queries=5)
+    it = checks["iterative_not_weaker_than_fgsm"]
+    assert it["fgsm@0.3"] == 0.5 and it["pgd@0.3"] == 0.0 and it["passed"] is True
+    assert it["tol"] == pytest.approx(max(tolerance(4, it[f"{a}@{e:g}"], it[f"fgsm@{e:g}"])
+                                          for a in ("pgd", "mifgsm") for e in (0.3, 0.4)))
+    assert it["tol"] == pytest.approx(_z() * math.sqrt(0.25 / 4))

@@ -410,3 +410,17 @@ def test_the_sweep_attacks_each_still_robust_sample_once_per_eps_and_hands_over_
     scratch = _Counter()
     robustness_sweep(Threshold(), (x, y), {"s": scratch}, [0.1, 0.2], progress=False, from_scratch=True)
     assert [(len(c[0]), c[1]) for c in scratch.calls] == [(4, 0.1), (4, 0.2)]
+
+
+def test_fold_takes_0_1_outcomes_and_grid_eps_up_to_rounding_also_near_zero():
+    y = torch.zeros(3, dtype=torch.long)
+    for from_scratch in (False, True):
+        first = {"pgd": torch.full((3,), INF, dtype=torch.float64)}
+        first["ensemble"] = first["pgd"].clone()
+        outcomes = {a: torch.ones(3, 2, dtype=torch.bool) for a in first} if from_scratch else None
+        r = RobustnessResult(["pgd", "ensemble"], [0.0, 0.1], y, y.clone(), first, outcomes=outcomes)
+        r.fold("ints", 0.1, [1, 0, 1])  # 0/1 outcomes are robust / fooled
+        r.fold("tiny", 1e-13, torch.tensor([True, True, False]))  # the grid eps 0, up to rounding
+        assert r.robust("ensemble", 0.1).tolist() == [True, False, from_scratch]
+        assert r.robust("ensemble", 0.0).tolist() == [True, True, False]
+        assert [row["ints@0.1"] for row in r.per_sample()] == [1, 0, 1]
