@@ -145,9 +145,15 @@ def test_a_rising_fgsm_curve_is_flagged_with_its_largest_rise():
     with_tol = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=1.0, grid=[0.1, 0.3],
                                        square_queries=10)["fgsm_curve_not_rising"]
     assert with_tol["passed"] is True and "rise" not in with_tol and with_tol["tol"] == 1.0
-    one = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, grid=[0.1], square_queries=10)
-    assert one["fgsm_curve_not_rising"]["passed"] is True
-    assert one["fgsm_curve_not_rising"]["tol"] == pytest.approx(_z() * math.sqrt(0.25 / 2))  # p = 0.5, n = 2
+    two = gradient_masking_checks(Band(), (x, y), eps=0.1, eps_large=0.2, tol=0.0, grid=[0.1, 0.3],
+                                  square_queries=10)["fgsm_curve_not_rising"]  # a rise between neighbours
+    assert two["passed"] is False and two["rise"] == "+100.0 pp from eps 0.1 to 0.3"
+    # the curve's tolerance from n = 4: the largest half-width over its accuracies (here all 0.75);
+    # one grid eps: the check cannot fail, its tolerance is the widest (p = 0.5)
+    xv, yv = _images(VALUES)
+    for grid, want in (([0.1, 0.2], _z() * math.sqrt(0.75 * 0.25 / 4)), ([0.1], _z() * math.sqrt(0.25 / 4))):
+        c = gradient_masking_checks(Threshold(), (xv, yv), grid=grid, square_queries=5)["fgsm_curve_not_rising"]
+        assert c["passed"] is True and c["fgsm@0.1"] == 0.75 and c["tol"] == pytest.approx(want), grid
 
 
 def test_without_square_the_check_says_why_and_passes_none(monkeypatch):
@@ -287,3 +293,10 @@ def test_the_iterative_checks_tolerance_comes_from_both_accuracies():
     assert it["tol"] == pytest.approx(max(tolerance(4, it[f"{a}@{e:g}"], it[f"fgsm@{e:g}"])
                                           for a in ("pgd", "mifgsm") for e in (0.3, 0.4)))
     assert it["tol"] == pytest.approx(_z() * math.sqrt(0.25 / 4))
+    ch = checks["chance_at_large_eps"]  # PGD accuracy 0 at 0.4, chance 0.5: the half-width at 0.5
+    assert ch["pgd_accuracy"] == 0.0 and ch["tol"] == pytest.approx(tolerance(4, 0.0, 0.5))
+    assert ch["tol"] == pytest.approx(_z() * math.sqrt(0.25 / 4))
+    xv, yv = _images(VALUES)  # Threshold at eps_large 0.2: PGD accuracy 0.75 > chance: the half-width at 0.75
+    ch = gradient_masking_checks(Threshold(), (xv, yv), eps=0.1, eps_large=0.2, grid=[0.1],
+                                 square_queries=5)["chance_at_large_eps"]
+    assert ch["pgd_accuracy"] == 0.75 and ch["tol"] == pytest.approx(_z() * math.sqrt(0.75 * 0.25 / 4))

@@ -329,7 +329,12 @@ def test_an_empty_result_saves_a_header_only(tmp_path):
                          {"pgd": torch.empty(0, dtype=torch.float64)})
     assert math.isnan(r.clean_accuracy) and r.per_sample() == []
     r.save(tmp_path)
-    assert (tmp_path / "robustness_per_sample.csv").read_text() == "index\n"
+    assert (tmp_path / "robustness_per_sample.csv").read_bytes() == b"index\n"
+    one = RobustnessResult(["pgd"], [0.1], torch.tensor([0]), torch.tensor([0]),
+                           {"pgd": torch.tensor([0.1], dtype=torch.float64)})
+    one.save(tmp_path)
+    assert (tmp_path / "robustness_per_sample.csv").read_bytes() == (
+        b"index,label,clean_pred,clean_correct,pgd:first_fooled_eps,pgd@0.1\n0,0,0,1,0.1,0\n")
 
 
 def test_table_text():
