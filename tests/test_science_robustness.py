@@ -428,4 +428,5 @@ def test_fold_takes_0_1_outcomes_and_grid_eps_up_to_rounding_also_near_zero():
         r.fold("tiny", 1e-13, torch.tensor([True, True, False]))  # the grid eps 0, up to rounding
         assert r.robust("ensemble", 0.1).tolist() == [True, False, from_scratch]
         assert r.robust("ensemble", 0.0).tolist() == [True, True, False]
+        assert r.robust("ensemble", 1e-13).tolist() == [True, True, False]  # the grid eps 0, up to rounding
         assert [row["ints@0.1"] for row in r.per_sample()] == [1, 0, 1]
