@@ -177,7 +177,7 @@ def test_without_square_the_check_says_why_and_passes_none(monkeypatch):
         gradient_masking_checks(Threshold(), (x, y), tol=0.0)
 
 
-def test_checks_into_folds_each_attack_into_the_sweeps_ensemble():
+def test_checks_into_folds_each_attack_into_the_sweeps_ensemble(capfd):
     """A sweep with a weak attack (one step of 0.001) fools nothing; the checks at eps 0.25 fool 0.89
     (0.89 + 0.25 > 0.9): folded, it counts as fooled by the ensemble from the grid eps 0.3 on."""
     from sgtlab.attacks import PGD
@@ -193,6 +193,7 @@ def test_checks_into_folds_each_attack_into_the_sweeps_ensemble():
     assert all(r.tolist() == [False, True, True, True] for c, (_, r, _) in res.folded.items() if "square" not in c)
     assert res.first_fooled["ensemble"].tolist() == [0.3, math.inf, math.inf, math.inf]
     assert res.first_fooled["weak"].tolist() == [math.inf] * 4
+    assert capfd.readouterr().err == ""  # no progress bar by default, Square's sweep included
 
 
 class Lottery(nn.Module):
@@ -287,8 +288,10 @@ def test_the_strong_attacks_are_pgd_50_and_pgd_10_with_5_restarts(monkeypatch):
     PGD-50 (50) and PGD-10 with 5 restarts (50): 140. Square takes none."""
     model = _GradCounter()
     x, y = _images(VALUES)
-    gradient_masking_checks(model, (x, y), tol=0.0, grid=[0.1, 0.2], square_queries=5)
+    checks = gradient_masking_checks(model, (x, y), tol=0.0, grid=[0.1, 0.2], square_queries=5)
     assert model.grads == 2 + 20 + 18 + 50 + 50
+    g = checks["gradient_free_not_stronger"]  # Square exactly as strong as the best white box: passes
+    assert g["square"] == g["best_white_box"] == 1.0 and g["passed"] is True
 
 
 def test_the_iterative_checks_tolerance_comes_from_both_accuracies():
