@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# SGTLAB_TEST_THREADS: threads per test process (scripts/mutation.sh sets 1: its tests use tiny
+# models, whose ops are slower on two threads than on one as soon as the machine is busy)
+torch.set_num_threads(int(os.environ.get("SGTLAB_TEST_THREADS") or 0) or max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

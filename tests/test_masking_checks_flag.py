@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgtlab.evaluate.masking_checks import gradient_masking_checks
+from sgtlab.evaluate.masking_checks import gradient_masking_checks, tolerance
 
 pytest.importorskip("pyautoattack")  # a test dependency (scripts/test.sh installs it); never skipped in CI
 
@@ -96,6 +96,14 @@ def test_each_check_flags_its_model_and_only_it(kind, cls, flagged):
                                      outcomes=found)
     passed = {name: checks[name]["passed"] for name in CHECKS}
     assert passed == {name: name != flagged for name in CHECKS}, checks
+    # the iterative check's tolerance: the binomial half-width at the larger of each pair of accuracies
+    it = checks["iterative_not_weaker_than_fgsm"]
+    assert it["tol"] == pytest.approx(max(tolerance(len(x), it[f"{a}@{e:g}"], it[f"fgsm@{e:g}"])
+                                          for a in ("pgd", "mifgsm") for e in (0.3, 0.5)))
+    # the gradient-free check compares with the best white-box accuracy at eps
+    ms = checks["more_steps_not_weaker"]
+    assert checks["gradient_free_not_stronger"]["best_white_box"] == min(
+        it["fgsm@0.3"], it["pgd@0.3"], it["mifgsm@0.3"], ms["pgd-50"], ms["pgd-10x5"])
     # the per-image outcomes handed out for the ensemble are those behind the checks' accuracies
     assert set(found) == {"fgsm", "pgd", "mifgsm", "pgd-50", "pgd-10x5", "square"}
     acc = {"pgd-50": checks["more_steps_not_weaker"]["pgd-50"], "square": checks["gradient_free_not_stronger"]["square"],
