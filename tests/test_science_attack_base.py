@@ -144,11 +144,13 @@ def test_a_plug_in_attack_gets_the_bound_form():
     assert torch.allclose(Half(model, eps=0.1)(x, y), want)
     assert torch.allclose(Same(model, eps=0.1, scale=0.5)(x, y), want)
 
-    class Bare(Attack):  # no constructor anywhere: the explicit form
+    class Bare(Attack):  # no constructor anywhere: both forms (Attack's own constructor binds)
         def perturb(self, model, x, y, eps, **kw):
             return (x - eps).clamp(0, 1)
 
     assert torch.allclose(Bare()(model, x, y, 0.1), (x - 0.1).clamp(0, 1))
+    assert torch.allclose(Bare(model, eps=0.1)(x, y), (x - 0.1).clamp(0, 1))
+    assert torch.allclose(Bare(model)(x, y), (x - 8 / 255).clamp(0, 1))
 
 
 def test_repr_rebuilds_the_attack():

@@ -150,6 +150,9 @@ class Attack:
     #: does not depend on eps, so the sweep computes it once for the whole eps grid
     uses_clean_grad = False
 
+    def __init__(self):
+        """No parameters; wrapped below, so a plug-in without its own `__init__` binds too."""
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **kw) -> torch.Tensor:
         raise NotImplementedError
 
@@ -180,6 +183,9 @@ class Attack:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+Attack.__init__ = _bind_model_and_eps(Attack.__init__)  # `__init_subclass__` wraps the subclasses' own
 
 
 def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step,
