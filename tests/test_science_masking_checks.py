@@ -311,3 +311,67 @@ def test_the_iterative_checks_tolerance_comes_from_both_accuracies():
     ch = gradient_masking_checks(Threshold(), (xv, yv), eps=0.1, eps_large=0.2, grid=[0.1],
                                  square_queries=5)["chance_at_large_eps"]
     assert ch["pgd_accuracy"] == 0.75 and ch["tol"] == pytest.approx(_z() * math.sqrt(0.75 * 0.25 / 4))
+
+
+class _Sweep:
+    """A sweep's result with chosen accuracies (k of m images robust: the first k)."""
+
+    def __init__(self, acc, m):
+        self.robust_accuracy, self.m = acc, m
+
+    def robust(self, attack, eps):
+        return torch.arange(self.m) < round(self.robust_accuracy[attack][eps] * self.m)
+
+
+def _chosen(monkeypatch, white, curve, square, m=100):
+    """Every sweep of the checks returns the chosen accuracies: `white[attack][eps]` (fgsm, pgd, mifgsm at
+    eps 0.3 and eps_large 0.5; pgd-50 and pgd-10x5 at 0.3), the from-scratch FGSM `curve[eps]`, `square`."""
+    def sweep(model, data, attacks, eps_list, *, from_scratch=False, **kw):
+        names = list(attacks)
+        if from_scratch:
+            return _Sweep({"fgsm": {e: curve[e] for e in eps_list}}, m)
+        if names == ["square"]:
+            return _Sweep({"square": {e: square for e in eps_list}}, m)
+        return _Sweep({a: {e: white[a][e] for e in eps_list} for a in names}, m)
+
+    monkeypatch.setattr(mc, "robustness_sweep", sweep)
+    x, y = torch.zeros(m, 1, 2, 2), torch.zeros(m, dtype=torch.long)
+    return gradient_masking_checks(Threshold(), (x, y), eps=0.3, grid=sorted(curve), square_queries=5)
+
+
+def _h(p, n=100):
+    """The 95 % binomial half-width at p (clamped to [1/n, 1 - 1/n])."""
+    p = min(max(p, 1 / n), 1 - 1 / n)
+    return _z() * math.sqrt(p * (1 - p) / n)
+
+
+def test_each_verdict_takes_the_half_width_at_the_larger_of_its_two_accuracies(monkeypatch):
+    """n = 100. A rise from 0.02 to 0.06 (MI-FGSM over FGSM, PGD-50 over PGD-10, the FGSM curve
+    from eps 0.1 to 0.2) is within the half-width at 0.06 (0.047) but not at 0.02 (0.027): every check
+    passes, each reporting the half-width at the larger accuracy. Square at 0 against a best white box
+    of 0.02: within the half-width at 0.02, not at 0 (p = 1/n: 0.0195)."""
+    white = {"fgsm": {0.3: 0.02, 0.5: 0.02}, "pgd": {0.3: 0.02, 0.5: 0.02}, "mifgsm": {0.3: 0.06, 0.5: 0.02},
+             "pgd-50": {0.3: 0.06}, "pgd-10x5": {0.3: 0.02}}
+    assert 0.06 - 0.02 <= _h(0.06) and 0.06 - 0.02 > _h(0.02) and 0.02 - 0.0 <= _h(0.02) and 0.02 > _h(0.0)
+    checks = _chosen(monkeypatch, white, {0.1: 0.02, 0.2: 0.06}, 0.0)
+    it = checks["iterative_not_weaker_than_fgsm"]
+    assert it["mifgsm@0.3"] == 0.06 and it["passed"] is True and it["tol"] == pytest.approx(_h(0.06))
+    curve = checks["fgsm_curve_not_rising"]
+    assert curve["passed"] is True and "rise" not in curve and curve["tol"] == pytest.approx(_h(0.06))
+    more = checks["more_steps_not_weaker"]
+    assert more["pgd-10"] == 0.02 and more["pgd-50"] == 0.06 and more["passed"] is True
+    assert more["tol"] == pytest.approx(_h(0.06))
+    g = checks["gradient_free_not_stronger"]
+    assert g["square"] == 0.0 and g["best_white_box"] == 0.02 and g["passed"] is True
+    assert g["tol"] == pytest.approx(_h(0.02))
+
+
+@pytest.mark.parametrize("best", ["fgsm", "pgd", "mifgsm", "pgd-50", "pgd-10x5"])
+def test_the_best_white_box_is_the_lowest_of_all_five_attacks(monkeypatch, best):
+    """One white-box attack at 0.3, the others at 0.4: it is the best white box; Square at 0.6 is
+    weaker, and its tolerance is the half-width at 0.6 (the larger of the two)."""
+    white = {a: {0.3: 0.4, 0.5: 0.4} for a in ("fgsm", "pgd", "mifgsm", "pgd-50", "pgd-10x5")}
+    white[best] = {0.3: 0.3, 0.5: 0.4}
+    g = _chosen(monkeypatch, white, {0.1: 0.4, 0.2: 0.4}, 0.6)["gradient_free_not_stronger"]
+    assert g["best_white_box"] == 0.3 and g["square"] == 0.6 and g["passed"] is True
+    assert g["tol"] == pytest.approx(_h(0.6)) and _h(0.6) != pytest.approx(_h(0.3))
