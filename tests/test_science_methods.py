@@ -340,3 +340,63 @@ def test_scaat_one_pgd_step_from_a_random_start_on_the_support(mode, target, wra
     assert kl > 1e-3 and not torch.allclose(kl, kl_ref(model(x), model(attack_ref(model, x, y, 0.6, support))))
     assert torch.allclose(parts["kl"], kl, atol=1e-6)
     assert torch.allclose(loss, ce(model, x, y) + 0.37 * kl, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgt", "sga", "asgt", "scaat"])
+def test_the_model_itself_shares_one_forward_of_the_saliency_input(name, monkeypatch):
+    """Without a wrapper the saliency pass and the training forward of its input share the
+    mode-free prefix (here the whole linear model): the linear layer sees exactly one batch fewer
+    than on the unshared (wrapped) path, where that input runs twice."""
+    rows = []
+    plain_forward = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, t: rows.append(t.shape[0]) or plain_forward(self, t))
+    model, (x, y) = linear_model(), data()
+    counts = []
+    for wrap in (False, True):
+        rows.clear()
+        torch.manual_seed(0)
+        run(name, model, x, y, cfg(train_eps=0.1, train_steps=2), {"q": torch.full((8,), 0.25)}, wrap=wrap)
+        counts.append(sum(rows))
+    assert counts[1] - counts[0] == len(x)
+
+
+@pytest.mark.parametrize("name", ["sga", "at-pgd", "asgt"])
+def test_training_pgd_starts_randomly_and_takes_train_steps_of_train_alpha(name):
+    """One PGD step of a tiny train_alpha: the result is (nearly) the random start in the eps-ball,
+    neither the attacked input itself (no random start) nor the saturated end point (which the
+    default alpha, 2.5 eps for one step, reaches). On a linear model the CE and the KL are convex in
+    the input, so a random start raises them on average over the 32 samples (Jensen). One step of
+    eps / 10 stays well short of the end point too (the default 10 steps would reach it)."""
+    model, (x, y) = linear_model(), data(32)
+
+    def attacked_term(alpha):
+        torch.manual_seed(0)
+        loss, parts = run(name, model, x, y, cfg(train_eps=0.3, train_steps=1, train_alpha=alpha, k=0.5))
+        return parts["kl"] if name == "sga" else parts["ce_adv"]
+
+    if name == "sga":  # the masked input is attacked; the term is KL(f(x) || f(x~'))
+        x_in = mask_ref(x, saliency_ref(model, x, y), 0.5)
+        def value(t):
+            return kl_ref(model(x), model(t))
+    else:  # the clean input is attacked; the term is CE(f(x'), y)
+        x_in = x
+        def value(t):
+            return ce(model, t, y)
+    unmoved, saturated = value(x_in), value(attack_ref(model, x_in, y, 0.3))
+    mid = (unmoved + saturated) / 2
+    assert unmoved + 0.01 < attacked_term(1e-4) < mid
+    assert attacked_term(0.03) < mid
+
+
+def test_st_is_the_cross_entropy_logged_as_ce():
+    """ST: CE(f(x), y), logged under the name every method uses for the clean cross-entropy."""
+    model, (x, y) = linear_model(), data()
+    loss, parts = run("st", model, x, y, cfg())
+    p = model(x).softmax(1)
+    expect = -p[torch.arange(len(y)), y].log().mean()
+    assert torch.allclose(loss, expect, atol=1e-6)
+    assert set(parts) == {"ce"} and torch.allclose(parts["ce"], expect, atol=1e-6)
+    for name, keys in [("sgt", {"ce", "kl"}), ("sga", {"ce", "kl"}), ("asgt", {"ce", "ce_adv", "kl"}),
+                       ("scaat", {"ce", "kl", "q"})]:
+        _, parts = run(name, model, x, y, cfg(train_steps=1), {"q": torch.full((8,), 0.25)})
+        assert set(parts) == keys and torch.allclose(parts["ce"], expect, atol=1e-6), name
