@@ -389,7 +389,8 @@ def test_training_pgd_starts_randomly_and_takes_train_steps_of_train_alpha(name)
 
 
 def test_st_is_the_cross_entropy_logged_as_ce():
-    """ST: CE(f(x), y), logged under the name every method uses for the clean cross-entropy."""
+    """ST: CE(f(x), y), logged under the name every method uses for the clean cross-entropy (the
+    names of the logged parts are the metrics' names in metrics.jsonl)."""
     model, (x, y) = linear_model(), data()
     loss, parts = run("st", model, x, y, cfg())
     p = model(x).softmax(1)
@@ -400,3 +401,9 @@ def test_st_is_the_cross_entropy_logged_as_ce():
                        ("scaat", {"ce", "kl", "q"})]:
         _, parts = run(name, model, x, y, cfg(train_steps=1), {"q": torch.full((8,), 0.25)})
         assert set(parts) == keys and torch.allclose(parts["ce"], expect, atol=1e-6), name
+    for name in ("at-fgsm", "at-pgd"):  # CE(f(x')) as ce_adv, and the clean CE as ce with --clean-loss
+        for clean_loss in (False, True):
+            loss, parts = run(name, model, x, y, cfg(train_steps=1, clean_loss=clean_loss))
+            assert set(parts) == ({"ce_adv", "ce"} if clean_loss else {"ce_adv"}), name
+            assert torch.allclose(loss, parts["ce_adv"] + parts.get("ce", 0), atol=1e-6)
+            assert not clean_loss or torch.allclose(parts["ce"], expect, atol=1e-6)
