@@ -25,7 +25,7 @@ WORK=${MUTATION_DIR:-${TMPDIR:-/tmp}/sgtlab-mutation}
 tests_for() {
   case "$1" in
     stats) echo tests/test_stats.py ;;
-    saliency) echo tests/test_saliency.py tests/test_science_methods.py ;;
+    saliency) echo tests/test_saliency.py tests/test_science_methods.py tests/test_lean_paths.py ;;
     train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
     train/loop) echo tests/test_train_options.py ;;
     attacks/pgd|attacks/fgsm|attacks/mifgsm|attacks/base) echo tests/test_science_attacks.py ;;

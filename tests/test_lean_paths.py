@@ -8,19 +8,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgtlab.models import build_model
-from sgtlab.saliency import conv_input_grad, has_hooks, saliency, saliency_and_clean_logits
+from sgtlab.saliency import (conv_input_grad, conv_input_grad_fold, conv_input_grad_kernel, has_hooks, saliency,
+                             saliency_and_clean_logits)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2), dict(padding=1), dict(padding=(2, 1), dilation=2),
                                 dict(stride=(2, 3), padding=1)])
-def test_conv_input_grad_is_autograds_input_gradient(kw):
+@pytest.mark.parametrize("fn", [conv_input_grad, conv_input_grad_fold, conv_input_grad_kernel],
+                         ids=["dispatch", "fold", "kernel"])
+def test_conv_input_grad_is_autograds_input_gradient(kw, fn):
+    """Both ways (col2im on a CPU, PyTorch's kernel elsewhere; both run on a CPU here), in the
+    gradient's dtype: a float64 gradient through a float32 layer gives autograd's float64 result."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 8, 3, **kw)
     x = torch.randn(4, 3, 13, 11, requires_grad=True)
     out = conv(x)
     g = torch.randn_like(out)
     (ref,) = torch.autograd.grad(out, x, g)
-    assert torch.allclose(conv_input_grad(conv, g, (13, 11)), ref, atol=1e-5)
+    assert torch.allclose(fn(conv, g, (13, 11)), ref, atol=1e-5)
+    x64 = x.detach().double().requires_grad_(True)
+    out64 = F.conv2d(x64, conv.weight.detach().double(), conv.bias.detach().double(), conv.stride, conv.padding,
+                     conv.dilation)
+    (ref64,) = torch.autograd.grad(out64, x64, g.double())
+    got = fn(conv, g.double(), (13, 11))
+    assert got.dtype == torch.float64 and torch.allclose(got, ref64, atol=1e-10)
 
 
 def test_lean_sgt_graph_has_no_input_gradient_and_matches_the_plain_saliency():
