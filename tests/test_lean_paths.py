@@ -20,8 +20,8 @@ def test_conv_input_grad_is_autograds_input_gradient(kw, fn):
     """Both ways (col2im on a CPU, PyTorch's kernel elsewhere; both run on a CPU here), in the
     gradient's dtype: a float64 gradient through a float32 layer gives autograd's float64 result."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(3, 8, 3, **kw)
-    x = torch.randn(4, 3, 13, 11, requires_grad=True)
+    conv = nn.Conv2d(2, 8, 3, **kw)  # in-channels differ from the kernel size
+    x = torch.randn(4, 2, 13, 11, requires_grad=True)
     out = conv(x)
     g = torch.randn_like(out)
     (ref,) = torch.autograd.grad(out, x, g)

@@ -197,3 +197,12 @@ def test_fixed_fill_defaults_to_the_unit_range():
     drawn = out[out != 7.0]
     assert drawn.numel() == 64 * 8
     assert drawn.min() >= 0 and drawn.max() <= 1 and drawn.min() < 0.05 and drawn.max() > 0.95
+
+
+def test_lowest_mask_of_one_position_is_the_argmin():
+    torch.manual_seed(6)
+    s = torch.randn(4, 3, 5)
+    for n in (1, torch.ones(4, dtype=torch.long)):
+        sel = lowest_mask(s, n).flatten(1)
+        assert sel.sum(1).tolist() == [1] * 4
+        assert torch.equal(sel.float().argmax(1), s.flatten(1).argmin(1))
