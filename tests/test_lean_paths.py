@@ -69,3 +69,43 @@ def test_the_input_size_check_does_not_stop_the_lean_path_and_still_fires():
     assert clean is not None
     with pytest.raises(SgtlabError, match="built for 28x28"):
         saliency_and_clean_logits(model, torch.rand(2, 1, 20, 20), torch.tensor([1, 2]))
+
+
+def _leaf_tensors(t):
+    """The leaf tensors a backward from `t` would accumulate into."""
+    seen, out, todo = set(), [], [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            out.append(fn.variable)
+        todo.extend(f for f, _ in fn.next_functions)
+    return out
+
+
+@pytest.mark.parametrize("conv_kw", [dict(), dict(groups=2), dict(padding=1, padding_mode="reflect"),
+                                     dict(padding="same"), dict(stride=2, padding=1, dilation=2)])
+def test_shared_prefix_is_exact_for_any_first_convolution(conv_kw):
+    """Grouped, reflect-padded and 'same'-padded first convolutions take the plain prefix (the
+    col2im gradient covers only plain zero-padded ones); the saliency and the train-mode logits equal
+    the two-pass ones either way. A plain first convolution (with any stride, padding, dilation)
+    starts the training graph at its output: the backward reaches the parameters only."""
+    from sgtlab.models.base import Normalize
+
+    torch.manual_seed(7)
+    model = nn.Sequential(Normalize([0.4, 0.5], [0.2, 0.3]), nn.Conv2d(2, 4, 3, **conv_kw), nn.ReLU(),
+                          nn.Dropout(0.3), nn.Flatten(), nn.LazyLinear(3))
+    x, y = torch.rand(5, 2, 9, 9), torch.tensor([0, 1, 2, 1, 0])
+    model(x)  # materialise the lazy layer
+    model.train()
+    torch.manual_seed(1)
+    s, clean = saliency_and_clean_logits(model, x, y, mode="signed")
+    assert torch.allclose(s, saliency(model, x, y, mode="signed"), atol=1e-6)
+    torch.manual_seed(1)
+    assert torch.allclose(clean, model(x), atol=1e-6)
+    params = {id(p) for p in model.parameters()}
+    leaves = _leaf_tensors(F.cross_entropy(clean, y))
+    plain_conv = "groups" not in conv_kw and "padding_mode" not in conv_kw and conv_kw.get("padding") != "same"
+    assert all(id(t) in params for t in leaves) == plain_conv
