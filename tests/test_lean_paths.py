@@ -44,8 +44,10 @@ def test_lean_sgt_graph_has_no_input_gradient_and_matches_the_plain_saliency():
     torch.manual_seed(3)
     assert torch.allclose(clean, model(x), atol=1e-6)
     # the training graph reaches the parameters only: the input gets no gradient
-    (gx,) = torch.autograd.grad(F.cross_entropy(clean, y), [p for p in model.parameters()][:1])
+    (gx,) = torch.autograd.grad(F.cross_entropy(clean, y), [p for p in model.parameters()][:1], retain_graph=True)
     assert gx.shape == model.body[0].weight.shape
+    params = {id(p) for p in model.parameters()}  # (sgt-cnn's layers sit in nested Sequentials)
+    assert all(id(t) in params for t in _leaf_tensors(F.cross_entropy(clean, y)))
 
 
 def test_a_model_with_hooks_takes_the_plain_path():
