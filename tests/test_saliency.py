@@ -206,3 +206,18 @@ def test_lowest_mask_of_one_position_is_the_argmin():
         sel = lowest_mask(s, n).flatten(1)
         assert sel.sum(1).tolist() == [1] * 4
         assert torch.equal(sel.float().argmax(1), s.flatten(1).argmin(1))
+
+
+@pytest.mark.parametrize("target", ["true", "pred"])
+def test_plain_path_keeps_the_mode_and_target(target):
+    """A model with no mode-free first layer (dropout first) takes the plain two-pass path: its
+    saliency still follows the mode and the target (the logit gradient row W[c], signed)."""
+    torch.manual_seed(8)
+    w = torch.randn(3, 16)
+    lin = linear_model(w)
+    model = nn.Sequential(nn.Dropout(0.5), *lin).train()
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    s, clean = saliency_and_clean_logits(model, x, y, mode="signed", target=target)
+    c = lin(x).argmax(1) if target == "pred" else y
+    assert clean is None and torch.allclose(s, w[c].view(6, 4, 4), atol=1e-6)
+    assert not torch.equal(lin(x).argmax(1), y)
