@@ -29,7 +29,7 @@ export SGTLAB_TEST_THREADS=${SGTLAB_TEST_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_T
 tests_for() {
   case "$1" in
     stats) echo tests/test_stats.py ;;
-    saliency) echo tests/test_saliency.py tests/test_science_methods.py ;;
+    saliency) echo tests/test_saliency.py tests/test_science_methods.py tests/test_lean_paths.py ;;
     train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
     train/loop) echo tests/test_train_options.py ;;
     attacks/pgd|attacks/fgsm|attacks/mifgsm) echo tests/test_science_attacks.py ;;

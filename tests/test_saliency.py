@@ -169,3 +169,55 @@ def test_bad_options_are_refused():
         saliency(model, x, torch.tensor([0, 1]), mode="square")
     with pytest.raises(SgtlabError, match="target"):
         saliency(model, x, torch.tensor([0, 1]), target="random")
+
+
+def test_n_masked_floors_k_h_w_up_to_float_error():
+    """floor(k H W), not a rounding: 0.3 * 3 * 3 = 2.7 masks 2; a product within the documented
+    9-digit rounding of an integer (float error) counts as that integer, a larger gap does not."""
+    assert n_masked(0.3, 3, 3) == 2 and n_masked(0.7, 3, 3) == 6 and n_masked(0.29, 10, 10) == 29
+    assert n_masked((3 - 4e-10) / 10, 2, 5) == 3
+    assert n_masked((3 - 2e-9) / 10, 2, 5) == 2
+
+
+def test_mask_counts_on_non_square_images_and_the_ends_of_k():
+    torch.manual_seed(4)
+    x, s = torch.rand(3, 2, 4, 7), torch.randn(3, 4, 7)
+    fixed = dict(fill="fixed", low=2.0, high=3.0)
+    masked = mask_lowest(x, s, 0.5, **fixed)[:, 0] > 1.5
+    assert masked.flatten(1).sum(1).tolist() == [14] * 3  # floor(0.5 * 4 * 7)
+    assert torch.equal(mask_lowest(x, s, 0.0, **fixed), x)  # k = 0: nothing masked
+    assert (mask_lowest(x, s, 1.0, **fixed) > 1.5).all()   # k = 1: every position
+
+
+def test_fixed_fill_defaults_to_the_unit_range():
+    """fill="fixed" without a range: uniform values in [0, 1] (the spec's example range)."""
+    torch.manual_seed(5)
+    x = torch.full((64, 1, 4, 4), 7.0)  # outside [0, 1]: every masked value is visible
+    out = mask_lowest(x, torch.randn(64, 4, 4), 0.5, fill="fixed")
+    drawn = out[out != 7.0]
+    assert drawn.numel() == 64 * 8
+    assert drawn.min() >= 0 and drawn.max() <= 1 and drawn.min() < 0.05 and drawn.max() > 0.95
+
+
+def test_lowest_mask_of_one_position_is_the_argmin():
+    torch.manual_seed(6)
+    s = torch.randn(4, 3, 5)
+    for n in (1, torch.ones(4, dtype=torch.long)):
+        sel = lowest_mask(s, n).flatten(1)
+        assert sel.sum(1).tolist() == [1] * 4
+        assert torch.equal(sel.float().argmax(1), s.flatten(1).argmin(1))
+
+
+@pytest.mark.parametrize("target", ["true", "pred"])
+def test_plain_path_keeps_the_mode_and_target(target):
+    """A model with no mode-free first layer (dropout first) takes the plain two-pass path: its
+    saliency still follows the mode and the target (the logit gradient row W[c], signed)."""
+    torch.manual_seed(8)
+    w = torch.randn(3, 16)
+    lin = linear_model(w)
+    model = nn.Sequential(nn.Dropout(0.5), *lin).train()
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    s, clean = saliency_and_clean_logits(model, x, y, mode="signed", target=target)
+    c = lin(x).argmax(1) if target == "pred" else y
+    assert clean is None and torch.allclose(s, w[c].view(6, 4, 4), atol=1e-6)
+    assert not torch.equal(lin(x).argmax(1), y)

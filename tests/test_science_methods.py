@@ -222,3 +222,188 @@ def test_shared_forward_is_exact_with_a_mode_dependent_layer(name):
     model.train()
     assert not torch.allclose(train_ce, eval_ce, atol=1e-3)
     assert torch.allclose(p1["ce"], train_ce, atol=1e-6) and torch.allclose(p2["ce"], train_ce, atol=1e-6)
+
+
+# --- the shared pieces: which forwards run where --------------------------------------------------------
+
+from sgtlab.train.methods._shared import forward_many, kl_term, saliency_mask_and_clean  # noqa: E402
+
+
+class Counting(nn.Module):
+    """Records the batch size of every forward through it (a wrapper when `inner` is given)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.inner(x)
+
+
+def bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(H * W, 3), nn.BatchNorm1d(3), nn.Linear(3, 2)).train()
+
+
+def test_kl_term_is_kl_p_q_on_logits_and_warns_nothing():
+    """KL(p || q) from its definition, on logits of several classes, with no implicit-dim warning."""
+    import warnings
+
+    torch.manual_seed(0)
+    p, q = torch.randn(5, 4) * 2, torch.randn(5, 4) * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kl = kl_term(p, q)
+    assert torch.allclose(kl, kl_ref(p, q), atol=1e-6)
+
+
+def test_forward_many_one_input_is_one_plain_forward():
+    model, (x, _) = linear_model(), data()
+    counted = Counting(model)
+    (out,) = forward_many(counted, model, x)
+    assert counted.calls == [len(x)] and torch.equal(out, model(x))
+
+
+def test_forward_many_separate_on_cpu_concatenated_under_a_wrapper():
+    """Documented dispatch: the model itself on a CPU runs one forward per input; under a (DDP-like)
+    wrapper the inputs go through it as one concatenated batch (one forward per backward)."""
+    model, (x, _) = linear_model(), data()
+    xm = x.flip(0)
+    counted = Counting(model)
+    a, b = forward_many(counted, counted, x, xm)
+    assert counted.calls == [8, 8]
+    assert torch.allclose(a, model(x)) and torch.allclose(b, model(xm))
+    wrapper = Counting(model)
+    a, b = forward_many(wrapper, model, x, xm)
+    assert wrapper.calls == [16]
+    assert torch.allclose(a, model(x), atol=1e-6) and torch.allclose(b, model(xm), atol=1e-6)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
+def test_forward_many_normalises_each_input_by_its_own_batch_statistics(wrap):
+    """With batch-norm the inputs are never concatenated: train-mode batch statistics of each input
+    alone (a concatenated batch would mix the two inputs' statistics)."""
+    model, (x, _) = bn_model(), data()
+    xm = x * 0.3 + 0.5
+    net = Wrapper(model) if wrap else model
+    a, b = forward_many(net, model, x, xm)
+    assert torch.allclose(a, model(x), atol=1e-6) and torch.allclose(b, model(xm), atol=1e-6)
+    mixed = model(torch.cat([x, xm]))[:8]
+    assert not torch.allclose(a, mixed, atol=1e-3)
+
+
+def test_saliency_mask_and_clean_shares_only_without_a_wrapper():
+    """The shared path gives the train-mode clean logits with the mask; under a wrapper it gives
+    none, so the training forward of x goes through the wrapper (DDP must see it)."""
+    model, (x, y) = linear_model(), data()
+    c = cfg(k=0.25)
+    xm, clean = saliency_mask_and_clean(model, model, x, y, c, 0.25)
+    assert clean is not None and torch.allclose(clean, model(x), atol=1e-6)
+    assert torch.allclose(xm, mask_ref(x, saliency_ref(model, x, y), 0.25))
+    xm2, clean2 = saliency_mask_and_clean(Wrapper(model), model, x, y, c, 0.25)
+    assert clean2 is None and torch.allclose(xm2, xm)
+
+
+@pytest.mark.parametrize("name,rows", [("sgt", 16), ("sga", 16), ("asgt", 24), ("scaat", 16)])
+def test_every_training_forward_goes_through_the_wrapper(name, rows):
+    """Under DDP the wrapper must see every forward whose logits enter the loss (clean, masked,
+    adversarial): 2 or 3 batches' worth of rows; attacks and saliency use the bare module."""
+    model, (x, y) = linear_model(), data()
+    wrapper = Counting(model)
+    ctx = StepContext(idx=torch.arange(8), epoch=1, step=0, state={"q": torch.full((8,), 0.25)}, module=model)
+    METHODS.get(name).fn(wrapper, x, y, cfg(train_eps=0.1, train_steps=1), ctx)
+    assert sum(wrapper.calls) == rows
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["shared", "unshared"])
+@pytest.mark.parametrize("mode,target", [("abs", "true"), ("signed", "true"), ("abs", "pred")])
+def test_scaat_one_pgd_step_from_a_random_start_on_the_support(mode, target, wrap):
+    """One PGD step, written out: x0 = clip(x + U(-eps_irr, eps_irr) * support) (the start drawn as
+    torchattacks draws it, first on the global RNG), x1 = x0 + train_alpha * sign(grad) on the
+    support, projected onto the eps_irr ball and [0, 1]; the support is the q_i lowest-saliency
+    pixels with the chosen saliency mode and target."""
+    model, (x, y) = linear_model(), data()
+    y[:4] = 1 - model(x[:4]).argmax(1)
+    q = torch.tensor([0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 0.25, 0.5])
+    c = cfg(eps_irr=0.6, train_steps=1, train_alpha=0.05, saliency=mode, saliency_target=target)
+    torch.manual_seed(11)
+    loss, parts = run("scaat", model, x, y, c, {"q": q.clone()}, epoch=0, wrap=wrap)
+    s = saliency_ref(model, x, y, mode, target).reshape(len(x), -1)
+    support = (s.argsort(1).argsort(1) < (q * H * W).long()[:, None]).reshape(-1, 1, H, W).float()
+    torch.manual_seed(11)
+    x0 = (x + torch.empty_like(x).uniform_(-0.6, 0.6) * support).clamp(0, 1)
+    w = weights(model)
+    step = 0.05 * torch.sign(w[1 - y] - w[y]).reshape(-1, 1, H, W) * support
+    x1 = torch.min(torch.max(x0 + step, x - 0.6), x + 0.6).clamp(0, 1)
+    kl = kl_ref(model(x), model(x1))
+    assert kl > 1e-3 and not torch.allclose(kl, kl_ref(model(x), model(attack_ref(model, x, y, 0.6, support))))
+    assert torch.allclose(parts["kl"], kl, atol=1e-6)
+    assert torch.allclose(loss, ce(model, x, y) + 0.37 * kl, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgt", "sga", "asgt", "scaat"])
+def test_the_model_itself_shares_one_forward_of_the_saliency_input(name, monkeypatch):
+    """Without a wrapper the saliency pass and the training forward of its input share the
+    mode-free prefix (here the whole linear model): the linear layer sees exactly one batch fewer
+    than on the unshared (wrapped) path, where that input runs twice."""
+    rows = []
+    plain_forward = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, t: rows.append(t.shape[0]) or plain_forward(self, t))
+    model, (x, y) = linear_model(), data()
+    counts = []
+    for wrap in (False, True):
+        rows.clear()
+        torch.manual_seed(0)
+        run(name, model, x, y, cfg(train_eps=0.1, train_steps=2), {"q": torch.full((8,), 0.25)}, wrap=wrap)
+        counts.append(sum(rows))
+    assert counts[1] - counts[0] == len(x)
+
+
+@pytest.mark.parametrize("name", ["sga", "at-pgd", "asgt"])
+def test_training_pgd_starts_randomly_and_takes_train_steps_of_train_alpha(name):
+    """One PGD step of a tiny train_alpha: the result is (nearly) the random start in the eps-ball,
+    neither the attacked input itself (no random start) nor the saturated end point (which the
+    default alpha, 2.5 eps for one step, reaches). On a linear model the CE and the KL are convex in
+    the input, so a random start raises them on average over the 32 samples (Jensen). One step of
+    eps / 10 stays well short of the end point too (the default 10 steps would reach it)."""
+    model, (x, y) = linear_model(), data(32)
+
+    def attacked_term(alpha):
+        torch.manual_seed(0)
+        loss, parts = run(name, model, x, y, cfg(train_eps=0.3, train_steps=1, train_alpha=alpha, k=0.5))
+        return parts["kl"] if name == "sga" else parts["ce_adv"]
+
+    if name == "sga":  # the masked input is attacked; the term is KL(f(x) || f(x~'))
+        x_in = mask_ref(x, saliency_ref(model, x, y), 0.5)
+        def value(t):
+            return kl_ref(model(x), model(t))
+    else:  # the clean input is attacked; the term is CE(f(x'), y)
+        x_in = x
+        def value(t):
+            return ce(model, t, y)
+    unmoved, saturated = value(x_in), value(attack_ref(model, x_in, y, 0.3))
+    mid = (unmoved + saturated) / 2
+    assert unmoved + 0.01 < attacked_term(1e-4) < mid
+    assert attacked_term(0.03) < mid
+
+
+def test_st_is_the_cross_entropy_logged_as_ce():
+    """ST: CE(f(x), y), logged under the name every method uses for the clean cross-entropy (the
+    names of the logged parts are the metrics' names in metrics.jsonl)."""
+    model, (x, y) = linear_model(), data()
+    loss, parts = run("st", model, x, y, cfg())
+    p = model(x).softmax(1)
+    expect = -p[torch.arange(len(y)), y].log().mean()
+    assert torch.allclose(loss, expect, atol=1e-6)
+    assert set(parts) == {"ce"} and torch.allclose(parts["ce"], expect, atol=1e-6)
+    for name, keys in [("sgt", {"ce", "kl"}), ("sga", {"ce", "kl"}), ("asgt", {"ce", "ce_adv", "kl"}),
+                       ("scaat", {"ce", "kl", "q"})]:
+        _, parts = run(name, model, x, y, cfg(train_steps=1), {"q": torch.full((8,), 0.25)})
+        assert set(parts) == keys and torch.allclose(parts["ce"], expect, atol=1e-6), name
+    for name in ("at-fgsm", "at-pgd"):  # CE(f(x')) as ce_adv, and the clean CE as ce with --clean-loss
+        for clean_loss in (False, True):
+            loss, parts = run(name, model, x, y, cfg(train_steps=1, clean_loss=clean_loss))
+            assert set(parts) == ({"ce_adv", "ce"} if clean_loss else {"ce_adv"}), name
+            assert torch.allclose(loss, parts["ce_adv"] + parts.get("ce", 0), atol=1e-6)
+            assert not clean_loss or torch.allclose(parts["ce"], expect, atol=1e-6)

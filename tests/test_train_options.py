@@ -176,3 +176,28 @@ def test_runner_resumes_stage_by_stage(tmp_path):
     assert third[f"sal:grad:{key}"] == 7.89 and third["train_test_accuracy"] == 0.123
     # a finished run is not touched at all
     assert execute_run(spec, tmp_path) == json.loads((folder / "result.json").read_text())
+
+
+@pytest.mark.parametrize("epochs", [4, 5, 7, 10])
+def test_step_schedule_milestones_are_floors_of_half_and_three_quarters(epochs):
+    """lr x0.1 from epoch floor(E/2) and again from floor(3E/4) (odd E: the floors matter)."""
+    from sgtlab.train.loop import lr_at
+
+    cfg = TrainConfig(dataset="test-rgb8", method="st", epochs=epochs, lr=0.2, schedule="step")
+    for e in range(epochs):
+        passed = (e >= epochs // 2) + (e >= (3 * epochs) // 4)
+        assert lr_at(cfg, e) == pytest.approx(0.2 * 0.1 ** passed)
+    assert lr_at(TrainConfig(dataset="test-rgb8", method="st", epochs=epochs, lr=0.2, schedule="cosine"),
+                 epochs // 2) == pytest.approx(0.1 * (1 + math.cos(math.pi * (epochs // 2) / epochs)))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_starts_at_the_configured_lr(optimizer):
+    from sgtlab.train.loop import make_optimizer
+
+    cfg = TrainConfig(dataset="test-rgb8", method="st", optimizer=optimizer, lr=0.037, momentum=0.5,
+                      weight_decay=0.01)
+    opt = make_optimizer(cfg, _tiny())
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.037 and group["weight_decay"] == 0.01
+    assert optimizer == "adam" or group["momentum"] == 0.5

@@ -98,13 +98,24 @@ def _first_conv(leaves: list[nn.Module], n: int) -> int | None:
 def conv_input_grad(conv: nn.Conv2d, g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The gradient w.r.t. the input (spatial size `size`) of `conv` given the gradient `g` of its
     output. On a CPU as one matrix product (W^T g at every output position) folded back onto the
-    input (col2im): 4-5x faster than PyTorch's transposed convolution for a first layer with few
-    input channels (sgt-cnn's 1 -> 32: 7 ms instead of 33 ms on a batch of 128); elsewhere
-    PyTorch's own kernel. Same values up to float rounding."""
-    w = conv.weight.detach().to(g.dtype)
+    input (col2im, `conv_input_grad_fold`): 4-5x faster than PyTorch's transposed convolution for a
+    first layer with few input channels (sgt-cnn's 1 -> 32: 7 ms instead of 33 ms on a batch of 128);
+    elsewhere PyTorch's own kernel (`conv_input_grad_kernel`). Same values up to float rounding."""
     if g.device.type != "cpu":
-        return torch.nn.grad.conv2d_input((g.shape[0], w.shape[1], *size), w, g, conv.stride, conv.padding,
-                                          conv.dilation)
+        return conv_input_grad_kernel(conv, g, size)
+    return conv_input_grad_fold(conv, g, size)
+
+
+def conv_input_grad_kernel(conv: nn.Conv2d, g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`conv_input_grad` by PyTorch's input-gradient kernel (a transposed convolution)."""
+    w = conv.weight.detach().to(g.dtype)
+    return torch.nn.grad.conv2d_input((g.shape[0], w.shape[1], *size), w, g, conv.stride, conv.padding,
+                                      conv.dilation)
+
+
+def conv_input_grad_fold(conv: nn.Conv2d, g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`conv_input_grad` as W^T g at every output position, folded back onto the input (col2im)."""
+    w = conv.weight.detach().to(g.dtype)
     N, C = g.shape[:2]
     cols = torch.matmul(w.reshape(C, -1).t(), g.reshape(N, C, -1))
     return F.fold(cols, size, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
