@@ -46,12 +46,14 @@ def order_of(scores, descending):
 @pytest.mark.parametrize("descending", [True, False])
 def test_ranks_are_positions_in_a_stable_sort(descending):
     scores = torch.tensor([[0.5, 0.1, 0.5, 0.9, 0.1, 0.3], [1.0, 1.0, 1.0, 0.0, 2.0, 0.0]])
-    ranks = pt.ranks_of(scores, descending=descending)
-    for row, r in zip(scores.tolist(), ranks.tolist()):
-        expect = [0] * len(row)
-        for pos, i in enumerate(order_of(row, descending)):
-            expect[i] = pos
-        assert r == expect
+    many_ties = torch.randint(0, 3, (2, 300), generator=gen(40)).float()  # long rows: torch's unstable sort differs
+    for scores in (scores, many_ties):
+        ranks = pt.ranks_of(scores, descending=descending)
+        for row, r in zip(scores.tolist(), ranks.tolist()):
+            expect = [0] * len(row)
+            for pos, i in enumerate(order_of(row, descending)):
+                expect[i] = pos
+            assert r == expect
 
 
 def test_perturbed_replaces_the_units_ranked_below_each_k():
@@ -543,3 +545,57 @@ def test_label_randomisation_compares_the_two_models_maps():
         sc.label_randomization_check(model, random_model, x[:, 0], classes, explainers)
     with pytest.raises(SgtlabError, match="no saliency method"):
         sc.label_randomization_check(model, random_model, x, classes, {})
+
+
+class Buckets(nn.Module):
+    """One pixel read: class 0 below 0, 1 in [0, 0.5], 2 in (0.5, 1], 3 above 1 (one-hot logits)."""
+
+    def forward(self, x):
+        p = x.flatten(1)[:, 0]
+        cls = torch.where(p < 0, 0, torch.where(p > 1, 3, torch.where(p > 0.5, 2, 1)))
+        return F.one_hot(cls, 4).float() * 10
+
+
+def test_low_saliency_noise_is_clipped_uniform_noise_on_the_support():
+    """One-pixel images, one call per image: q = 1 adds the generator's first uniform draw u as
+    (2u - 1) eps and clips to [0, 1]; the class says on which side of 0, 0.5 and 1 the pixel ended."""
+    model = Buckets()
+    for i, v in enumerate(torch.linspace(0, 1, 21).tolist()):
+        x = torch.full((1, 1, 1, 1), v)
+        y = torch.tensor([1 if v <= 0.5 else 2])
+        for eps in (0.3, 0.6):
+            res = low_saliency_curve(model, x, y, torch.ones(1, 1, 1), qs=[0, 1], eps=eps, pgd=False,
+                                     generator=gen(100 + i))
+            u = torch.rand(1, generator=gen(100 + i)).item()
+            p = min(1.0, max(0.0, v + (2 * u - 1) * eps))
+            assert res["noise"] == [1.0, float((p > 0.5) == (v > 0.5))], (v, eps, u)
+        default = low_saliency_curve(model, x, y, torch.ones(1, 1, 1), qs=[1], pgd=False, generator=gen(100 + i))
+        p = min(1.0, max(0.0, v + (2 * u - 1) * 0.3))  # eps = 0.3 by default
+        assert default["noise"] == [float((p > 0.5) == (v > 0.5))] and default["eps"] == 0.3
+    assert low_saliency_curve(model, x, y, torch.ones(1, 1, 1), qs=[0])["pgd_steps"] == 10  # the default
+
+
+def test_masked_accuracy_masks_the_round_p_hw_most_salient_pixels():
+    """A model that reads only the centre pixel (class 1 iff it is at the image's maximum, which the
+    fill, drawn below the maximum, never reaches): an image stays correct at level p iff the centre's
+    rank in its map is at least round(p / 100 * 25) (10 % -> 2, 30 % -> 8 (7.5 rounds up), 50 % -> 12)."""
+
+    class Centre(nn.Module):
+        def forward(self, x):
+            z = (x[:, 0, 2, 2] - 0.99999) * 1e5
+            return torch.stack([-z, z], 1)
+
+    ranks = [0, 1, 2, 6, 7, 8, 11, 12, 24]
+    x = torch.zeros(len(ranks), 1, 5, 5)
+    x[:, 0, 2, 2] = 1.0
+    maps = torch.zeros(len(ranks), 5, 5)
+    for i, r in enumerate(ranks):
+        values = torch.arange(25, 0, -1).float()  # distinct: rank j has value 25 - j
+        values[[12, r]] = values[[r, 12]]  # the centre (pixel 12) gets rank r
+        maps[i] = values.view(5, 5) * (-1) ** i  # the sign does not matter
+    ps = [0, 10, 30, 50, 100]
+    res = masked_accuracy(Centre(), x, torch.ones(len(ranks), dtype=torch.long), maps, ps=ps, generator=gen(41))
+    expect = torch.tensor([[r >= k for k in (0, 2, 8, 12, 25)] for r in ranks])
+    assert torch.equal(res["top_correct"], expect)
+    with pytest.raises(SgtlabError, match="percent"):
+        masked_accuracy(Centre(), x, torch.ones(len(ranks), dtype=torch.long), maps, ps=[100.5])
