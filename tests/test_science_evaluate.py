@@ -599,3 +599,38 @@ def test_masked_accuracy_masks_the_round_p_hw_most_salient_pixels():
     assert torch.equal(res["top_correct"], expect)
     with pytest.raises(SgtlabError, match="percent"):
         masked_accuracy(Centre(), x, torch.ones(len(ranks), dtype=torch.long), maps, ps=[100.5])
+
+
+def test_low_saliency_edge_cases_eps_zero_one_pgd_image_and_no_attacked_q():
+    n, h, w = 8, 4, 4
+    means = torch.tensor([0.9, 0.55, 0.85, 0.56, 0.45, 0.95, 0.2, 0.58])
+    x = means.view(n, 1, 1, 1).expand(n, 1, h, w).clone()
+    y = torch.tensor([1, 1, 1, 1, 1, 0, 0, 1])  # clean: 6 of 8 correct
+    maps = torch.rand(n, h, w, generator=gen(42))
+    model = Margin()
+    zero = low_saliency_curve(model, x, y, maps, qs=[0, 1.0], eps=0.0, pgd_steps=2)  # eps = 0 is allowed
+    assert zero["noise"] == [0.75, 0.75] and zero["pgd"] == [0.75, 0.75]
+    one = low_saliency_curve(model, x, y, maps, qs=[0, 1.0], eps=0.1, pgd_steps=10, pgd_n=1)
+    assert one["pgd_n"] == 1 and one["pgd"] == [1.0, 1.0]  # image 0 (mean 0.9) stays correct
+    clean_only = low_saliency_curve(model, x, y, maps, qs=[0, 1.0], eps=0.1, pgd_qs=[0])
+    assert clean_only["pgd_q"] == [0] and clean_only["pgd"] == [0.75]
+
+
+def test_aopc_on_a_cpu_takes_the_local_path_by_default(monkeypatch):
+    import sgtlab.evaluate.perturbation_metrics as pm
+
+    calls = []
+    real = pm.aopc_probs_local
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pm, "aopc_probs_local", spy)
+    model = conv_net()
+    x, maps = torch.rand(2, 2, 7, 6, generator=gen(43)), torch.rand(2, 7, 6, generator=gen(44))
+    fast = aopc(model, x, maps, patch=2, steps=3, fill=torch.zeros_like(x))
+    assert len(calls) == 1
+    plain = aopc(model, x, maps, patch=2, steps=3, fill=torch.zeros_like(x), local=False)
+    assert len(calls) == 1
+    torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
