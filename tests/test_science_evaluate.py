@@ -634,3 +634,41 @@ def test_aopc_on_a_cpu_takes_the_local_path_by_default(monkeypatch):
     plain = aopc(model, x, maps, patch=2, steps=3, fill=torch.zeros_like(x), local=False)
     assert len(calls) == 1
     torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
+
+
+def test_sanity_defaults_threshold_seed_and_the_last_of_three_steps():
+    """threshold 0.5 and seed 0 by default; the verdict reads the last step (all layers random)
+    and the caller's threshold: maps equal to the input have Spearman 1 at every step, which is
+    above 0.5 ("fail") but below 1.5 ("pass")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    x, classes = torch.rand(4, 1, 8, 8, generator=gen(50)), torch.tensor([0, 1, 2, 0])
+    explainers = {"input": lambda m, xx, cc: xx[:, 0], "grad": grad_explainer}
+    res = sc.cascading_randomisation(model, x, classes, explainers)
+    assert res["threshold"] == 0.5 and res["methods"]["input"]["verdict"] == "fail"
+    assert res == sc.cascading_randomisation(model, x, classes, explainers, seed=0)
+    assert res != sc.cascading_randomisation(model, x, classes, explainers, seed=1)
+    assert sc.cascading_randomisation(model, x, classes, explainers, threshold=1.5)["methods"]["input"]["verdict"] == "pass"
+    g = res["methods"]["grad"]
+    assert len(g["spearman"]) == 3
+    assert g["last_spearman"]["mean"] == pytest.approx(float(np.mean(g["spearman"][2])))
+    lab = sc.label_randomization_check(model, model, x, classes, explainers)
+    assert lab["threshold"] == 0.5 and lab["methods"]["input"]["verdict"] == "fail"
+    lab = sc.label_randomization_check(model, model, x, classes, explainers, threshold=1.5)
+    assert lab["methods"]["input"]["verdict"] == "pass"
+
+
+def test_interval_of_two_values_and_randomisable_blocks():
+    a = np.array([0.2, 0.4])
+    lo, hi = st.t.interval(0.95, 1, loc=0.3, scale=st.sem(a))
+    assert sc._interval(torch.tensor(a)) == pytest.approx((0.3, lo, hi))
+
+    class Block(nn.Module):  # can reset, but owns no parameter itself: its Linear is the layer
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def reset_parameters(self):
+            self.lin.reset_parameters()
+
+    assert [n for n, _ in sc.randomisable_layers(nn.Sequential(Block(), nn.Linear(4, 2)))] == ["1", "0.lin"]
