@@ -409,10 +409,43 @@ def test_road_scores_the_given_class_on_each_imputed_image():
         assert res["accuracy"] == pytest.approx((pred == classes[:, None]).float().mean(0).tolist())
     noisy = road(model, x, maps, classes, fractions=[0.0, 0.5], noise=0.05, generator=gen(3))
     torch.testing.assert_close(noisy["prob"][:, 0], clean)  # nothing removed at 0
-    for bad in (dict(order="random"), dict(fractions=[]), dict(fractions=[-0.1]), dict(fractions=[1.0]),
-                dict(noise=-0.01)):
-        with pytest.raises(SgtlabError):
+    with pytest.raises(SgtlabError, match="order"):
+        road(model, x, maps, classes, order="random")
+    for bad in (dict(fractions=[]), dict(fractions=[-0.1]), dict(fractions=[1.0]), dict(fractions=[1.5])):
+        with pytest.raises(SgtlabError, match="removal fractions"):
             road(model, x, maps, classes, **bad)
+    with pytest.raises(SgtlabError, match="noise"):
+        road(model, x, maps, classes, noise=-0.01)
+
+
+def test_road_noise_comes_from_the_generator_default_0_01():
+    model = linear_net(c=1, h=4, w=4, k=3, scale=10.0, seed=3)
+    g = gen(60)
+    x, maps = torch.rand(6, 1, 4, 4, generator=g), torch.randn(6, 4, 4, generator=g)
+    classes = torch.tensor([0, 1, 2, 0, 1, 2])
+    masks = removal_masks(maps, [0.25, 0.5], "morf")
+    for noise in (0.05, 0.01):
+        gg = gen(61)
+        imputed = [noisy_linear_imputation(x, masks[:, j], noise, gg) for j in range(2)]
+        ref = torch.stack([softmax_of(model, t)[torch.arange(6), classes] for t in imputed], 1)
+        kw = {"noise": noise} if noise == 0.05 else {}  # 0.01 by default
+        res = road(model, x, maps, classes, fractions=[0.25, 0.5], generator=gen(61), **kw)
+        torch.testing.assert_close(res["prob"], ref)
+    quiet = road(model, x, maps, classes, fractions=[0.25, 0.5], noise=0.0)
+    assert (quiet["prob"] - res["prob"]).abs().max() > 1e-4
+
+
+def test_road_over_more_than_one_imputation_chunk():
+    """4100 one-pixel-removed 2 x 2 images: imputed 4096 at a time, every image scored once."""
+    model = linear_net(c=1, h=2, w=2, k=2, scale=5.0, seed=4)
+    g = gen(62)
+    x, maps = torch.rand(4100, 1, 2, 2, generator=g), torch.rand(4100, 2, 2, generator=g)
+    classes = torch.randint(0, 2, (4100,), generator=g)
+    res = road(model, x, maps, classes, fractions=[0.25], noise=0.0)
+    assert res["prob"].shape == (4100, 1)
+    for idx in (slice(0, 5), slice(4094, 4100)):
+        part = road(model, x[idx], maps[idx], classes[idx], fractions=[0.25], noise=0.0)
+        torch.testing.assert_close(res["prob"][idx], part["prob"])
 
 
 # -- sanity checks ------------------------------------------------------------------------------------
