@@ -355,7 +355,8 @@ def test_imputation_solves_the_neighbour_system_per_image():
     torch.testing.assert_close(exact, ref.float(), atol=1e-6, rtol=0)
     fast = noisy_linear_imputation(x, removed, noise=0.0)  # float32, tol 3e-6
     assert (fast - ref).abs().max() < 2e-5
-    assert fast.dtype == x.dtype and torch.equal(fast[~removed[:, None].expand_as(x)], x[~removed[:, None].expand_as(x)])
+    kept = ~removed[:, None].expand_as(x)
+    assert fast.dtype == x.dtype and torch.equal(fast[kept], x[kept])
     assert noisy_linear_imputation.last_iterations < 1000
     # few iterations are not enough: the tolerance is what stops it
     assert (noisy_linear_imputation(x, removed, noise=0.0, max_iter=2) - ref).abs().max() > 1e-3
@@ -681,7 +682,8 @@ def test_sanity_defaults_threshold_seed_and_the_last_of_three_steps():
     assert res["threshold"] == 0.5 and res["methods"]["input"]["verdict"] == "fail"
     assert res == sc.cascading_randomisation(model, x, classes, explainers, seed=0)
     assert res != sc.cascading_randomisation(model, x, classes, explainers, seed=1)
-    assert sc.cascading_randomisation(model, x, classes, explainers, threshold=1.5)["methods"]["input"]["verdict"] == "pass"
+    high = sc.cascading_randomisation(model, x, classes, explainers, threshold=1.5)
+    assert high["methods"]["input"]["verdict"] == "pass"
     g = res["methods"]["grad"]
     assert len(g["spearman"]) == 3
     assert g["last_spearman"]["mean"] == pytest.approx(float(np.mean(g["spearman"][2])))
