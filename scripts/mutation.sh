@@ -41,12 +41,19 @@ tests_for() {
     evaluate/masking_checks) echo tests/test_science_masking_checks.py tests/test_masking_checks_flag.py ;;
     data/cifar) echo tests/test_unpickler.py tests/test_data.py tests/test_data_formats.py tests/test_untrusted_properties.py -k cifar%or%unpickl%or%pickle ;;
     data/mnist|data/mnist5k|data/base) echo tests/test_data.py tests/test_untrusted_properties.py ;;
+    # SmoothGrad: the tests on hand-built models (the others train a model per mutant)
+    explain/smoothgrad) echo tests/test_explain.py tests/test_science_saliency.py \
+      -k not%model_mode%and%not%dropout_off%and%not%batches_give%and%not%cli_ ;;
     explain/*) echo tests/test_explain.py tests/test_science_saliency.py ;;
     # the metric formulas: the unit tests only (the tests on a trained model would retrain it per mutant)
     evaluate/saliency_metrics/*) echo tests/test_interpretability.py tests/test_saliency_evidence.py tests/test_science_saliency.py \
       -k not%metrics_api%and%not%decoy_mnist%and%not%sanity_check_flags%and%not%road_imputation ;;
-    evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|evaluate/interpretability|fast/aopc_local)
-      echo tests/test_interpretability.py tests/test_saliency_evidence.py ;;
+    evaluate/interpretability) echo tests/test_interpretability.py tests/test_saliency_evidence.py ;;
+    # the engine and the metrics on hand-built models (not the tests that train a model, nor the
+    # 20-second AlexNet cases of the local AOPC: the smaller local nets cover the same paths)
+    evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|fast/aopc_local)
+      echo tests/test_interpretability.py tests/test_saliency_evidence.py tests/test_science_evaluate.py \
+      -k not%metrics_api%and%not%decoy_mnist%and%not%sanity_check_flags%and%not%alexnet%and%not%pictures%and%not%imputation_stops ;;
     *) echo "no test selection for module $1" >&2; return 1 ;;
   esac
 }

@@ -51,6 +51,49 @@ def test_smoothgrad_averages_the_signed_gradient():
     assert (reduced - expect.abs().sum(1)).abs().max() < 1.6
 
 
+def test_smoothgrad_without_noise_is_the_gradient_and_one_sample_is_allowed():
+    """noise = 0 is allowed (a fraction >= 0) and leaves every copy equal to x: one sample, or
+    many, give the plain gradient a cos(a x) exactly."""
+    x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(2, dtype=torch.long)
+    for samples in (1, 3):
+        m = saliency_maps(Sines(), x, y, "smoothgrad", reduce=False, samples=samples, noise=0.0)
+        torch.testing.assert_close(m, A * torch.cos(A * x))
+
+
+def test_smoothgrad_noise_scales_with_the_width_of_an_offset_input_range():
+    """input_range (-1, 1): sigma = 0.05 x width 2 = 0.1, so E[a cos(a (x + n))] shrinks by
+    exp(-(a sigma)^2 / 2) = exp(-1/2) (not by exp(0) as a sigma from hi + lo = 0 would give)."""
+    x = torch.full((1, 1, 16, 16), 0.02)
+    y = torch.zeros(1, dtype=torch.long)
+    torch.manual_seed(0)
+    m = saliency_maps(Sines(), x, y, "smoothgrad", reduce=False, samples=100, noise=0.05, input_range=(-1.0, 1.0))
+    expect = A * math.cos(A * 0.02) * math.exp(-0.5)  # 5.9; the mean of 25 600 draws of sd <= A / sqrt(2): sd < 0.05
+    assert m.mean().item() == pytest.approx(expect, abs=0.15)
+
+
+def test_smoothgrad_sends_samples_batch_size_copies_per_model_call():
+    rows = []
+
+    class Counting(Sines):
+        def forward(self, x):
+            rows.append(len(x))
+            return super().forward(x)
+
+    x, y = torch.rand(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)
+    torch.manual_seed(0)
+    a = saliency_maps(Counting(), x, y, "smoothgrad", samples=6, samples_batch_size=2)
+    assert rows == [2 * 3] * 3  # 2 noisy copies of each of the 3 images per call
+    rows.clear()
+    torch.manual_seed(0)
+    saliency_maps(Counting(), x, y, "smoothgrad", samples=6)
+    assert rows == [6 * 3]
+    rows.clear()
+    saliency_maps(Counting(), x, y, "smoothgrad")
+    assert rows == [10 * 3]  # the default: 10 noisy copies, all in one call
+    assert a.shape == (3, 2, 2)
+
+
 # -- saliency-metric formulas ----------------------------------------------------------------------
 
 def test_map_statistics_read_the_absolute_map():

@@ -63,11 +63,11 @@ def perturbed(x: torch.Tensor, fill: torch.Tensor, ranks_pix: torch.Tensor, ks: 
     return torch.where(mask, fill[:, None], x[:, None])
 
 
-@torch.no_grad()
 def probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Softmax probabilities for a (large) stack of images, in chunks, on the model's device."""
     dev = model_device(model)
-    return torch.cat([F.softmax(model(x[i:i + batch_size].to(dev)), 1) for i in range(0, len(x), batch_size)])
+    with torch.no_grad():  # not a decorator: mutmut 3 skips decorated functions
+        return torch.cat([F.softmax(model(x[i:i + batch_size].to(dev)), 1) for i in range(0, len(x), batch_size)])
 
 
 

@@ -57,9 +57,9 @@ def verdict(spearman_last: torch.Tensor, threshold: float = 0.5) -> tuple[str, f
     return ("fail" if lo > threshold else "pass" if hi < threshold else "unclear"), m, lo, hi
 
 
-@torch.no_grad()
 def _reset(m: nn.Module) -> None:
-    m.reset_parameters()
+    with torch.no_grad():  # not a decorator: mutmut 3 skips decorated functions
+        m.reset_parameters()
 
 
 def cascading_randomisation(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,

@@ -135,7 +135,6 @@ def _nchw(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)  # a view: the layers see N x C x H x W with channels-last strides
 
 
-@torch.no_grad()
 def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: torch.Tensor,
                      ranks_pix: torch.Tensor, pix_patch: torch.Tensor, gw: int, patch: int, steps: int
                      ) -> torch.Tensor:
@@ -149,77 +148,79 @@ def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: t
     channels-last. When a Linear follows (sgt-cnn, alexnet-mnist), its output is kept too and moved
     by `embedding_bag` over the changed inputs' weight rows (a sparse-dense product, 5x faster
     than the Linear on the whole input)."""
-    n, c, h, w = x.shape
-    stages = _stages(plan)
-    linear = _linear_head(rest)
-    tail = linear[1] if linear else rest
-    inplace = any(getattr(m, "inplace", False) for m in tail)
+    with torch.no_grad():  # not a decorator: mutmut 3 skips decorated functions
+        n, c, h, w = x.shape
+        stages = _stages(plan)
+        linear = _linear_head(rest)
+        tail = linear[1] if linear else rest
+        inplace = any(getattr(m, "inplace", False) for m in tail)
 
-    def finish(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone() if inplace else t  # the kept tensor must survive an in-place layer
-        for m in tail:
-            t = m(t)
-        return F.softmax(t, 1)
+        def finish(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone() if inplace else t  # the kept tensor must survive an in-place layer
+            for m in tail:
+                t = m(t)
+            return F.softmax(t, 1)
 
-    def run(pre, kind, core, post, t, outside=None, window=True):
-        for m in pre:
-            t = m(t)
-        if kind == "conv":  # a window carries its padding: zeros where it lies outside the input
-            t = F.conv2d(t if outside is None else t.masked_fill(outside, 0.0), core.weight, core.bias,
-                         padding=0 if window else core.padding, groups=core.groups)
-        elif kind == "pool":
-            t = strided_max_pool(t, pair(core.kernel_size))
-        for m in post:
-            t = m(t)
-        return t
+        def run(pre, kind, core, post, t, outside=None, window=True):
+            for m in pre:
+                t = m(t)
+            if kind == "conv":  # a window carries its padding: zeros where it lies outside the input
+                t = F.conv2d(t if outside is None else t.masked_fill(outside, 0.0), core.weight, core.bias,
+                             padding=0 if window else core.padding, groups=core.groups)
+            elif kind == "pool":
+                t = strided_max_pool(t, pair(core.kernel_size))
+            for m in post:
+                t = m(t)
+            return t
 
-    caches, t = [], x
-    for stage in stages:  # step 0: the clean images; each stage's output kept (no aliasing)
-        t = run(*stage, t.clone(), window=False)
-        caches.append(_nhwc(t))
-    if linear:
-        lin = linear[0]
-        z = lin(t.flatten(1))  # a Linear of the wrong size fails here as in the model's own forward
-        fc, fh, fw = t.shape[1:]
-        # the Linear's weight rows in the kept tensor's (h, w, c) order: a table for `embedding_bag`
-        table = lin.weight.view(-1, fc, fh, fw).permute(2, 3, 1, 0).reshape(fh * fw * fc, -1).contiguous()
-        probs = [finish(z)]
-    else:
-        probs = [finish(_nchw(caches[-1]))]
-    cur = _nhwc(x)
-    fill = _nhwc(fill)
-    changed_at = ranks_pix.view(n, h, w, 1)
-    base = torch.arange(n, device=x.device)
-    # the patch each image replaces at each step, from the pixel ranks
-    patch_of_rank = torch.empty((n, gw * math.ceil(h / patch)), dtype=torch.long, device=x.device)
-    patch_of_rank.scatter_(1, ranks_pix, pix_patch.expand(n, -1))
-    for k in range(1, steps + 1):
-        q = patch_of_rank[:, k - 1]
-        r0 = (torch.div(q, gw, rounding_mode="floor") * patch).clamp(max=max(0, h - patch))
-        c0 = (q % gw * patch).clamp(max=max(0, w - patch))
-        cur = torch.where(changed_at == k - 1, fill, cur)
-        prev, lr, lc = cur, min(patch, h), min(patch, w)
-        for (pre, kind, core, post), out in zip(stages, caches):
-            ro, lor, ri, lir = _out_window(kind, core, r0, lr, out.shape[1], 0)
-            co, loc, ci, lic = _out_window(kind, core, c0, lc, out.shape[2], 1)
-            ri, rv = _index(ri, lir, prev.shape[1])
-            ci, cv = _index(ci, lic, prev.shape[2])
-            window = prev.view(-1, prev.shape[3]).index_select(0, _rows(prev, ri, ci))
-            outside = None
-            if kind == "conv" and any(pair(core.padding)):
-                outside = ~(rv[:, None, :, None] & cv[:, None, None, :])
-            new = _nhwc(run(pre, kind, core, post, _nchw(window.view(n, lir, lic, -1)), outside))
-            rows = _rows(out, ro[:, None] + torch.arange(lor, device=x.device),
-                         co[:, None] + torch.arange(loc, device=x.device))
-            flat = out.view(-1, out.shape[3])
-            old = flat.index_select(0, rows) if linear and out is caches[-1] else None
-            flat.index_copy_(0, rows, new.view(-1, out.shape[3]))
-            prev, r0, c0, lr, lc = out, ro, co, lor, loc
+        caches, t = [], x
+        for stage in stages:  # step 0: the clean images; each stage's output kept (no aliasing)
+            t = run(*stage, t.clone(), window=False)
+            caches.append(_nhwc(t))
         if linear:
-            cols = ((rows.view(n, -1) - base[:, None] * (fh * fw)) * fc)[:, :, None] + torch.arange(fc, device=x.device)
-            z = z + F.embedding_bag(cols.view(n, -1), table, per_sample_weights=(new.view(n, -1) - old.view(n, -1)),
-                                    mode="sum")
-            probs.append(finish(z))
+            lin = linear[0]
+            z = lin(t.flatten(1))  # a Linear of the wrong size fails here as in the model's own forward
+            fc, fh, fw = t.shape[1:]
+            # the Linear's weight rows in the kept tensor's (h, w, c) order: a table for `embedding_bag`
+            table = lin.weight.view(-1, fc, fh, fw).permute(2, 3, 1, 0).reshape(fh * fw * fc, -1).contiguous()
+            probs = [finish(z)]
         else:
-            probs.append(finish(_nchw(caches[-1])))
-    return torch.stack(probs, 1)
+            probs = [finish(_nchw(caches[-1]))]
+        cur = _nhwc(x)
+        fill = _nhwc(fill)
+        changed_at = ranks_pix.view(n, h, w, 1)
+        base = torch.arange(n, device=x.device)
+        # the patch each image replaces at each step, from the pixel ranks
+        patch_of_rank = torch.empty((n, gw * math.ceil(h / patch)), dtype=torch.long, device=x.device)
+        patch_of_rank.scatter_(1, ranks_pix, pix_patch.expand(n, -1))
+        for k in range(1, steps + 1):
+            q = patch_of_rank[:, k - 1]
+            r0 = (torch.div(q, gw, rounding_mode="floor") * patch).clamp(max=max(0, h - patch))
+            c0 = (q % gw * patch).clamp(max=max(0, w - patch))
+            cur = torch.where(changed_at == k - 1, fill, cur)
+            prev, lr, lc = cur, min(patch, h), min(patch, w)
+            for (pre, kind, core, post), out in zip(stages, caches):
+                ro, lor, ri, lir = _out_window(kind, core, r0, lr, out.shape[1], 0)
+                co, loc, ci, lic = _out_window(kind, core, c0, lc, out.shape[2], 1)
+                ri, rv = _index(ri, lir, prev.shape[1])
+                ci, cv = _index(ci, lic, prev.shape[2])
+                window = prev.view(-1, prev.shape[3]).index_select(0, _rows(prev, ri, ci))
+                outside = None
+                if kind == "conv" and any(pair(core.padding)):
+                    outside = ~(rv[:, None, :, None] & cv[:, None, None, :])
+                new = _nhwc(run(pre, kind, core, post, _nchw(window.view(n, lir, lic, -1)), outside))
+                rows = _rows(out, ro[:, None] + torch.arange(lor, device=x.device),
+                             co[:, None] + torch.arange(loc, device=x.device))
+                flat = out.view(-1, out.shape[3])
+                old = flat.index_select(0, rows) if linear and out is caches[-1] else None
+                flat.index_copy_(0, rows, new.view(-1, out.shape[3]))
+                prev, r0, c0, lr, lc = out, ro, co, lor, loc
+            if linear:
+                cols = (((rows.view(n, -1) - base[:, None] * (fh * fw)) * fc)[:, :, None]
+                        + torch.arange(fc, device=x.device))
+                z = z + F.embedding_bag(cols.view(n, -1), table, per_sample_weights=(new.view(n, -1) - old.view(n, -1)),
+                                        mode="sum")
+                probs.append(finish(z))
+            else:
+                probs.append(finish(_nchw(caches[-1])))
+        return torch.stack(probs, 1)
