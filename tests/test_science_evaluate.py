@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -374,6 +375,124 @@ def test_imputation_noise_is_added_on_the_removed_pixels_only():
     for bad in (removed.float(), removed[:2], torch.ones(3, 5, 5, dtype=torch.bool)):
         with pytest.raises(SgtlabError):
             noisy_linear_imputation(x, bad)
+
+
+def neighbour_system(x, removed, i):
+    """Image i's system A v = b over its removed pixels of every channel (ordered channel, row,
+    column, as `t[i][removed[i] expanded]`): A_jj = the in-image neighbour weight, A_jk = -w_jk for a
+    removed neighbour k, b_j = the weighted sum of the kept neighbours (float64, dense)."""
+    _, c, h, w = x.shape
+    pix = [(ch, r, q) for ch in range(c) for r in range(h) for q in range(w) if removed[i, r, q]]
+    at = {p: j for j, p in enumerate(pix)}
+    a, b = np.zeros((len(pix), len(pix))), np.zeros(len(pix))
+    for j, (ch, r, q) in enumerate(pix):
+        for dr, dc, wt in NEIGHBOURS:
+            rr, qq = r + dr, q + dc
+            if 0 <= rr < h and 0 <= qq < w:
+                a[j, j] += wt
+                if (ch, rr, qq) in at:
+                    a[j, at[ch, rr, qq]] -= wt
+                else:
+                    b[j] += wt * float(x[i, ch, rr, qq])
+    return a, b
+
+
+def jacobi_pcg(a, b, iters):
+    """Textbook conjugate gradients preconditioned by the diagonal, from the Jacobi start D^-1 b:
+    the iterates v_0..v_iters and the largest |residual| of each (float64, dense)."""
+    d = np.diag(a)
+    v = b / d
+    r = b - a @ v
+    z = r / d
+    p, rz = z.copy(), r @ z
+    vs, res = [v.copy()], [np.abs(r).max()]
+    for _ in range(iters):
+        ap = a @ p
+        alpha = rz / (p @ ap)
+        v, r = v + alpha * p, r - alpha * ap
+        vs.append(v.copy())
+        res.append(np.abs(r).max())
+        z = r / d
+        rz, rz_old = r @ z, rz
+        p = z + rz / rz_old * p
+    return vs, res
+
+
+def test_imputation_iterates_are_jacobi_preconditioned_conjugate_gradients():
+    """The solver is CG on the neighbour system preconditioned by its diagonal (the in-image
+    neighbour weight, below 1 at the edge), from the Jacobi start; `max_iter` counts iterations, and
+    the residual is checked every 4 iterations against `tol` x the largest right-hand side."""
+    g = gen(70)
+    x = torch.rand(1, 2, 6, 7, generator=g, dtype=torch.float64)
+    removed = torch.rand(1, 6, 7, generator=g) < 0.6
+    assert removed[0, 0].any() and removed[0, :, 0].any()  # edge pixels: the preconditioner is not 1
+    a, b = neighbour_system(x, removed, 0)
+    vs, res = jacobi_pcg(a, b, 60)
+    hole = removed[:, None].expand_as(x)
+    for k in range(4):  # no convergence check before the 4th iteration
+        out = noisy_linear_imputation(x, removed, noise=0.0, max_iter=k, dtype=torch.float64)
+        assert noisy_linear_imputation.last_iterations == k
+        np.testing.assert_allclose(out[hole].numpy(), vs[k], rtol=0, atol=1e-12)
+        assert torch.equal(out[~hole], x[~hole])
+    limit = 1e-7 * np.abs(b).max()
+    stop = next(k for k in range(4, 61, 4) if res[k] <= limit)
+    assert stop >= 12 and all(res[k] > 2 * limit for k in range(4, stop, 4)) and res[stop] < limit / 2  # not borderline
+    out = noisy_linear_imputation(x, removed, noise=0.0, tol=1e-7, dtype=torch.float64)
+    assert noisy_linear_imputation.last_iterations == stop
+    np.testing.assert_allclose(out[hole].numpy(), vs[stop], rtol=0, atol=1e-12)
+
+
+def test_imputation_stopping_rule_edges():
+    g = gen(71)
+    x = torch.rand(2, 1, 6, 6, generator=g)
+    nothing = torch.zeros(2, 6, 6, dtype=torch.bool)
+    # nothing to solve: the residual is exactly 0 <= 0 at the first check, even at tol 0
+    assert torch.equal(noisy_linear_imputation(x, nothing, noise=0.0, tol=0.0), x)
+    assert noisy_linear_imputation.last_iterations == 4
+    # a tolerance never met runs max_iter iterations, 1000 by default
+    removed = torch.rand(2, 6, 6, generator=g) < 0.5
+    noisy_linear_imputation(x, removed, noise=0.0, tol=-1.0)
+    assert noisy_linear_imputation.last_iterations == 1000
+    noisy_linear_imputation(x, removed, noise=0.0, tol=-1.0, max_iter=7)
+    assert noisy_linear_imputation.last_iterations == 7
+    # one image with every pixel removed is refused even when the others are not
+    full = removed.clone()
+    full[1] = True
+    with pytest.raises(SgtlabError):
+        noisy_linear_imputation(x, full)
+
+
+def test_imputation_is_scale_equivariant():
+    """The tolerance is relative to the largest right-hand side: imputing 2^k x is 2^k times the
+    imputation of x, after the same iterations (a power of 2 scales every float exactly)."""
+    g = gen(72)
+    x = torch.rand(3, 1, 7, 6, generator=g)
+    removed = torch.rand(3, 7, 6, generator=g) < 0.7
+    base = noisy_linear_imputation(x, removed, noise=0.0)
+    iters = noisy_linear_imputation.last_iterations
+    assert (base - imputed_by_dense_solve(x, removed)).abs().max() < 2e-5
+    for scale in (2.0 ** -12, 2.0 ** 12):
+        torch.testing.assert_close(noisy_linear_imputation(x * scale, removed, noise=0.0) / scale, base,
+                                   rtol=1e-6, atol=1e-9)
+        assert noisy_linear_imputation.last_iterations == iters
+
+
+def test_imputation_in_float64_is_the_exact_solution_rounded_on_three_channels():
+    g = gen(73)
+    x = torch.rand(2, 3, 5, 6, generator=g)  # float32 images, solved in float64
+    removed = torch.rand(2, 5, 6, generator=g) < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no out= buffer of the wrong shape resized
+        out = noisy_linear_imputation(x, removed, noise=0.0, tol=1e-12, dtype=torch.float64)
+    assert out.dtype == torch.float32
+    ref = imputed_by_dense_solve(x, removed).float()
+    assert (out - ref).abs().max() <= 6e-8  # at most one float32 rounding step in [0, 1)
+    # the noise is the generator's draws in the solver's dtype
+    xd = x.double()
+    clean = noisy_linear_imputation(xd, removed, noise=0.0, dtype=torch.float64)
+    noisy = noisy_linear_imputation(xd, removed, noise=0.5, generator=gen(74), dtype=torch.float64)
+    draws = torch.randn(x.shape, generator=gen(74), dtype=torch.float64)
+    torch.testing.assert_close(noisy, torch.where(removed[:, None], clean + 0.5 * draws, xd), rtol=0, atol=1e-14)
 
 
 def test_removal_masks_take_int_f_hw_most_or_least_salient_pixels():
