@@ -495,6 +495,29 @@ def test_imputation_in_float64_is_the_exact_solution_rounded_on_three_channels()
     torch.testing.assert_close(noisy, torch.where(removed[:, None], clean + 0.5 * draws, xd), rtol=0, atol=1e-14)
 
 
+def test_imputation_converged_images_leave_once_an_eighth_of_the_stack_is_done():
+    """An image whose residual is below the limit at a check stops iterating only once an eighth of
+    the images still iterating are done (copying the stack costs more before): with one easy image
+    and 7 hard ones it stops at its own check, with 8 hard ones it iterates on with them."""
+    g = gen(75)
+    x = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    removed = torch.zeros(2, 8, 8, dtype=torch.bool)
+    removed[0, 2:5, 2:6] = removed[0, 5, 3] = removed[0, 1, 4] = True  # 14 pixels: done after 8 iterations
+    removed[1] = torch.rand(8, 8, generator=g) < 0.8  # 42 pixels: done after 16
+    (easy, res_e), (hard, res_h) = [jacobi_pcg(*neighbour_system(x, removed, i), 24) for i in range(2)]
+    b_max = max(np.abs(neighbour_system(x, removed, i)[1]).max() for i in range(2))
+    limit = 2e-6 * b_max
+    assert res_e[4] > 4 * limit and res_e[8] < limit / 4 and res_h[16] < limit / 4  # not borderline
+    assert all(res_h[k] > 4 * limit for k in (4, 8, 12)) and np.abs(easy[16] - easy[8]).max() > 1e-8
+    for n_hard, easy_stop in ((7, 8), (8, 16)):
+        idx = [0] + [1] * n_hard
+        out = noisy_linear_imputation(x[idx], removed[idx], noise=0.0, tol=2e-6, dtype=torch.float64)
+        assert noisy_linear_imputation.last_iterations == 16
+        np.testing.assert_allclose(out[0, 0][removed[0]].numpy(), easy[easy_stop], rtol=0, atol=1e-12)
+        for j in range(1, n_hard + 1):
+            np.testing.assert_allclose(out[j, 0][removed[1]].numpy(), hard[16], rtol=0, atol=1e-12)
+
+
 def test_removal_masks_take_int_f_hw_most_or_least_salient_pixels():
     maps = torch.randn(2, 3, 5, generator=gen(26))
     masks = {o: removal_masks(maps, [0.0, 0.5, 0.99], o) for o in ("morf", "lerf")}
