@@ -849,3 +849,39 @@ def test_interval_of_two_values_and_randomisable_blocks():
             self.lin.reset_parameters()
 
     assert [n for n, _ in sc.randomisable_layers(nn.Sequential(Block(), nn.Linear(4, 2)))] == ["1", "0.lin"]
+
+
+def _local_heads():
+    """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
+    must read right: not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
+    behind an eval-mode dropout or an Identity, two Linears in a row."""
+    conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
+    return {
+        "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
+        "flatten2": nn.Sequential(*conv(3), nn.Flatten(2), nn.Linear(64, 5), nn.Flatten(), nn.Linear(15, 4)),
+        "conv-logits": nn.Sequential(nn.Conv2d(1, 4, 8), nn.Flatten()),
+        "dropout-2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, 128),
+                                           nn.Linear(128, 4)),
+        "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
+        "2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 128), nn.Linear(128, 4)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_local_heads()))
+def test_local_aopc_reads_the_head_after_the_local_layers(name):
+    from sgtlab.fast.aopc_local import local_plan
+
+    torch.manual_seed(3)
+    model = _local_heads()[name].eval()
+    with torch.no_grad():  # sharp outputs, so that a layer skipped or misread shows
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.weight.mul_(4)
+    assert local_plan(model) is not None
+    x, maps = torch.rand(5, 1, 8, 8, generator=gen(80)), torch.rand(5, 8, 8, generator=gen(81))
+    fill = torch.rand(x.shape, generator=gen(82))
+    fast = aopc(model, x, maps, patch=2, steps=6, fill=fill)
+    plain = aopc(model, x, maps, patch=2, steps=6, fill=fill, local=False)
+    assert torch.equal(fast["pred"], plain["pred"])
+    torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
+    assert (plain["prob"][:, 1:] - plain["prob"][:, :1]).abs().max() > 1e-3  # the steps change the outputs
