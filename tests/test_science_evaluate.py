@@ -854,7 +854,7 @@ def test_interval_of_two_values_and_randomisable_blocks():
 def _local_heads():
     """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
     must read right: not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
-    behind an eval-mode dropout or an Identity, two Linears in a row."""
+    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them."""
     conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
     return {
         "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
@@ -864,6 +864,11 @@ def _local_heads():
                                            nn.Linear(128, 4)),
         "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
         "2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 128), nn.Linear(128, 4)),
+        # in-place layers that are not idempotent after the kept outputs (the Linear's, the last conv's)
+        "inplace-mlp": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 16), nn.LeakyReLU(0.1, inplace=True),
+                                     nn.Linear(16, 4)),
+        "inplace-1-channel": nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.LeakyReLU(0.1, inplace=True),
+                                           nn.Linear(64, 4)),
     }
 
 
@@ -880,7 +885,9 @@ def test_local_aopc_reads_the_head_after_the_local_layers(name):
     assert local_plan(model) is not None
     x, maps = torch.rand(5, 1, 8, 8, generator=gen(80)), torch.rand(5, 8, 8, generator=gen(81))
     fill = torch.rand(x.shape, generator=gen(82))
-    fast = aopc(model, x, maps, patch=2, steps=6, fill=fill)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no softmax over an implicit dimension
+        fast = aopc(model, x, maps, patch=2, steps=6, fill=fill)
     plain = aopc(model, x, maps, patch=2, steps=6, fill=fill, local=False)
     assert torch.equal(fast["pred"], plain["pred"])
     torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
