@@ -854,7 +854,7 @@ def test_interval_of_two_values_and_randomisable_blocks():
 def _local_heads():
     """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
     must read right: not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
-    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them."""
+    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them; and a grouped convolution."""
     conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
     return {
         "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
@@ -864,6 +864,7 @@ def _local_heads():
                                            nn.Linear(128, 4)),
         "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
         "2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 128), nn.Linear(128, 4)),
+        "grouped": nn.Sequential(*conv(4), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(256, 4)),
         # in-place layers that are not idempotent after the kept outputs (the Linear's, the last conv's)
         "inplace-mlp": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 16), nn.LeakyReLU(0.1, inplace=True),
                                      nn.Linear(16, 4)),
