@@ -853,13 +853,14 @@ def test_interval_of_two_values_and_randomisable_blocks():
 
 def _local_heads():
     """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
-    must read right: not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
+    must read right: nothing, not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
     behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them; and a grouped convolution."""
     conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
     return {
         "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
         "flatten2": nn.Sequential(*conv(3), nn.Flatten(2), nn.Linear(64, 5), nn.Flatten(), nn.Linear(15, 4)),
         "conv-logits": nn.Sequential(nn.Conv2d(1, 4, 8), nn.Flatten()),
+        "conv-only": nn.Sequential(nn.Conv2d(1, 4, 8)),  # N x 4 x 1 x 1 logits, nothing after the local layers
         "dropout-2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, 128),
                                            nn.Linear(128, 4)),
         "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
