@@ -854,7 +854,7 @@ def test_interval_of_two_values_and_randomisable_blocks():
 def _local_heads():
     """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
     must read right: nothing, not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
-    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them; and a grouped convolution."""
+    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them; and non-square kernels, a grouped convolution."""
     conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
     return {
         "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
@@ -865,6 +865,8 @@ def _local_heads():
                                            nn.Linear(128, 4)),
         "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
         "2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 128), nn.Linear(128, 4)),
+        "non-square": nn.Sequential(nn.Conv2d(1, 3, (3, 5), padding=(1, 2)), nn.ReLU(), nn.MaxPool2d((2, 4)),
+                                    nn.Conv2d(3, 3, (1, 2), padding=(0, 1)), nn.Flatten(), nn.Linear(3 * 4 * 3, 4)),
         "grouped": nn.Sequential(*conv(4), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(256, 4)),
         # in-place layers that are not idempotent after the kept outputs (the Linear's, the last conv's)
         "inplace-mlp": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 16), nn.LeakyReLU(0.1, inplace=True),
@@ -894,3 +896,7 @@ def test_local_aopc_reads_the_head_after_the_local_layers(name):
     assert torch.equal(fast["pred"], plain["pred"])
     torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
     assert (plain["prob"][:, 1:] - plain["prob"][:, :1]).abs().max() > 1e-3  # the steps change the outputs
+    # every patch replaced (steps = the 4 patches of 4 px)
+    fast = aopc(model, x, maps, patch=4, steps=4, fill=fill)
+    torch.testing.assert_close(fast["prob"], aopc(model, x, maps, patch=4, steps=4, fill=fill, local=False)["prob"],
+                               atol=1e-5, rtol=0)
