@@ -900,3 +900,23 @@ def test_local_aopc_reads_the_head_after_the_local_layers(name):
     fast = aopc(model, x, maps, patch=4, steps=4, fill=fill)
     torch.testing.assert_close(fast["prob"], aopc(model, x, maps, patch=4, steps=4, fill=fill, local=False)["prob"],
                                atol=1e-5, rtol=0)
+
+
+def test_local_plan_splits_off_the_leading_per_pixel_and_window_layers():
+    """`local_plan`: (kind, layer) for the leading layers whose output pixel depends on one input
+    pixel ("point": activations, normalisation, eval-mode dropout and batch-norm) or a window
+    ("conv": stride 1; "pool": kernel = stride), the rest from the first other layer on. Train-mode
+    batch-norm (batch statistics) and dropout (random) are not local."""
+    from sgtlab.fast.aopc_local import local_plan
+    from sgtlab.models.base import Normalize
+
+    layers = [Normalize((0.5,), (0.25,)), nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Dropout2d(),
+              nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, stride=2), nn.Flatten(), nn.Linear(2, 3)]
+    model = nn.Sequential(*layers).eval()
+    plan, rest = local_plan(model)
+    assert [k for k, _ in plan] == ["point", "conv", "point", "point", "point", "pool"]
+    assert [m for _, m in plan] == layers[:6] and rest == layers[6:]
+    plan, rest = local_plan(model.train())  # batch-norm in training mode ends the local layers
+    assert [m for _, m in plan] == layers[:2] and rest == layers[2:]
+    drop = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(), nn.Flatten(), nn.Linear(2, 3)).train()
+    assert [m for _, m in local_plan(drop)[0]] == [drop[0]]
