@@ -487,8 +487,12 @@ def test_imputation_in_float64_is_the_exact_solution_rounded_on_three_channels()
     assert out.dtype == torch.float32
     ref = imputed_by_dense_solve(x, removed).float()
     assert (out - ref).abs().max() <= 6e-8  # at most one float32 rounding step in [0, 1)
-    # the noise is the generator's draws in the solver's dtype
+    # float64 images solved in float32 (the default) come back as float32 numbers
     xd = x.double()
+    out = noisy_linear_imputation(xd, removed, noise=0.0)
+    assert out.dtype == torch.float64 and torch.equal(out, out.float().double())
+    assert (out - imputed_by_dense_solve(x, removed)).abs().max() < 2e-5
+    # the noise is the generator's draws in the solver's dtype
     clean = noisy_linear_imputation(xd, removed, noise=0.0, dtype=torch.float64)
     noisy = noisy_linear_imputation(xd, removed, noise=0.5, generator=gen(74), dtype=torch.float64)
     draws = torch.randn(x.shape, generator=gen(74), dtype=torch.float64)
@@ -555,7 +559,7 @@ def test_road_scores_the_given_class_on_each_imputed_image():
     with pytest.raises(SgtlabError, match="order"):
         road(model, x, maps, classes, order="random")
     for bad in (dict(fractions=[]), dict(fractions=[-0.1]), dict(fractions=[1.0]), dict(fractions=[1.5])):
-        with pytest.raises(SgtlabError, match="removal fractions"):
+        with pytest.raises(SgtlabError, match=r"ROAD removal fractions must be in \[0, 1\)"):  # not the imputation's
             road(model, x, maps, classes, **bad)
     with pytest.raises(SgtlabError, match="noise"):
         road(model, x, maps, classes, noise=-0.01)
