@@ -857,8 +857,9 @@ def test_interval_of_two_values_and_randomisable_blocks():
 
 def _local_heads():
     """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
-    must read right: nothing, not a Flatten first, a Flatten of other dims, nothing after Flatten, a Linear
-    behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after them; and non-square kernels, a grouped convolution."""
+    must read right: nothing, not a Flatten first, a Flatten of other dims, nothing after Flatten, a
+    Linear behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after
+    them; and non-square kernels, a grouped convolution."""
     conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
     return {
         "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
