@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -376,6 +377,151 @@ def test_imputation_noise_is_added_on_the_removed_pixels_only():
             noisy_linear_imputation(x, bad)
 
 
+def neighbour_system(x, removed, i):
+    """Image i's system A v = b over its removed pixels of every channel (ordered channel, row,
+    column, as `t[i][removed[i] expanded]`): A_jj = the in-image neighbour weight, A_jk = -w_jk for a
+    removed neighbour k, b_j = the weighted sum of the kept neighbours (float64, dense)."""
+    _, c, h, w = x.shape
+    pix = [(ch, r, q) for ch in range(c) for r in range(h) for q in range(w) if removed[i, r, q]]
+    at = {p: j for j, p in enumerate(pix)}
+    a, b = np.zeros((len(pix), len(pix))), np.zeros(len(pix))
+    for j, (ch, r, q) in enumerate(pix):
+        for dr, dc, wt in NEIGHBOURS:
+            rr, qq = r + dr, q + dc
+            if 0 <= rr < h and 0 <= qq < w:
+                a[j, j] += wt
+                if (ch, rr, qq) in at:
+                    a[j, at[ch, rr, qq]] -= wt
+                else:
+                    b[j] += wt * float(x[i, ch, rr, qq])
+    return a, b
+
+
+def jacobi_pcg(a, b, iters):
+    """Textbook conjugate gradients preconditioned by the diagonal, from the Jacobi start D^-1 b:
+    the iterates v_0..v_iters and the largest |residual| of each (float64, dense)."""
+    d = np.diag(a)
+    v = b / d
+    r = b - a @ v
+    z = r / d
+    p, rz = z.copy(), r @ z
+    vs, res = [v.copy()], [np.abs(r).max()]
+    for _ in range(iters):
+        ap = a @ p
+        alpha = rz / (p @ ap)
+        v, r = v + alpha * p, r - alpha * ap
+        vs.append(v.copy())
+        res.append(np.abs(r).max())
+        z = r / d
+        rz, rz_old = r @ z, rz
+        p = z + rz / rz_old * p
+    return vs, res
+
+
+def test_imputation_iterates_are_jacobi_preconditioned_conjugate_gradients():
+    """The solver is CG on the neighbour system preconditioned by its diagonal (the in-image
+    neighbour weight, below 1 at the edge), from the Jacobi start; `max_iter` counts iterations, and
+    the residual is checked every 4 iterations against `tol` x the largest right-hand side."""
+    g = gen(70)
+    x = torch.rand(1, 2, 6, 7, generator=g, dtype=torch.float64)
+    removed = torch.rand(1, 6, 7, generator=g) < 0.6
+    assert removed[0, 0].any() and removed[0, :, 0].any()  # edge pixels: the preconditioner is not 1
+    a, b = neighbour_system(x, removed, 0)
+    vs, res = jacobi_pcg(a, b, 60)
+    hole = removed[:, None].expand_as(x)
+    for k in range(4):  # no convergence check before the 4th iteration
+        out = noisy_linear_imputation(x, removed, noise=0.0, max_iter=k, dtype=torch.float64)
+        assert noisy_linear_imputation.last_iterations == k
+        np.testing.assert_allclose(out[hole].numpy(), vs[k], rtol=0, atol=1e-12)
+        assert torch.equal(out[~hole], x[~hole])
+    limit = 1e-7 * np.abs(b).max()
+    stop = next(k for k in range(4, 61, 4) if res[k] <= limit)
+    assert stop >= 12 and all(res[k] > 2 * limit for k in range(4, stop, 4)) and res[stop] < limit / 2  # not borderline
+    out = noisy_linear_imputation(x, removed, noise=0.0, tol=1e-7, dtype=torch.float64)
+    assert noisy_linear_imputation.last_iterations == stop
+    np.testing.assert_allclose(out[hole].numpy(), vs[stop], rtol=0, atol=1e-12)
+
+
+def test_imputation_stopping_rule_edges():
+    g = gen(71)
+    x = torch.rand(2, 1, 6, 6, generator=g)
+    nothing = torch.zeros(2, 6, 6, dtype=torch.bool)
+    # nothing to solve: the residual is exactly 0 <= 0 at the first check, even at tol 0
+    assert torch.equal(noisy_linear_imputation(x, nothing, noise=0.0, tol=0.0), x)
+    assert noisy_linear_imputation.last_iterations == 4
+    # a tolerance never met runs max_iter iterations, 1000 by default
+    removed = torch.rand(2, 6, 6, generator=g) < 0.5
+    noisy_linear_imputation(x, removed, noise=0.0, tol=-1.0)
+    assert noisy_linear_imputation.last_iterations == 1000
+    noisy_linear_imputation(x, removed, noise=0.0, tol=-1.0, max_iter=7)
+    assert noisy_linear_imputation.last_iterations == 7
+    # one image with every pixel removed is refused even when the others are not
+    full = removed.clone()
+    full[1] = True
+    with pytest.raises(SgtlabError):
+        noisy_linear_imputation(x, full)
+
+
+def test_imputation_is_scale_equivariant():
+    """The tolerance is relative to the largest right-hand side: imputing 2^k x is 2^k times the
+    imputation of x, after the same iterations (a power of 2 scales every float exactly)."""
+    g = gen(72)
+    x = torch.rand(3, 1, 7, 6, generator=g)
+    removed = torch.rand(3, 7, 6, generator=g) < 0.7
+    base = noisy_linear_imputation(x, removed, noise=0.0)
+    iters = noisy_linear_imputation.last_iterations
+    assert (base - imputed_by_dense_solve(x, removed)).abs().max() < 2e-5
+    for scale in (2.0 ** -12, 2.0 ** 12):
+        torch.testing.assert_close(noisy_linear_imputation(x * scale, removed, noise=0.0) / scale, base,
+                                   rtol=1e-6, atol=1e-9)
+        assert noisy_linear_imputation.last_iterations == iters
+
+
+def test_imputation_in_float64_is_the_exact_solution_rounded_on_three_channels():
+    g = gen(73)
+    x = torch.rand(2, 3, 5, 6, generator=g)  # float32 images, solved in float64
+    removed = torch.rand(2, 5, 6, generator=g) < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no out= buffer of the wrong shape resized
+        out = noisy_linear_imputation(x, removed, noise=0.0, tol=1e-12, dtype=torch.float64)
+    assert out.dtype == torch.float32
+    ref = imputed_by_dense_solve(x, removed).float()
+    assert (out - ref).abs().max() <= 6e-8  # at most one float32 rounding step in [0, 1)
+    # float64 images solved in float32 (the default) come back as float32 numbers
+    xd = x.double()
+    out = noisy_linear_imputation(xd, removed, noise=0.0)
+    assert out.dtype == torch.float64 and torch.equal(out, out.float().double())
+    assert (out - imputed_by_dense_solve(x, removed)).abs().max() < 2e-5
+    # the noise is the generator's draws in the solver's dtype
+    clean = noisy_linear_imputation(xd, removed, noise=0.0, dtype=torch.float64)
+    noisy = noisy_linear_imputation(xd, removed, noise=0.5, generator=gen(74), dtype=torch.float64)
+    draws = torch.randn(x.shape, generator=gen(74), dtype=torch.float64)
+    torch.testing.assert_close(noisy, torch.where(removed[:, None], clean + 0.5 * draws, xd), rtol=0, atol=1e-14)
+
+
+def test_imputation_converged_images_leave_once_an_eighth_of_the_stack_is_done():
+    """An image whose residual is below the limit at a check stops iterating only once an eighth of
+    the images still iterating are done (copying the stack costs more before): with one easy image
+    and 7 hard ones it stops at its own check, with 8 hard ones it iterates on with them."""
+    g = gen(75)
+    x = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    removed = torch.zeros(2, 8, 8, dtype=torch.bool)
+    removed[0, 2:5, 2:6] = removed[0, 5, 3] = removed[0, 1, 4] = True  # 14 pixels: done after 8 iterations
+    removed[1] = torch.rand(8, 8, generator=g) < 0.8  # 42 pixels: done after 16
+    (easy, res_e), (hard, res_h) = [jacobi_pcg(*neighbour_system(x, removed, i), 24) for i in range(2)]
+    b_max = max(np.abs(neighbour_system(x, removed, i)[1]).max() for i in range(2))
+    limit = 2e-6 * b_max
+    assert res_e[4] > 4 * limit and res_e[8] < limit / 4 and res_h[16] < limit / 4  # not borderline
+    assert all(res_h[k] > 4 * limit for k in (4, 8, 12)) and np.abs(easy[16] - easy[8]).max() > 1e-8
+    for n_hard, easy_stop in ((7, 8), (8, 16)):
+        idx = [0] + [1] * n_hard
+        out = noisy_linear_imputation(x[idx], removed[idx], noise=0.0, tol=2e-6, dtype=torch.float64)
+        assert noisy_linear_imputation.last_iterations == 16
+        np.testing.assert_allclose(out[0, 0][removed[0]].numpy(), easy[easy_stop], rtol=0, atol=1e-12)
+        for j in range(1, n_hard + 1):
+            np.testing.assert_allclose(out[j, 0][removed[1]].numpy(), hard[16], rtol=0, atol=1e-12)
+
+
 def test_removal_masks_take_int_f_hw_most_or_least_salient_pixels():
     maps = torch.randn(2, 3, 5, generator=gen(26))
     masks = {o: removal_masks(maps, [0.0, 0.5, 0.99], o) for o in ("morf", "lerf")}
@@ -413,7 +559,7 @@ def test_road_scores_the_given_class_on_each_imputed_image():
     with pytest.raises(SgtlabError, match="order"):
         road(model, x, maps, classes, order="random")
     for bad in (dict(fractions=[]), dict(fractions=[-0.1]), dict(fractions=[1.0]), dict(fractions=[1.5])):
-        with pytest.raises(SgtlabError, match="removal fractions"):
+        with pytest.raises(SgtlabError, match=r"ROAD removal fractions must be in \[0, 1\)"):  # not the imputation's
             road(model, x, maps, classes, **bad)
     with pytest.raises(SgtlabError, match="noise"):
         road(model, x, maps, classes, noise=-0.01)
@@ -707,3 +853,75 @@ def test_interval_of_two_values_and_randomisable_blocks():
             self.lin.reset_parameters()
 
     assert [n for n, _ in sc.randomisable_layers(nn.Sequential(Block(), nn.Linear(4, 2)))] == ["1", "0.lin"]
+
+
+def _local_heads():
+    """Small models whose layers after the local ones the Linear shortcut of the local AOPC path
+    must read right: nothing, not a Flatten first, a Flatten of other dims, nothing after Flatten, a
+    Linear behind an eval-mode dropout or an Identity, two Linears in a row, in-place layers after
+    them; and non-square kernels, a grouped convolution."""
+    conv = lambda c: [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]  # noqa: E731
+    return {
+        "avgpool": nn.Sequential(*conv(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4)),
+        "flatten2": nn.Sequential(*conv(3), nn.Flatten(2), nn.Linear(64, 5), nn.Flatten(), nn.Linear(15, 4)),
+        "conv-logits": nn.Sequential(nn.Conv2d(1, 4, 8), nn.Flatten()),
+        "conv-only": nn.Sequential(nn.Conv2d(1, 4, 8)),  # N x 4 x 1 x 1 logits, nothing after the local layers
+        "dropout-2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, 128),
+                                           nn.Linear(128, 4)),
+        "identity-linear": nn.Sequential(*conv(2), nn.Flatten(), nn.Identity(), nn.Linear(128, 4)),
+        "2-linears": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 128), nn.Linear(128, 4)),
+        "non-square": nn.Sequential(nn.Conv2d(1, 3, (3, 5), padding=(1, 2)), nn.ReLU(), nn.MaxPool2d((2, 4)),
+                                    nn.Conv2d(3, 3, (1, 2), padding=(0, 1)), nn.Flatten(), nn.Linear(3 * 4 * 3, 4)),
+        "grouped": nn.Sequential(*conv(4), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(256, 4)),
+        # in-place layers that are not idempotent after the kept outputs (the Linear's, the last conv's)
+        "inplace-mlp": nn.Sequential(*conv(2), nn.Flatten(), nn.Linear(128, 16), nn.LeakyReLU(0.1, inplace=True),
+                                     nn.Linear(16, 4)),
+        "inplace-1-channel": nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.LeakyReLU(0.1, inplace=True),
+                                           nn.Linear(64, 4)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_local_heads()))
+def test_local_aopc_reads_the_head_after_the_local_layers(name):
+    from sgtlab.fast.aopc_local import local_plan
+
+    torch.manual_seed(3)
+    model = _local_heads()[name].eval()
+    with torch.no_grad():  # sharp outputs, so that a layer skipped or misread shows
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.weight.mul_(4)
+    assert local_plan(model) is not None
+    x, maps = torch.rand(5, 1, 8, 8, generator=gen(80)), torch.rand(5, 8, 8, generator=gen(81))
+    fill = torch.rand(x.shape, generator=gen(82))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no softmax over an implicit dimension
+        fast = aopc(model, x, maps, patch=2, steps=6, fill=fill)
+    plain = aopc(model, x, maps, patch=2, steps=6, fill=fill, local=False)
+    assert torch.equal(fast["pred"], plain["pred"])
+    torch.testing.assert_close(fast["prob"], plain["prob"], atol=1e-5, rtol=0)
+    assert (plain["prob"][:, 1:] - plain["prob"][:, :1]).abs().max() > 1e-3  # the steps change the outputs
+    # every patch replaced (steps = the 4 patches of 4 px)
+    fast = aopc(model, x, maps, patch=4, steps=4, fill=fill)
+    torch.testing.assert_close(fast["prob"], aopc(model, x, maps, patch=4, steps=4, fill=fill, local=False)["prob"],
+                               atol=1e-5, rtol=0)
+
+
+def test_local_plan_splits_off_the_leading_per_pixel_and_window_layers():
+    """`local_plan`: (kind, layer) for the leading layers whose output pixel depends on one input
+    pixel ("point": activations, normalisation, eval-mode dropout and batch-norm) or a window
+    ("conv": stride 1; "pool": kernel = stride), the rest from the first other layer on. Train-mode
+    batch-norm (batch statistics) and dropout (random) are not local."""
+    from sgtlab.fast.aopc_local import local_plan
+    from sgtlab.models.base import Normalize
+
+    layers = [Normalize((0.5,), (0.25,)), nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Dropout2d(),
+              nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, stride=2), nn.Flatten(), nn.Linear(2, 3)]
+    model = nn.Sequential(*layers).eval()
+    plan, rest = local_plan(model)
+    assert [k for k, _ in plan] == ["point", "conv", "point", "point", "point", "pool"]
+    assert [m for _, m in plan] == layers[:6] and rest == layers[6:]
+    plan, rest = local_plan(model.train())  # batch-norm in training mode ends the local layers
+    assert [m for _, m in plan] == layers[:2] and rest == layers[2:]
+    drop = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(), nn.Flatten(), nn.Linear(2, 3)).train()
+    assert [m for _, m in local_plan(drop)[0]] == [drop[0]]

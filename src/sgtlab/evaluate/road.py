@@ -101,7 +101,7 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
     limit = tol * b.abs().amax().clamp_min(1e-30)
     out = torch.empty_like(v)
     idx = torch.arange(len(x), device=x.device)  # the images still iterating
-    it = 0
+    it = -1  # max_iter = 0: no iteration, the preconditioned start is returned
     for it in range(max_iter):
         op(p, ap)
         # a zero direction (nothing removed) has p.Ap = 0 and r.z = 0: alpha = 0, beta = 0

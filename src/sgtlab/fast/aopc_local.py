@@ -223,4 +223,4 @@ def aopc_probs_local(plan: Plan, rest: list[nn.Module], x: torch.Tensor, fill: t
                 probs.append(finish(z))
             else:
                 probs.append(finish(_nchw(caches[-1])))
-        return torch.stack(probs, 1)
+        return torch.stack(probs, 1).flatten(2)  # outputs of more dims as the plain path's view: N x steps+1 x -1
