@@ -50,7 +50,7 @@ def _record(model, x, y, cfg, ctx):
     m = ctx.module
     if ctx.step == CRASH_AT_STEP[0]:
         raise KeyboardInterrupt  # an interrupted run
-    RECORD.append({"epoch": ctx.epoch, "step": ctx.step, "x": x.clone(), "y": y.clone(), "idx": ctx.idx.clone(),
+    RECORD.append({"epoch": ctx.epoch, "step": ctx.step, "wrapped": model is not m, "x": x.clone(), "y": y.clone(), "idx": ctx.idx.clone(),
                    "x_channels_last": x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
                    "w_channels_last": m.body[2].weight.is_contiguous(memory_format=torch.channels_last)
                    and not m.body[2].weight.is_contiguous(),
@@ -268,6 +268,8 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
     rec = list(RECORD)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    assert not any(r["wrapped"] for r in rec)
     assert sorted({i for r in rec for i in r["idx"].tolist()}) == list(range(10))
     assert [r["step"] for r in rec] == list(range(6))
     for e, row in enumerate(rows):
@@ -304,7 +306,7 @@ def test_resume_ends_like_an_uninterrupted_run_and_refuses_other_settings(tmp_pa
         f.write('{"epoch": 2, "lr": 1}\n{"epo')
     with pytest.raises(SgtlabError, match="already holds a run"):
         fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, progress=False)
-    with pytest.raises(CheckpointError, match="other settings"):
+    with pytest.raises(CheckpointError, match=r"other settings \(lr\)"):
         fit(_cfg(epochs=4, schedule="step", momentum=0.9, lr=0.2), part, resume=True, progress=False)
     RECORD.clear()
     fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, resume=True, progress=False)
@@ -378,7 +380,7 @@ class _FakeDist:
         self.rank, self.world_size, self.device = rank, world, torch.device("cpu")
 
     def wrap(self, model):
-        return model
+        return nn.Sequential(model)  # stands for DistributedDataParallel(model)
 
     def all_finite(self, value):
         return bool(torch.isfinite(value).all())
@@ -408,6 +410,7 @@ def test_ranks_weight_unequal_last_shares_and_only_rank0_writes(tmp_path, rank):
     train_model(model, arch, _load().subset(11), None, cfg, out, progress=False, dist=_FakeDist(rank, 2))
     assert out.exists() == (rank == 0)
     rec = list(RECORD)
+    assert all(r["wrapped"] for r in rec)
     assert [len(r["idx"]) for r in rec] == [3, 3 if rank == 0 else 2]
     after = [r["w"] for r in rec[1:]] + [[p.detach() for p in model.parameters()]]
     for r, w1 in zip(rec, after):
@@ -445,3 +448,45 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     _, meta = _weights(out)
     assert meta["epoch"] == 1
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+
+def test_bf16_on_cpu_and_tensorboard_without_a_folder_are_refused_and_tensorboard_logs(tmp_path):
+    from sgtlab.errors import SgtlabError
+    from sgtlab.train.loop import train_model
+
+    model, arch = _fresh_model(_cfg())
+    with pytest.raises(SgtlabError, match="CUDA"):
+        train_model(model, arch, _load(), None, _cfg(amp="bf16"), None, progress=False)
+    with pytest.raises(SgtlabError, match="run folder"):
+        train_model(model, arch, _load(), None, _cfg(), None, progress=False, tensorboard=True)
+    assert not (tmp_path / "run").exists()
+    fit(_cfg(epochs=1), tmp_path / "run", progress=False, tensorboard=True)
+    assert any("tfevents" in f.name for f in (tmp_path / "run" / "tensorboard").iterdir())
+
+
+def _init_seen(n, cfg, device):
+    return {"seen": torch.zeros(n, device=device)}
+
+
+@register_method("test-state", init_state=_init_seen)
+def _count_visits(model, x, y, cfg, ctx):
+    """Test only: per-sample state counts the visits of each training image."""
+    assert ctx.state["seen"].shape == (N_TRAIN,)
+    ctx.state["seen"][ctx.idx] += 1
+    return 2 * sum(p.sum() for p in ctx.module.parameters()) + 0 * model(x).sum(), {}
+
+
+def test_method_state_is_per_sample_checkpointed_and_resumed(tmp_path):
+    """A method's state (one entry per training image) sees each image once per epoch, is saved
+    with the checkpoint and restored on resume (a resumed run ends with the full run's tensors)."""
+    from sgtlab.train.checkpoint import read_checkpoint
+
+    fit(_cfg(method="test-state", epochs=3), tmp_path / "full", progress=False)
+    fit(_cfg(method="test-state", epochs=2), tmp_path / "part", progress=False)
+    fit(_cfg(method="test-state", epochs=3), tmp_path / "part", resume=True, progress=False)
+    a, _ = read_checkpoint(tmp_path / "full")
+    b, _ = read_checkpoint(tmp_path / "part")
+    seen = [k for k in a if "seen" in k]
+    assert len(seen) == 1 and torch.equal(a[seen[0]], torch.full((N_TRAIN,), 3.0))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
