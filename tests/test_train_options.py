@@ -490,3 +490,23 @@ def test_method_state_is_per_sample_checkpointed_and_resumed(tmp_path):
     seen = [k for k in a if "seen" in k]
     assert len(seen) == 1 and torch.equal(a[seen[0]], torch.full((N_TRAIN,), 3.0))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_every_rank_refuses_or_resumes_an_existing_run_folder(tmp_path):
+    """Rank 1 (which writes nothing) still reads the run folder: it refuses a finished run
+    without resume and, with resume, starts from the checkpoint's weights (1 of 1 epochs: no step) and returns the stored last record."""
+    from sgtlab.errors import SgtlabError
+    from sgtlab.train.loop import train_model
+
+    cfg = _cfg(epochs=1)
+    out = tmp_path / "run"
+    model, arch = _fresh_model(cfg)
+    train_model(model, arch, _load(), None, cfg, out, progress=False, dist=_FakeDist(0, 2))
+    saved, _ = _weights(out)
+    model, arch = _fresh_model(cfg)
+    with pytest.raises(SgtlabError, match="already holds a run"):
+        train_model(model, arch, _load(), None, cfg, out, progress=False, dist=_FakeDist(1, 2))
+    RECORD.clear()
+    last = train_model(model, arch, _load(), None, cfg, out, resume=True, progress=False, dist=_FakeDist(1, 2))
+    assert last == json.loads((out / "metrics.jsonl").read_text())  # the run's record, read back
+    assert RECORD == [] and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
