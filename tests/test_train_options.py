@@ -371,6 +371,9 @@ def test_data_dir_and_verify_reach_the_loader(tmp_path):
     fit(_cfg(dataset="test-rgb8-dir", data_dir=str(tmp_path / "d"), verify=False, epochs=1), tmp_path / "r",
         progress=False)
     assert sorted(seen) == [("test", str(tmp_path / "d"), False), ("train", str(tmp_path / "d"), False)]
+    seen.clear()  # verify (the default): the loader's own default, True
+    fit(_cfg(dataset="test-rgb8-dir", epochs=1), tmp_path / "r2", progress=False)
+    assert sorted(seen) == [("test", None, True), ("train", None, True)]
 
 
 class _FakeDist:
@@ -510,3 +513,24 @@ def test_every_rank_refuses_or_resumes_an_existing_run_folder(tmp_path):
     last = train_model(model, arch, _load(), None, cfg, out, resume=True, progress=False, dist=_FakeDist(1, 2))
     assert last == json.loads((out / "metrics.jsonl").read_text())  # the run's record, read back
     assert RECORD == [] and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+
+@register_model("test-sized")
+def _sized(in_channels=3, num_classes=4, input_size=None):
+    """Test only: a linear model whose size depends on the image size."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size[0] * input_size[1], num_classes))
+
+
+def test_make_model_builds_for_the_data_sets_image_size_and_fit_passes_dist(tmp_path):
+    """The model gets the data set's channels, classes and image size (H, W); arch records them.
+    fit hands `dist` to the loop: a rank other than 0 writes nothing."""
+    from sgtlab.train.loop import make_model
+
+    model, arch = make_model(_cfg(model="test-sized"))
+    assert model.body[1].in_features == 3 * 8 * 8 and model.body[1].out_features == 4
+    assert arch == dict(model="test-sized", in_channels=3, num_classes=4, mean=[0.5] * 3, std=[0.25] * 3,
+                        dataset="test-rgb8", input_size=[8, 8])
+    RECORD.clear()
+    fit(_cfg(epochs=1), tmp_path / "r1", progress=False, dist=_FakeDist(1, 2))
+    assert not (tmp_path / "r1").exists() and [len(r["idx"]) for r in RECORD] == [3, 3]
