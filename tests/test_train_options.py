@@ -288,14 +288,14 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
 
 
 def test_resume_ends_like_an_uninterrupted_run_and_refuses_other_settings(tmp_path):
-    """A run stopped after epoch 1 and resumed to 3 epochs has the weights and metric lines of a
+    """A run stopped in epoch 3 and resumed to 3 epochs has the weights and metric lines of a
     3-epoch run (step lr); an existing folder without resume, or with other settings, is refused."""
     from sgtlab.errors import CheckpointError, SgtlabError
 
     full = tmp_path / "full"
     fit(_cfg(epochs=4, schedule="step", momentum=0.9), full, progress=False)
     part = tmp_path / "part"
-    CRASH_AT_STEP[0] = 3  # in the second epoch
+    CRASH_AT_STEP[0] = 5  # in the third epoch
     try:
         with pytest.raises(KeyboardInterrupt):
             fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, progress=False)
@@ -303,14 +303,14 @@ def test_resume_ends_like_an_uninterrupted_run_and_refuses_other_settings(tmp_pa
         CRASH_AT_STEP[0] = None
     # a torn line and a line of a later epoch (written after the checkpoint by a crashed run)
     with open(part / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 2, "lr": 1}\n{"epo')
+        f.write('{"epoch": 3, "lr": 1}\n{"epo')
     with pytest.raises(SgtlabError, match="already holds a run"):
         fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, progress=False)
     with pytest.raises(CheckpointError, match=r"other settings \(lr\)"):
         fit(_cfg(epochs=4, schedule="step", momentum=0.9, lr=0.2), part, resume=True, progress=False)
     RECORD.clear()
     fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, resume=True, progress=False)
-    assert [r["epoch"] for r in RECORD] == [1, 1, 2, 2, 3, 3] and [r["step"] for r in RECORD] == list(range(2, 8))
+    assert [r["epoch"] for r in RECORD] == [2, 2, 3, 3] and [r["step"] for r in RECORD] == list(range(4, 8))
     a, _ = _weights(full)
     b, meta = _weights(part)
     assert meta["epoch"] == 4 and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -534,3 +534,15 @@ def test_make_model_builds_for_the_data_sets_image_size_and_fit_passes_dist(tmp_
     RECORD.clear()
     fit(_cfg(epochs=1), tmp_path / "r1", progress=False, dist=_FakeDist(1, 2))
     assert not (tmp_path / "r1").exists() and [len(r["idx"]) for r in RECORD] == [3, 3]
+
+
+
+def test_a_fresh_run_starts_a_new_metrics_log(tmp_path):
+    """A folder without a checkpoint (a run that crashed in its first epoch) but with old metric
+    lines: the new run's metrics.jsonl holds its own epochs only."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "lr": 9.0}\n')
+    fit(_cfg(), out, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 0.1), (2, 0.1)]
