@@ -337,8 +337,12 @@ def test_progress_prints_one_line_per_epoch_and_default_run_has_no_tensorboard(t
     fit(_cfg(), tmp_path / "a")
     printed = capsys.readouterr().out
     assert "epoch 1/2" in printed and "epoch 2/2" in printed
+    for run in ("a",):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for r in rows:
+            assert f"loss {r['train']['loss']:.4f}" in printed and f"test acc {r['test_accuracy']:.4f}" in printed
     fit(_cfg(), tmp_path / "b", progress=False)
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr() == ("", "")  # no summary, no progress bar
     model, arch = _fresh_model(_cfg())
     train_model(model, arch, _load("train"), None, _cfg(epochs=1), tmp_path / "c")
     assert "epoch 1/1" in capsys.readouterr().out
@@ -546,3 +550,27 @@ def test_a_fresh_run_starts_a_new_metrics_log(tmp_path):
     fit(_cfg(), out, progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 0.1), (2, 0.1)]
+
+
+
+@register_method("test-nan-always")
+def _nan_always(model, x, y, cfg, ctx):
+    RECORD.append({"step": ctx.step})
+    return 0 * model(x).sum() + float("nan"), {}
+
+
+def test_the_finiteness_check_runs_every_nan_check_every_steps(tmp_path):
+    """A loss that is NaN from the first step stops training at the first check: after
+    NAN_CHECK_EVERY steps in a long epoch (40 one-image batches), at the epoch's end in a short one."""
+    from sgtlab.errors import TrainingDiverged
+    from sgtlab.train.loop import NAN_CHECK_EVERY, train_model
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 4, (40,), generator=g), "test-rgb8")
+    for n, steps_done in ((40, NAN_CHECK_EVERY), (12, 12)):
+        model, arch = _fresh_model(_cfg())
+        RECORD.clear()
+        with pytest.raises(TrainingDiverged, match="nothing was saved"):
+            train_model(model, arch, data.subset(n), None, _cfg(method="test-nan-always", batch_size=1), None,
+                        progress=False)
+        assert len(RECORD) == steps_done
