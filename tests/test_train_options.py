@@ -574,3 +574,20 @@ def test_the_finiteness_check_runs_every_nan_check_every_steps(tmp_path):
             train_model(model, arch, data.subset(n), None, _cfg(method="test-nan-always", batch_size=1), None,
                         progress=False)
         assert len(RECORD) == steps_done
+
+
+def test_rank_1_does_not_take_rank_0s_folder_lock_and_out_none_prints_progress(tmp_path, capsys):
+    """Only rank 0 locks the run folder: rank 1 trains while the folder is locked (by rank 0 under
+    torchrun). Without a folder the summary is still printed by default."""
+    from sgtlab.io import folder_lock
+    from sgtlab.train.loop import train_model
+
+    out = tmp_path / "run"
+    with folder_lock(out, "run folder"):
+        model, arch = _fresh_model(_cfg(epochs=1))
+        assert train_model(model, arch, _load(), None, _cfg(epochs=1), out, progress=False,
+                           dist=_FakeDist(1, 2))["epoch"] == 1
+    capsys.readouterr()
+    model, arch = _fresh_model(_cfg(epochs=1))
+    train_model(model, arch, _load(), None, _cfg(epochs=1), None)
+    assert "epoch 1/1" in capsys.readouterr().out
