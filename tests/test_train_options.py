@@ -472,7 +472,11 @@ def test_bf16_on_cpu_and_tensorboard_without_a_folder_are_refused_and_tensorboar
     assert any("tfevents" in f.name for f in (tmp_path / "run" / "tensorboard").iterdir())
 
 
+INIT_CFGS = []
+
+
 def _init_seen(n, cfg, device):
+    INIT_CFGS.append(cfg)
     return {"seen": torch.zeros(n, device=device)}
 
 
@@ -489,7 +493,9 @@ def test_method_state_is_per_sample_checkpointed_and_resumed(tmp_path):
     with the checkpoint and restored on resume (a resumed run ends with the full run's tensors)."""
     from sgtlab.train.checkpoint import read_checkpoint
 
+    INIT_CFGS.clear()
     fit(_cfg(method="test-state", epochs=3), tmp_path / "full", progress=False)
+    assert INIT_CFGS == [_cfg(method="test-state", epochs=3).method_cfg]  # the method's own settings
     fit(_cfg(method="test-state", epochs=2), tmp_path / "part", progress=False)
     fit(_cfg(method="test-state", epochs=3), tmp_path / "part", resume=True, progress=False)
     a, _ = read_checkpoint(tmp_path / "full")
@@ -579,6 +585,7 @@ def test_the_finiteness_check_runs_every_nan_check_every_steps(tmp_path):
 def test_rank_1_does_not_take_rank_0s_folder_lock_and_out_none_prints_progress(tmp_path, capsys):
     """Only rank 0 locks the run folder: rank 1 trains while the folder is locked (by rank 0 under
     torchrun). Without a folder the summary is still printed by default."""
+    from sgtlab.errors import SgtlabError
     from sgtlab.io import folder_lock
     from sgtlab.train.loop import train_model
 
@@ -587,6 +594,8 @@ def test_rank_1_does_not_take_rank_0s_folder_lock_and_out_none_prints_progress(t
         model, arch = _fresh_model(_cfg(epochs=1))
         assert train_model(model, arch, _load(), None, _cfg(epochs=1), out, progress=False,
                            dist=_FakeDist(1, 2))["epoch"] == 1
+        with pytest.raises(SgtlabError, match="run folder"):  # rank 0 itself: refused while another holds it
+            fit(_cfg(epochs=1), out, progress=False)
     capsys.readouterr()
     model, arch = _fresh_model(_cfg(epochs=1))
     train_model(model, arch, _load(), None, _cfg(epochs=1), None)
