@@ -600,3 +600,17 @@ def test_rank_1_does_not_take_rank_0s_folder_lock_and_out_none_prints_progress(t
     model, arch = _fresh_model(_cfg(epochs=1))
     train_model(model, arch, _load(), None, _cfg(epochs=1), None)
     assert "epoch 1/1" in capsys.readouterr().out
+
+
+def test_batches_are_reshuffled_each_epoch_from_the_seed(tmp_path):
+    """Every epoch visits each image once in a shuffled order, a new one each epoch, drawn from
+    --seed (another seed: another order; the same seed: the same)."""
+    def orders(seed, name):
+        RECORD.clear()
+        fit(_cfg(seed=seed, epochs=2), tmp_path / name, progress=False)
+        return [torch.cat([r["idx"] for r in RECORD if r["epoch"] == e]).tolist() for e in (0, 1)]
+
+    a = orders(0, "a")
+    assert all(sorted(o) == list(range(N_TRAIN)) for o in a)
+    assert a[0] != list(range(N_TRAIN)) and a[0] != a[1]
+    assert orders(3, "b") != a and orders(0, "c") == a
