@@ -396,7 +396,7 @@ class _FakeDist:
         return values
 
     def merge_state(self, state, before):
-        pass
+        self.merged = getattr(self, "merged", []) + [(state, before)]
 
     def barrier(self):
         pass
@@ -614,3 +614,23 @@ def test_batches_are_reshuffled_each_epoch_from_the_seed(tmp_path):
     assert all(sorted(o) == list(range(N_TRAIN)) for o in a)
     assert a[0] != list(range(N_TRAIN)) and a[0] != a[1]
     assert orders(3, "b") != a and orders(0, "c") == a
+
+
+
+def test_ddp_last_batch_of_one_image_per_rank_is_trained_and_state_merge_gets_the_epoch_start(tmp_path):
+    """8 images, global batch 6, 2 ranks: the last global batch (2 images) gives each rank one, so it
+    is trained. A method's state is merged at each epoch's end with a copy of its value at the start."""
+    from sgtlab.train.loop import train_model
+
+    cfg = _cfg(epochs=1)
+    model, arch = _fresh_model(cfg)
+    RECORD.clear()
+    train_model(model, arch, _load().subset(8), None, cfg, None, progress=False, dist=_FakeDist(1, 2))
+    assert [len(r["idx"]) for r in RECORD] == [3, 1]
+    dist = _FakeDist(0, 2)
+    cfg = _cfg(method="test-state", epochs=2)
+    model, arch = _fresh_model(cfg)
+    train_model(model, arch, _load(), None, cfg, None, progress=False, dist=dist)
+    assert len(dist.merged) == 2
+    for e, (state, before) in enumerate(dist.merged):  # rank 0 visits 3 + 3 images per epoch
+        assert before["seen"] is not state["seen"] and before["seen"].sum() == 6 * e
