@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -264,7 +265,9 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
     RECORD.clear()
     cfg = _cfg(epochs=3, schedule="cosine", train_subset=10, eval_subset=5)
     out = tmp_path / "run"
+    t0 = time.perf_counter()
     fit(cfg, out, progress=False)
+    elapsed = time.perf_counter() - t0
     rec = list(RECORD)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -276,7 +279,8 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
         assert row["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * e / 3)) / 2)
         losses = [2 * sum(float(p.double().sum()) for p in r["w"]) for r in rec if r["epoch"] == e]
         assert len(losses) == 2 and row["train"]["loss"] == pytest.approx(sum(losses) / 2, abs=1e-4)
-        assert row["seconds"] >= 0
+        assert 0 <= row["seconds"] == round(row["seconds"], 3)  # an epoch's wall time, in ms
+    assert sum(r["seconds"] for r in rows) <= elapsed + 1e-3
     saved, meta = _weights(out)
     assert meta["epoch"] == 3 and meta["arch"]["dataset"] == "test-rgb8" and meta["arch"]["input_size"] == [8, 8]
     model = build_model("test-tiny-cnn", 3, 4, [0.5] * 3, [0.25] * 3)
@@ -450,11 +454,17 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     from sgtlab.errors import TrainingDiverged
 
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match="epoch 2"):
+    with pytest.raises(TrainingDiverged, match="epoch 2") as err:
         fit(_cfg(method="test-nan", epochs=3), out, progress=False)
+    # the message says only what is true: which checkpoint is kept, or that none was written
+    assert f"the last good checkpoint (epoch 1) is kept in {out}" in str(err.value)
     _, meta = _weights(out)
     assert meta["epoch"] == 1
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    with pytest.raises(TrainingDiverged, match="epoch 1") as err:
+        fit(_cfg(method="test-nan-always", epochs=2), tmp_path / "first", progress=False)
+    assert "no checkpoint was written (it diverged in the first epoch)" in str(err.value)
+    assert not (tmp_path / "first" / "checkpoint.safetensors").exists()
 
 
 
