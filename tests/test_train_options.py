@@ -255,6 +255,16 @@ def test_out_none_writes_nothing_and_trains_like_a_run_folder(tmp_path, monkeypa
     assert train_model(model, arch, _load("train"), None, cfg, None, progress=False)["test_accuracy"] is None
 
 
+def test_an_epoch_of_one_step_logs_that_steps_loss(tmp_path):
+    """The epoch's mean over one step is that step's loss 2 * sum(w), not half of it."""
+    RECORD.clear()
+    fit(_cfg(epochs=1, train_subset=BATCH), tmp_path / "run", progress=False)
+    assert len(RECORD) == 1
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    want = 2 * sum(float(p.double().sum()) for p in RECORD[0]["w"])
+    assert row["train"]["loss"] == pytest.approx(want, abs=1e-4) and abs(want) > 1e-2
+
+
 def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
     """One metrics.jsonl line per epoch: lr from the schedule, train loss = mean over the epoch's
     steps of the loss 2 * sum(w) (recorded weights), test accuracy of the final weights on the first
@@ -279,7 +289,8 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
         assert row["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * e / 3)) / 2)
         losses = [2 * sum(float(p.double().sum()) for p in r["w"]) for r in rec if r["epoch"] == e]
         assert len(losses) == 2 and row["train"]["loss"] == pytest.approx(sum(losses) / 2, abs=1e-4)
-        assert 0 <= row["seconds"] == round(row["seconds"], 3)  # an epoch's wall time, in ms
+        assert isinstance(row["seconds"], float) and 0 <= row["seconds"] == round(row["seconds"], 3)  # in ms
+        assert all(v == round(v, 6) for v in row["train"].values())  # logged to 6 decimals
     assert sum(r["seconds"] for r in rows) <= elapsed + 1e-3
     saved, meta = _weights(out)
     assert meta["epoch"] == 3 and meta["arch"]["dataset"] == "test-rgb8" and meta["arch"]["input_size"] == [8, 8]
