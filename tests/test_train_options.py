@@ -655,3 +655,20 @@ def test_ddp_last_batch_of_one_image_per_rank_is_trained_and_state_merge_gets_th
     assert len(dist.merged) == 2
     for e, (state, before) in enumerate(dist.merged):  # rank 0 visits 3 + 3 images per epoch
         assert before["seen"] is not state["seen"] and before["seen"].sum() == 6 * e
+
+
+def test_under_ddp_the_finiteness_check_is_collective(tmp_path):
+    """Under DDP every rank stops when any rank's loss is non-finite (`dist.all_finite` is a
+    collective): a rank whose own loss is finite stops too when another rank's is not."""
+    from sgtlab.errors import TrainingDiverged
+    from sgtlab.train.loop import train_model
+
+    class OtherRankDiverged(_FakeDist):
+        def all_finite(self, value):
+            return False  # another rank saw NaN
+
+    model, arch = _fresh_model(_cfg(epochs=1))
+    RECORD.clear()
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train_model(model, arch, _load(), None, _cfg(epochs=1), None, progress=False, dist=OtherRankDiverged(1, 2))
+    assert len(RECORD) >= 1 and all(torch.isfinite(torch.stack([p.sum() for p in r["w"]])).all() for r in RECORD)
