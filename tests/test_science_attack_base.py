@@ -20,6 +20,7 @@ from torch import nn
 from sgtlab.attacks import FGSM, MIFGSM, PGD, Attack, build_attack, fgsm
 from sgtlab.attacks.base import as_eps, uniform_delta
 from sgtlab.errors import SgtlabError
+from test_science_attacks import Threshold
 
 W = [[1.0, -1.0, 1.0, -1.0], [0.0, 0.0, 0.0, 0.0]]
 SIGN = torch.tensor([1.0, -1.0, 1.0, -1.0]).reshape(1, 1, 2, 2)  # sign of the CE gradient for label 1
@@ -270,23 +271,8 @@ def test_uniform_start_draws_from_the_generator_it_is_given(eps):
 
 # --- the shared iteration loop ----------------------------------------------------------------
 
-class _Threshold(nn.Module):
-    """Two classes; class 1 iff the mean pixel exceeds 0.9; the loss of class 0 rises with the mean
-    pixel, so every gradient step moves every pixel up."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.tensor([[0.0], [10.0]]))
-            self.lin.bias.copy_(torch.tensor([0.0, -9.0]))
-
-    def forward(self, x):
-        return self.lin(x.flatten(1).mean(1, keepdim=True))
-
-
 def _threshold() -> nn.Module:
-    return _Threshold()
+    return Threshold()  # class 1 iff the mean pixel > 0.9: every step moves every pixel up
 
 
 class _Well(nn.Module):

@@ -20,20 +20,9 @@ from sgtlab.errors import SgtlabError
 from sgtlab.evaluate import masking_checks as mc
 from sgtlab.evaluate.masking_checks import checks_into, default_eps, gradient_masking_checks, tolerance
 from sgtlab.evaluate.robustness import robustness_sweep
+from test_science_attacks import Lottery, Threshold  # class 1 iff the mean pixel > 0.9; zero gradient
 
 pytest.importorskip("pyautoattack")
-
-
-class Threshold(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.tensor([[0.0], [10.0]]))
-            self.lin.bias.copy_(torch.tensor([0.0, -9.0]))
-
-    def forward(self, x):
-        return self.lin(x.flatten(1).mean(1, keepdim=True))
 
 
 class Band(Threshold):
@@ -194,19 +183,6 @@ def test_checks_into_folds_each_attack_into_the_sweeps_ensemble(capfd):
     assert res.first_fooled["ensemble"].tolist() == [0.3, math.inf, math.inf, math.inf]
     assert res.first_fooled["weak"].tolist() == [math.inf] * 4
     assert capfd.readouterr().err == ""  # no progress bar by default, Square's sweep included
-
-
-class Lottery(nn.Module):
-    """Zero gradient; class 1 iff the first pixel exceeds 0.75: only PGD's random start can fool it."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        v = x.flatten(1)[:, 0]
-        z = -5 + 10 * (v > 0.75).float() + 0 * v + 0 * self.anchor
-        return torch.stack([torch.zeros_like(z), z], 1)
 
 
 def _no_square(monkeypatch, seen):

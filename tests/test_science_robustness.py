@@ -19,22 +19,9 @@ from torch import nn
 from sgtlab.attacks import FGSM, PGD, Attack, Ensemble
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate.robustness import RobustnessResult, check_eps_grid, resolve_attacks, robustness_sweep
+from test_science_attacks import Lottery, Threshold  # class 1 iff the mean pixel > 0.9; zero gradient
 
 INF = math.inf
-
-
-class Threshold(nn.Module):
-    """Class 1 iff the mean pixel exceeds 0.9; the loss of class 0 rises with the mean pixel."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.tensor([[0.0], [10.0]]))
-            self.lin.bias.copy_(torch.tensor([0.0, -9.0]))
-
-    def forward(self, x):
-        return self.lin(x.flatten(1).mean(1, keepdim=True))
 
 
 class Band(nn.Module):
@@ -47,19 +34,6 @@ class Band(nn.Module):
 
     def forward(self, x):
         z = 1 - 100 * (x.flatten(1).mean(1) - 0.65) ** 2 + 0 * self.anchor
-        return torch.stack([torch.zeros_like(z), z], 1)
-
-
-class Lottery(nn.Module):
-    """Zero gradient; class 1 iff the first pixel exceeds 0.75."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        v = x.flatten(1)[:, 0]
-        z = -5 + 10 * (v > 0.75).float() + 0 * v + 0 * self.anchor
         return torch.stack([torch.zeros_like(z), z], 1)
 
 
