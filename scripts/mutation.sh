@@ -88,11 +88,11 @@ run_module() {
     names=$(cut -d: -f1 "$dir/survivors.txt")
     t0=$(date +%s)
     if [ -n "$names" ]; then
-      (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut run --max-children "$JOBS" $names > "$dir/rerun.log" 2>&1) || true
+      (cd "$dir" && PYTHONPATH="$dir/src:$ROOT/scripts" "$PY" -m mutmut run --max-children "$JOBS" $names > "$dir/rerun.log" 2>&1) || true
     fi
     secs=$(( $(cat "$dir/seconds") + $(date +%s) - t0 ))
     echo "$secs" > "$dir/seconds"
-    (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
+    (cd "$dir" && PYTHONPATH="$dir/src:$ROOT/scripts" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
     equivalents > "$dir/equivalent.txt"
     "$PY" "$dir/score.py" "$dir" "$mod" "$secs"
     return
@@ -106,16 +106,16 @@ run_module() {
     echo "source_paths = [\"src\"]"
     echo "only_mutate = [\"src/sgtlab/$mod.py\"]"
     echo "pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests | tr '%' ' ')]"
-    echo "pytest_add_cli_args = [\"-q\", \"-m\", \"not slow\", \"-p\", \"no:cacheprovider\", \"-p\", \"no:randomly\"]"
+    echo "pytest_add_cli_args = [\"-q\", \"-m\", \"not slow\", \"-p\", \"no:cacheprovider\", \"-p\", \"no:randomly\", \"-p\", \"mutmut_fastest_first\"]"
     echo "do_not_mutate_patterns = ['^\\s*raise [A-Za-z.]*(Error|Diverged)\\(']"
     echo "process_isolation = \"forkserver\""
     echo "use_git_change_detection = false"
   } >> "$dir/pyproject.toml"
   t0=$(date +%s)
-  (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut run --max-children "$JOBS" > "$dir/run.log" 2>&1) || true
+  (cd "$dir" && PYTHONPATH="$dir/src:$ROOT/scripts" "$PY" -m mutmut run --max-children "$JOBS" > "$dir/run.log" 2>&1) || true
   secs=$(( $(date +%s) - t0 ))
   echo "$secs" > "$dir/seconds"
-  (cd "$dir" && PYTHONPATH="$dir/src" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
+  (cd "$dir" && PYTHONPATH="$dir/src:$ROOT/scripts" "$PY" -m mutmut results --all true > "$dir/results.txt" 2>/dev/null) || true
   equivalents > "$dir/equivalent.txt"
   cat > "$dir/score.py" <<'PY'
 import sys

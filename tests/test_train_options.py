@@ -501,9 +501,13 @@ def _init_seen(n, cfg, device):
     return {"seen": torch.zeros(n, device=device)}
 
 
+STEP_CFGS: list = []
+
+
 @register_method("test-state", init_state=_init_seen)
 def _count_visits(model, x, y, cfg, ctx):
     """Test only: per-sample state counts the visits of each training image."""
+    STEP_CFGS.append(cfg)
     assert ctx.state["seen"].shape == (N_TRAIN,)
     ctx.state["seen"][ctx.idx] += 1
     return 2 * sum(p.sum() for p in ctx.module.parameters()) + 0 * model(x).sum(), {}
@@ -514,9 +518,10 @@ def test_method_state_is_per_sample_checkpointed_and_resumed(tmp_path):
     with the checkpoint and restored on resume (a resumed run ends with the full run's tensors)."""
     from sgtlab.train.checkpoint import read_checkpoint
 
-    INIT_CFGS.clear()
+    INIT_CFGS.clear(), STEP_CFGS.clear()
     fit(_cfg(method="test-state", epochs=3), tmp_path / "full", progress=False)
-    assert INIT_CFGS == [_cfg(method="test-state", epochs=3).method_cfg]  # the method's own settings
+    own = _cfg(method="test-state", epochs=3).method_cfg  # the method's own settings, at set-up and each step
+    assert own is not None and INIT_CFGS == [own] and len(STEP_CFGS) > 0 and all(c == own for c in STEP_CFGS)
     fit(_cfg(method="test-state", epochs=2), tmp_path / "part", progress=False)
     fit(_cfg(method="test-state", epochs=3), tmp_path / "part", resume=True, progress=False)
     a, _ = read_checkpoint(tmp_path / "full")
@@ -544,6 +549,8 @@ def test_every_rank_refuses_or_resumes_an_existing_run_folder(tmp_path):
     last = train_model(model, arch, _load(), None, cfg, out, resume=True, progress=False, dist=_FakeDist(1, 2))
     assert last == json.loads((out / "metrics.jsonl").read_text())  # the run's record, read back
     assert RECORD == [] and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    (out / "metrics.jsonl").unlink()  # a finished run whose metric lines were lost: nothing to run, no record
+    assert train_model(model, arch, _load(), None, cfg, out, resume=True, progress=False, dist=_FakeDist(1, 2)) == {}
 
 
 
