@@ -16,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=${PYTHON:-python}
+# the project's virtual environment when there is one (a bare `python` may lack torch)
+if [ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then PY=$ROOT/.venv/bin/python; else PY=${PYTHON:-python}; fi
 JOBS=${JOBS:-1}
 PARALLEL=${PARALLEL:-2}
 WORK=${MUTATION_DIR:-${TMPDIR:-/tmp}/sgtlab-mutation}
