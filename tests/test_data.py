@@ -350,6 +350,23 @@ def test_cifar_corrupt_archive_refused(tmp_path):
 
 
 
+def test_cifar_archive_without_a_batch_names_it(tmp_path):
+    """An archive that lacks a training batch (here a directory stands in its name) is refused with
+    a message naming that member; the test split, which it has, still loads."""
+    make_cifar(tmp_path / "f", "folder")
+    with tarfile.open(tmp_path / cifar.ARCHIVE, "w:gz") as tar:
+        for p in sorted((tmp_path / "f" / cifar.FOLDER).iterdir()):
+            if p.name != "data_batch_3":
+                tar.add(p, arcname=f"{cifar.FOLDER}/{p.name}")
+        info = tarfile.TarInfo(f"{cifar.FOLDER}/data_batch_3")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    with pytest.raises(DataError, match=f"lacks {cifar.FOLDER}/data_batch_3; delete it") as e:
+        cifar.load_cifar10("train", tmp_path, download=False, verify=False)
+    assert "data_batch_1" not in str(e.value)
+    assert len(cifar.load_cifar10("test", tmp_path, download=False, verify=False)) == 7
+
+
 def test_cifar_size_limits_are_inclusive_and_errors_name_the_file(tmp_path, monkeypatch):
     """A batch of exactly `max_batch` bytes and an archive of exactly MAX_ARCHIVE_BYTES are read; one
     byte more is refused. A malformed batch's error names its file."""

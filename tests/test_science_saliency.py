@@ -130,6 +130,11 @@ def test_clearly_positive_is_the_t_interval_lower_bound():
     assert clearly_positive([0.25, 0.25, 0.25]) == (True, 0.25, 0.25)
     assert clearly_positive([-0.25, -0.25]) == (False, -0.25, -0.25)
     assert clearly_positive([0.0, 0.0]) == (False, 0.0, 0.0)
+    # a lower bound of exactly 0 is not above 0: m -+ 1 with m the 97.5 % t quantile at 1 df (mean m, se 1)
+    from scipy import stats
+    m = float(stats.t.ppf(0.975, 1))
+    ok, lo, _ = clearly_positive([m - 1, m + 1])
+    assert lo == 0.0 and ok is False
     for few in ([0.5], [], [np.nan, 2.0]):
         ok, lo, hi = clearly_positive(few)
         assert ok is False and math.isnan(lo) and math.isnan(hi)

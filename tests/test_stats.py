@@ -189,6 +189,16 @@ def test_default_bootstrap_stream_is_fixed():
     assert compare_paired(a, b).boot == paired_bootstrap(a, b, n_boot=10_000, seed=0, chunk=500)
 
 
+def test_bootstrap_takes_at_least_100_replicates_in_chunks_of_any_size():
+    # all replicates are 1 and none is as far from the mean as 0 is: p = 1 / (n_boot + 1) counts them
+    a, b = np.ones((2, 5)), np.zeros((2, 5))
+    with pytest.raises(SgtlabError, match="n_boot"):
+        paired_bootstrap(a, b, n_boot=99)
+    assert paired_bootstrap(a, b, n_boot=100).p == pytest.approx(1 / 101)
+    # a last chunk shorter than the others (150 = 100 + 50) still draws each replicate once
+    assert paired_bootstrap(a, b, n_boot=150, chunk=100).p == pytest.approx(1 / 151)
+
+
 def test_holm_accepts_missing_as_none():
     np.testing.assert_allclose(holm([0.01, None, 0.04]), [0.02, np.nan, 0.04])
 

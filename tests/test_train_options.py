@@ -42,7 +42,8 @@ def _tiny(in_channels=3, num_classes=4):
 
 
 RECORD: list[dict] = []
-CRASH_AT_STEP = [None]
+NO_CRASH = -1  # not None: a loop that lost its step counter (None) must fail a test, not interrupt pytest
+CRASH_AT_STEP = [NO_CRASH]
 
 
 @register_method("test-record")
@@ -315,7 +316,7 @@ def test_resume_ends_like_an_uninterrupted_run_and_refuses_other_settings(tmp_pa
         with pytest.raises(KeyboardInterrupt):
             fit(_cfg(epochs=4, schedule="step", momentum=0.9), part, progress=False)
     finally:
-        CRASH_AT_STEP[0] = None
+        CRASH_AT_STEP[0] = NO_CRASH
     # a torn line and a line of a later epoch (written after the checkpoint by a crashed run)
     with open(part / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "lr": 1}\n{"epo')
