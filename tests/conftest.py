@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-# SGTLAB_TEST_THREADS: threads per test process (scripts/mutation.sh sets 1: its tests use tiny
-# models, whose ops are slower on two threads than on one as soon as the machine is busy)
-torch.set_num_threads(int(os.environ.get("SGTLAB_TEST_THREADS") or 0) or max(1, min(2, os.cpu_count() or 1)))
+# Threads per test process: SGTLAB_TEST_THREADS (scripts/mutation.sh sets 1), else the cores shared
+# out over pytest-xdist's workers, at most 2. Two workers of two threads each on 2 cores made the
+# training tests about 1.5x slower (two concurrent SGA runs: 11.5 s at 2 threads, 7.5 s at 1).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+torch.set_num_threads(int(os.environ.get("SGTLAB_TEST_THREADS") or 0)
+                      or max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
