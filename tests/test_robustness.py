@@ -193,6 +193,28 @@ def test_standard_autoattack_runs_in_the_ball_and_is_not_weaker_than_pgd():
     assert robust_aa <= robust_pgd
 
 
+def test_reference_attacks_leave_the_models_parameter_grads_as_they_were():
+    """AutoAttack's FAB-T calls backward() on the logits; the model's parameter grads must come back as
+    the caller left them: None stays None, a grad already there keeps its values (nothing added)."""
+    from sgtlab.attacks import build_attack
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    x = torch.rand(2, 1, 28, 28)
+    y = model(x).argmax(1)
+    kept = torch.ones(10)
+    model[1].bias.grad = kept
+    # eps 0.001 fools neither image, so every attack of AutoAttack runs, FAB-T included
+    adv = build_attack("autoattack")(model, x, y, 0.001)
+    with torch.no_grad():
+        assert (model(adv).argmax(1) == y).all()
+    assert model[1].weight.grad is None
+    assert model[1].bias.grad is kept and torch.equal(kept, torch.ones(10))
+    for name, params in (("apgd-ce", {"steps": 5}), ("square", {"queries": 20})):
+        build_attack(name, **params)(model, x, y, 0.001)
+        assert model[1].weight.grad is None and model[1].bias.grad is kept and torch.equal(kept, torch.ones(10))
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 def test_cli_json_end_to_end(trained_run, tmp_path, capsys):
     out = tmp_path / "att"

@@ -36,13 +36,23 @@ def _scalar_eps(eps: Eps) -> float:
 
 
 class _Reference(Attack):
-    def _run(self, make, x: torch.Tensor, y: torch.Tensor, eps: Eps) -> torch.Tensor:
+    def _run(self, model: nn.Module, make, x: torch.Tensor, y: torch.Tensor, eps: Eps) -> torch.Tensor:
         eps = _scalar_eps(eps)
         if eps == 0:
             return x.clone()
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            adv = make(eps).perturb(x, y).detach()
+        # FAB (in AutoAttack) calls backward() on the logits, which fills the model's parameter grads;
+        # they are set aside (so nothing accumulates into them) and put back as they were
+        params = list(model.parameters())
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        try:
+            with torch.random.fork_rng(devices=devices):
+                adv = make(eps).perturb(x, y).detach()
+        finally:
+            for p, g in zip(params, grads):
+                p.grad = g
         return project(adv, x, eps)  # the reference code can overshoot the ball by one float ulp
 
 
@@ -56,8 +66,9 @@ class _APGD(_Reference):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
         APGDAttack = require_pyautoattack("autopgd_base").APGDAttack
-        return self._run(lambda e: APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts, eps=e,
-                                              seed=self.seed, loss=self.loss, rho=self.rho, device=x.device),
+        return self._run(model, lambda e: APGDAttack(model, n_iter=self.steps, norm="Linf", n_restarts=self.restarts,
+                                                     eps=e, seed=self.seed, loss=self.loss, rho=self.rho,
+                                                     device=x.device),
                          x, y, eps)
 
 
@@ -99,7 +110,7 @@ class Square(_Reference):
                                 n_restarts=self.restarts, seed=self.seed, loss="margin", device=x.device)
 
         with torch.no_grad():  # queries only: no graph
-            return self._run(make, x, y, eps)
+            return self._run(model, make, x, y, eps)
 
 
 @register_attack("autoattack")
@@ -121,7 +132,7 @@ class AutoAttackStandard(_Reference):
             aa.verbose = False
             return _Evaluation(aa)
 
-        return self._run(make, x, y, eps)
+        return self._run(model, make, x, y, eps)
 
 
 class _Evaluation:
