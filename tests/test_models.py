@@ -52,6 +52,40 @@ def test_max_pool_forward_without_gradient_equals_pytorch(shape, k):
     assert torch.equal(g_ours, g_ref)  # with a gradient: PyTorch's layer, one maximum per window
 
 
+@pytest.mark.parametrize("args", [dict(kernel_size=2), dict(kernel_size=3, stride=2), dict(kernel_size=2, padding=1),
+                                  dict(kernel_size=2, ceil_mode=True), dict(kernel_size=2, dilation=2),
+                                  dict(kernel_size=(2, 3))])
+def test_max_pool_with_gradient_takes_the_channels_last_kernel_and_equals_pytorch(args):
+    """With a gradient, on a contiguous CPU input, the layer runs PyTorch's channels-last kernel:
+    the same values, the same maximum per window (ties at 0 and NaN), the same input gradient and
+    the same double backward (the gradient of the input gradient w.r.t. the output gradient)."""
+    from sgtlab.models.layers import MaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (3, 5, 11, 13)).float()
+    x[0, 0, 0, 0] = x[1, 2, 3, 4] = float("nan")
+    ours, ref = MaxPool2d(**args), torch.nn.MaxPool2d(**args)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a, b = ours(xa), ref(xb)
+    assert "ChannelsLast" in type(a.grad_fn).__name__  # the fast path ran
+    assert a.is_contiguous() and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+    g = torch.randn(a.shape, requires_grad=True)
+    ga, = torch.autograd.grad(a, xa, g, create_graph=True)
+    gb, = torch.autograd.grad(b, xb, g, create_graph=True)
+    assert torch.equal(ga, gb)
+    w = torch.randn(ga.shape)
+    assert torch.equal(torch.autograd.grad((ga * w).sum(), g)[0], torch.autograd.grad((gb * w).sum(), g)[0])
+
+
+def test_max_pool_with_gradient_keeps_pytorchs_path_where_the_copy_buys_nothing():
+    from sgtlab.models.layers import MaxPool2d
+
+    layer = MaxPool2d(2)
+    for x in (torch.rand(2, 1, 8, 8), torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)):
+        out = layer(x.requires_grad_(True))
+        assert "ChannelsLast" not in type(out.grad_fn).__name__
+
+
 def test_max_pool_fast_path_only_where_it_is_exact():
     from sgtlab.models.layers import MaxPool2d
 
