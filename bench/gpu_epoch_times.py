@@ -12,6 +12,7 @@ method runs the same number of steps, so the ratio of epoch times is the ratio o
     python bench/gpu_epoch_times.py                       # on the GPU: none and bf16
     python bench/gpu_epoch_times.py --tiny --device cpu   # a check on the CPU (seconds)
     python bench/gpu_epoch_times.py --methods st,sgt --amp bf16 --json times.json
+    python bench/gpu_epoch_times.py --graphs off,on       # also with --cuda-graphs: `st_graphs_speedup`
 Last lines: `sgt_over_st[none]: X` and, on CUDA, `sgt_over_st[bf16]: Y`.
 """
 from __future__ import annotations
@@ -43,12 +44,12 @@ if DATA not in DATASETS:
                                         "resnet18-cifar", "synthetic CIFAR-10-sized data (benchmark only)"))
 
 
-def time_epoch(method: str, amp: str, args, device: torch.device) -> dict:
+def time_epoch(method: str, amp: str, args, device: torch.device, graphs: bool = False) -> dict:
     # the paper-cifar10 preset's method settings: k 0.1, eps 0.0314 (8/255), 10 PGD steps
     mcfg = MethodConfig(k=args.k, train_eps=args.train_eps, train_steps=args.train_steps)
     cfg = TrainConfig(dataset=DATA, model="resnet18-cifar", method=method, epochs=2, batch_size=args.batch_size,
                       lr=0.01, optimizer="sgd", seed=0, eval_subset=args.eval_n, device=device.type, amp=amp,
-                      channels_last=args.channels_last, method_cfg=mcfg)
+                      channels_last=args.channels_last, cuda_graphs=graphs, method_cfg=mcfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
@@ -56,7 +57,7 @@ def time_epoch(method: str, amp: str, args, device: torch.device) -> dict:
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     steps = -(-args.n // args.batch_size)
     sec = rows[-1]["seconds"]
-    res = {"method": method, "amp": amp, "epoch_seconds": sec, "ms_per_step": 1e3 * sec / steps,
+    res = {"method": method, "amp": amp, "graphs": graphs, "epoch_seconds": sec, "ms_per_step": 1e3 * sec / steps,
            "first_epoch_seconds": rows[0]["seconds"]}
     if device.type == "cuda":
         res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--amp", default=None, help="precisions, e.g. none,bf16 (default: both on CUDA, none on CPU)")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                     help="channels_last memory format (default: on for CUDA)")
+    ap.add_argument("--graphs", default="off", help="off, on or off,on: training with --cuda-graphs (CUDA only)")
     ap.add_argument("--k", type=float, default=0.1)
     ap.add_argument("--train-eps", type=float, default=0.0314)
     ap.add_argument("--train-steps", type=int, default=10)
@@ -94,15 +96,22 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"ResNet-18, {args.n} synthetic 3x{args.side}x{args.side} images, batch {args.batch_size}, {name}, "
           f"channels_last {args.channels_last}, k {args.k}, PGD {args.train_steps} steps; torch {torch.__version__}")
+    graph_modes = [{"off": False, "on": True}[g] for g in args.graphs.split(",")]
     results = []
-    for amp in amps:
-        for m in methods:
-            r = time_epoch(m, amp, args, device)
-            results.append(r)
-            mem = f"  peak {r['peak_gib']:.1f} GiB" if "peak_gib" in r else ""
-            print(f"{m:6s} amp {amp:4s}  epoch {r['epoch_seconds']:8.2f} s  {r['ms_per_step']:8.1f} ms/step"
-                  f"  (first epoch {r['first_epoch_seconds']:.2f} s){mem}", flush=True)
-    by = {(r["method"], r["amp"]): r["epoch_seconds"] for r in results}
+    for graphs in graph_modes:
+        for amp in amps:
+            for m in methods:
+                r = time_epoch(m, amp, args, device, graphs)
+                results.append(r)
+                mem = f"  peak {r['peak_gib']:.1f} GiB" if "peak_gib" in r else ""
+                print(f"{m:6s} amp {amp:4s} graphs {'on ' if graphs else 'off'} epoch {r['epoch_seconds']:8.2f} s  "
+                      f"{r['ms_per_step']:8.1f} ms/step  (first epoch {r['first_epoch_seconds']:.2f} s){mem}", flush=True)
+    if len(graph_modes) == 2:
+        on = {(r["method"], r["amp"]): r["epoch_seconds"] for r in results if r["graphs"]}
+        for (m, amp), sec in on.items():
+            off = next(r["epoch_seconds"] for r in results if not r["graphs"] and (r["method"], r["amp"]) == (m, amp))
+            print(f"{m}_graphs_speedup[{amp}]: {off / sec:.3f}")
+    by = {(r["method"], r["amp"]): r["epoch_seconds"] for r in results if r["graphs"] == graph_modes[0]}
     if "none" in amps and "bf16" in amps:
         for m in methods:
             print(f"{m}_bf16_speedup: {by[(m, 'none')] / by[(m, 'bf16')]:.3f}")

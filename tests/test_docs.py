@@ -22,7 +22,10 @@ def test_python_md_blocks_run(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    # setenv first: delenv of an unset variable records nothing, so what the walk-through's code sets
+    # (its plug-in's import) would outlive the test and reach later `sgtlab` subprocesses
+    monkeypatch.setenv(plugins.ENV, "")
+    monkeypatch.delenv(plugins.ENV)
     found = blocks(DOC.read_text())
     assert [lang for lang, _ in found].count("python") >= 6 and any(lang == "bash" for lang, _ in found)
     namespace: dict = {"__name__": "__doc__"}

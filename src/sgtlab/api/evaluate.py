@@ -35,7 +35,7 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
                attacks: str | Sequence[str] | dict = ("fgsm", "pgd", "mifgsm"), *, n: int | None = None,
                batch_size: int | None = None, seed: int = 0, checks: bool = False, out: str | Path | None = None,
                progress: bool = False, tensorboard: bool = False, from_scratch: bool = False,
-               autocast: str | None = None):
+               autocast: str | None = None, cuda_graphs: bool = False):
     """Clean and robust accuracy under each attack at each eps (L-inf, pixel units): a
     `RobustnessResult` (`.robust_accuracy[attack][eps]`, `.clean_accuracy`, `.per_sample()`, `.table()`).
 
@@ -43,7 +43,8 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     `DataLoader`. `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
     `checks=True`: also the gradient-masking checks (in `result.info["checks"]`; their attacks' per-image
     outcomes are folded into the ensemble). `from_scratch`: each eps on its own (default: the nested
-    sweep); `autocast="bf16"`: attacks under bfloat16 autocast, verdicts in float32. `out`: write
+    sweep); `autocast="bf16"`: attacks under bfloat16 autocast, verdicts in float32; `cuda_graphs`: on
+    CUDA, the attacks' passes replayed as CUDA graphs (same numbers). `out`: write
     OUT/robustness.json and robustness_per_sample.csv (a run folder: as `sgtlab attack RUN`)."""
     from sgtlab.data.inputs import model_data
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
@@ -54,7 +55,8 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     data = model_data(model, data)
     tracker = _tracker(out, tensorboard)
     result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed,
-                              from_scratch=from_scratch, autocast=autocast)
+                              from_scratch=from_scratch, autocast=autocast,
+                              cuda_graphs=cuda_graphs)
     if checks:
         from sgtlab.evaluate.masking_checks import checks_into
 

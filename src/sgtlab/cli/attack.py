@@ -32,6 +32,9 @@ def add_parser(sub):
     p.add_argument("--autocast", choices=("bf16",), default=None,
                    help="run the attacks' passes under bfloat16 autocast (faster on GPUs and bf16 CPUs); the "
                         "verdict on each adversarial image stays float32 (docs/attacks.md: measured effect)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="on CUDA, replay the attacks' forwards and backwards as CUDA graphs (same numbers, fewer "
+                        "launches; not yet measured on a GPU, so off by default)")
     p.add_argument("--batch-size", type=int64, default=None,
                    help="images per attack batch (default: 128 on a CPU, where larger batches leave the "
                         "caches and cost more per image; 1024 on a GPU)")
@@ -95,7 +98,8 @@ def run(args) -> int:
     check_inputs(data.x, data.y, eps[-1])
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
-                              seed=args.seed, from_scratch=args.from_scratch, autocast=args.autocast)
+                              seed=args.seed, from_scratch=args.from_scratch, autocast=args.autocast,
+                              cuda_graphs=args.cuda_graphs)
     import torch
 
     result.sample_ids = torch.as_tensor(idx)

@@ -34,6 +34,7 @@ from sgtlab.device import eval_mode, model_device
 from sgtlab.data.base import TensorData
 from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
+from sgtlab.fast.graphs import graphed
 from sgtlab.io import write_json_atomic, write_text_atomic
 
 AttackSpec = Sequence[str | Attack] | Mapping[str, str | Attack]
@@ -194,7 +195,8 @@ def check_eps_grid(eps: Sequence[float]) -> list[float]:
 
 def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, torch.Tensor], attacks: AttackSpec,
                      eps: Sequence[float], n: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     seed: int = 0, from_scratch: bool = False, autocast: str | None = None) -> RobustnessResult:
+                     seed: int = 0, from_scratch: bool = False, autocast: str | None = None,
+                     cuda_graphs: bool = False) -> RobustnessResult:
     """Clean and robust accuracy for each attack at each eps (see the module doc; `from_scratch`:
     every eps on its own instead of the nested walk).
 
@@ -202,6 +204,10 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
     on GPUs and on CPUs with bf16 units); the clean pass and the verdict on each adversarial image
     stay in float32, so every image counted as fooled is fooled by the float32 model (a weaker attack
     at worst, never a wrong verdict; docs/attacks.md gives the measured difference).
+
+    `cuda_graphs=True`: on CUDA the attacks' forwards and backwards replay as CUDA graphs
+    (`sgtlab.fast.graphs`: the same numbers, fewer launches); elsewhere, or for a hooked model, a
+    warning and the plain model.
 
     Random starts (PGD) at the j-th eps (ascending) are drawn for the whole evaluated set as
     `torch.manual_seed(seed + j); torch.empty_like(x).uniform_(-eps, eps)` on the CPU, so each
@@ -225,6 +231,7 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
     device = model_device(model)
     batch_size = eval_batch_size(batch_size, device)
     x, y = x.detach().cpu(), y.detach().cpu()
+    attacked = graphed(model, device, cuda_graphs)  # the attacks' passes; verdicts on the plain model
 
     with eval_mode(model):
         need_grad = any(a is not None and a.uses_clean_grad for a in plan.values())
@@ -256,7 +263,7 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                         if clean_grad is not None and attack.uses_clean_grad:
                             kw["clean_grad"] = clean_grad[idx].to(device)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
-                            adv = attack.perturb(model, xb, yb, e, **kw).to(xb.dtype)
+                            adv = attack.perturb(attacked, xb, yb, e, **kw).to(xb.dtype)
                         with torch.no_grad():
                             fooled = (model(adv).argmax(1) != yb).cpu()
                         hit = idx[fooled]

@@ -16,7 +16,7 @@ MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
 NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
 ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch", "autoattack",
-               "autocast"}
+               "autocast", "cuda_graphs"}
 # explain keys the experiment reads itself; the others are `saliency_quality` options
 EXPLAIN_OWN_KEYS = ("methods", "metrics", "n", "label_sanity")
 
@@ -114,6 +114,8 @@ def _check_attack(attack: Any) -> None:
         raise SgtlabError(f"attack.from_scratch must be true or false, got {attack['from_scratch']!r}"[:300])
     if attack.get("autocast") not in (None, "bf16"):
         raise SgtlabError(f"attack.autocast must be bf16 (or left out for float32), got {attack['autocast']!r}"[:300])
+    if not isinstance(attack.get("cuda_graphs", False), bool):
+        raise SgtlabError(f"attack.cuda_graphs must be true or false, got {attack['cuda_graphs']!r}"[:300])
     aa = attack.get("autoattack", False)
     if isinstance(aa, dict):
         _options(aa, {"n"}, "attack.autoattack")

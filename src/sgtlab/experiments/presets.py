@@ -113,10 +113,11 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's numbers (where the data lives and which device runs it
         do not): two specs with the same identity give the same results."""
-        train = {k: v for k, v in self.train.items() if k not in ("device", "data_dir", "amp")}
+        train = {k: v for k, v in self.train.items() if k not in ("device", "data_dir", "amp", "cuda_graphs")}
         if not train.get("random_labels", True):
             del train["random_labels"]  # added later with default off: runs made before keep their hash
-        return {"train": train, "attack": self.attack, "explain": self.explain}
+        attack = {k: v for k, v in self.attack.items() if k != "cuda_graphs"}  # how it runs, not what
+        return {"train": train, "attack": attack, "explain": self.explain}
 
     def config_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of `identity()`."""

@@ -69,7 +69,7 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
         data, idx = test_data(cfg, attack.get("n"), seed_subset)
         result = robustness_sweep(model, data, attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
                                   progress=progress, from_scratch=attack.get("from_scratch", False),
-                                  autocast=attack.get("autocast"))
+                                  autocast=attack.get("autocast"), cuda_graphs=attack.get("cuda_graphs", False))
         result.sample_ids = torch.as_tensor(idx, dtype=torch.long)
         result.info.update(test_subset={"seed": seed_subset, "n": len(idx), "hash": indices_hash(idx),
                                         "stratified": True})

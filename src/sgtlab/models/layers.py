@@ -55,7 +55,6 @@ class _MaxPoolViaChannelsLast(torch.autograd.Function):
         idx = idx.contiguous()
         ctx.save_for_backward(x, idx)
         ctx.args = (kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.mark_non_differentiable(idx)
         return out.contiguous()
 
     @staticmethod

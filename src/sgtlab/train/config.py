@@ -40,6 +40,9 @@ class TrainConfig:
     device: str = opt("auto", "device", choices=("auto", "cpu", "cuda"))
     amp: str = opt("none", "mixed precision on CUDA", choices=("none", "bf16"))
     channels_last: bool = opt(False, "use the channels_last memory format (helps convolutions on GPUs)")
+    cuda_graphs: bool = opt(False, "on CUDA, replay the model's training forward and backward as CUDA graphs "
+                                   "(same numbers, fewer launches; not yet measured on a GPU, so off by default; "
+                                   "see docs/scale.md)")
     data_dir: str | None = opt(None, "folder of the data files (default: $SGTLAB_DATA)")
     verify: bool = opt(True, "md5-check data files against the official release; --no-verify for files you made "
                              "yourself in the same format (parsing stays as strict)")

@@ -18,6 +18,7 @@ from sgtlab.data import TensorLoader, dataset_info, load_dataset
 from sgtlab.device import resolve_device
 from sgtlab.errors import CheckpointError, SgtlabError, TrainingDiverged
 from sgtlab.evaluate import accuracy
+from sgtlab.fast.graphs import graphed
 from sgtlab.io import folder_lock, write_json_atomic, write_text_atomic
 from sgtlab.models import build_model
 from sgtlab.train import checkpoint as ckpt
@@ -137,7 +138,8 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
                                   f"delete it to start the run over") from None
-        saved.epochs, saved.device, saved.amp = cfg.epochs, cfg.device, cfg.amp  # may change on resume
+        # may change on resume
+        saved.epochs, saved.device, saved.amp, saved.cuda_graphs = cfg.epochs, cfg.device, cfg.amp, cfg.cuda_graphs
         saved.verify = cfg.verify
         if saved.to_dict() != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v)
@@ -159,7 +161,8 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
 
         tracker = Tracker(out)
 
-    net = dist.wrap(model) if dist else model
+    # the training forwards (not the saliency passes and inner attacks, which take `ctx.module`)
+    net = dist.wrap(model) if dist else graphed(model, device, cfg.cuda_graphs)
     loader = TensorLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=False, augment=augment,
                           device=device, rank=rank, world_size=world)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext
