@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sgtlab.data.base import TensorData
+from sgtlab.errors import SgtlabWarning
 from sgtlab.evaluate.robustness import robustness_sweep
 from sgtlab.experiments.presets import RunSpec
 from sgtlab.fast import graphs
@@ -44,7 +45,7 @@ def test_graphed_falls_back_with_a_warning_only_when_asked_for():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert graphs.graphed(model, "cpu", enabled=False) is model
-    with pytest.warns(UserWarning, match="CUDA graphs not used: not on a CUDA device"):
+    with pytest.warns(SgtlabWarning, match="CUDA graphs not used: not on a CUDA device"):
         assert graphs.graphed(model, "cpu") is model
 
 
@@ -105,3 +106,14 @@ def test_the_option_does_not_change_a_runs_identity():
     assert on.config_hash() == base.config_hash()
     other = RunSpec("st-s0", "ST", 0, {"method": "st", "epochs": 2}, {"eps": [0.1]}, {})
     assert other.config_hash() != base.config_hash()
+
+
+def test_the_command_line_says_in_one_line_that_graphs_were_not_used(tmp_path, capsys):
+    from sgtlab.cli import main
+
+    args = ["train", "--cuda-graphs", "--epochs", "1", "--train-subset", "64", "--eval-subset", "32",
+            "--batch-size", "32", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sgtlab: warning: CUDA graphs not used: not on a CUDA device (cpu); running the model as it is"]
+    assert main([*args, "--resume", "--epochs", "2"]) == 0  # resumable with the option

@@ -15,3 +15,8 @@ class CheckpointError(SgtlabError):
 
 class TrainingDiverged(SgtlabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class SgtlabWarning(UserWarning):
+    """Something asked for that sgtlab did without (e.g. CUDA graphs on a CPU); the command line
+    prints it as one line, `sgtlab: warning: ...`."""

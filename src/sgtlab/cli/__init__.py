@@ -55,6 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """sgtlab's own warnings as one line each, without the source line Python adds."""
+    import warnings
+
+    from sgtlab.errors import SgtlabWarning
+
+    default = warnings.showwarning
+    if getattr(default, "sgtlab", False):
+        return  # installed by an earlier main() in this process
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SgtlabWarning):
+            print(f"sgtlab: warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.sgtlab = True
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -67,4 +87,5 @@ def main(argv: list[str] | None = None) -> int:
     from sgtlab.device import keep_freed_memory
 
     keep_freed_memory()  # a third faster on CPU (fewer page faults); see its doc
+    _one_line_warnings()
     return run_command(args, argv)  # errors -> one line and exit 2; bugs -> a log file, exit 1

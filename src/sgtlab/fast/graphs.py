@@ -25,6 +25,7 @@ import warnings
 import torch
 from torch import nn
 
+from sgtlab.errors import SgtlabWarning
 from sgtlab.fast.eligibility import has_forward_hooks
 
 # the device types the graphs are recorded on; the tests add "cpu", where the backend runs the
@@ -65,6 +66,6 @@ def graphed(model: nn.Module, device: torch.device | str, enabled: bool = True) 
         return model
     why = graph_ineligible(model, torch.device(device))
     if why is not None:
-        warnings.warn(f"CUDA graphs not used: {why}; running the model as it is", stacklevel=2)
+        warnings.warn(f"CUDA graphs not used: {why}; running the model as it is", SgtlabWarning, stacklevel=2)
         return model
     return Graphed(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from sgtlab.data import TensorLoader, dataset_info, load_dataset
 from sgtlab.device import resolve_device
-from sgtlab.errors import CheckpointError, SgtlabError, TrainingDiverged
+from sgtlab.errors import CheckpointError, SgtlabError, SgtlabWarning, TrainingDiverged
 from sgtlab.evaluate import accuracy
 from sgtlab.fast.graphs import graphed
 from sgtlab.io import folder_lock, write_json_atomic, write_text_atomic
@@ -163,6 +164,9 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
 
     # the training forwards (not the saliency passes and inner attacks, which take `ctx.module`)
     net = dist.wrap(model) if dist else graphed(model, device, cfg.cuda_graphs)
+    if dist and cfg.cuda_graphs and is_main:
+        warnings.warn("CUDA graphs not used: not with several processes (DDP); running the model as it is",
+                      SgtlabWarning)
     loader = TensorLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=False, augment=augment,
                           device=device, rank=rank, world_size=world)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext
