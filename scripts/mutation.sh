@@ -33,13 +33,14 @@ tests_for() {
     stats) echo tests/test_stats.py ;;
     saliency) echo tests/test_saliency.py tests/test_science_methods.py tests/test_lean_paths.py ;;
     train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
-    train/loop) echo tests/test_train_options.py ;;
+    train/loop) echo tests/test_train_options.py tests/test_cuda_graphs.py ;;
     attacks/pgd|attacks/fgsm|attacks/mifgsm) echo tests/test_science_attacks.py ;;
     attacks/base) echo tests/test_science_attacks.py tests/test_science_attack_base.py ;;
     # the sweep on hand-built models (tests/test_robustness.py's other tests train a model first)
     evaluate/robustness) echo tests/test_science_attacks.py tests/test_science_robustness.py \
       tests/test_robustness.py::test_fold_counts_a_folded_fool_from_the_next_grid_eps_on \
-      tests/test_robustness.py::test_fold_from_scratch_changes_that_eps_only_and_refuses_clashes ;;
+      tests/test_robustness.py::test_fold_from_scratch_changes_that_eps_only_and_refuses_clashes \
+      tests/test_cuda_graphs.py ;;
     evaluate/masking_checks) echo tests/test_science_masking_checks.py tests/test_masking_checks_flag.py ;;
     data/cifar) echo tests/test_unpickler.py tests/test_data.py tests/test_data_formats.py tests/test_untrusted_properties.py -k cifar%or%unpickl%or%pickle ;;
     data/mnist|data/mnist5k|data/base) echo tests/test_data.py tests/test_untrusted_properties.py ;;

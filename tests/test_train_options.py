@@ -680,3 +680,38 @@ def test_under_ddp_the_finiteness_check_is_collective(tmp_path):
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train_model(model, arch, _load(), None, _cfg(epochs=1), None, progress=False, dist=OtherRankDiverged(1, 2))
     assert len(RECORD) >= 1 and all(torch.isfinite(torch.stack([p.sum() for p in r["w"]])).all() for r in RECORD)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_cuda_graphs_asked_for_under_ddp_are_refused_once_with_a_warning(rank):
+    """Under DDP the model is DDP's (not graphed) and rank 0 alone says so; without the option no
+    warning."""
+    import warnings as w
+
+    from sgtlab.errors import SgtlabWarning
+    from sgtlab.train.loop import train_model
+
+    for graphs in (True, False):
+        cfg = _cfg(epochs=1, cuda_graphs=graphs)
+        model, arch = _fresh_model(cfg)
+        RECORD.clear()
+        with w.catch_warnings(record=True) as seen:
+            w.simplefilter("always")
+            train_model(model, arch, _load(), None, cfg, None, progress=False, dist=_FakeDist(rank, 2))
+        said = [str(x.message) for x in seen if issubclass(x.category, SgtlabWarning)]
+        assert said == (["CUDA graphs not used: not with several processes (DDP); running the model as it is"]
+                        if graphs and rank == 0 else [])
+        assert RECORD and all(r["wrapped"] for r in RECORD)
+
+
+def test_cuda_graphs_on_a_cpu_train_the_plain_model_and_may_change_on_resume(tmp_path):
+    """On a CPU the option changes nothing but a warning (the step gets the model itself), and like
+    the device it may differ when a run is resumed."""
+    from sgtlab.errors import SgtlabWarning
+
+    with pytest.warns(SgtlabWarning, match="not on a CUDA device"):
+        rec, _ = train(tmp_path, epochs=1, cuda_graphs=True)
+    assert rec and not any(r["wrapped"] for r in rec)
+    RECORD.clear()
+    fit(_cfg(epochs=2, cuda_graphs=False), tmp_path / "run", resume=True, progress=False)
+    assert [r["epoch"] for r in RECORD] == [1, 1]
