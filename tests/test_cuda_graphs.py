@@ -117,3 +117,14 @@ def test_the_command_line_says_in_one_line_that_graphs_were_not_used(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["sgtlab: warning: CUDA graphs not used: not on a CUDA device (cpu); running the model as it is"]
     assert main([*args, "--resume", "--epochs", "2"]) == 0  # resumable with the option
+
+
+def test_the_estimate_times_training_steps_through_the_wrapper_when_asked(cpu_graphs, monkeypatch):
+    from sgtlab.experiments.estimate import time_training_steps
+
+    calls = _count_wrapped_calls(monkeypatch)
+    for on in (False, True):
+        tc = TrainConfig(dataset="mnist5k", model="sgt-cnn", method="st", batch_size=16, device="cpu", cuda_graphs=on)
+        seconds, _ = time_training_steps(tc, _data(64), torch.device("cpu"), steps=2, warmup=1)
+        assert seconds > 0
+    assert calls == [16, 16, 16]  # the run with the option only

@@ -79,6 +79,7 @@ def _data(tc, split: str, n: int | None) -> tuple[TensorData, bool]:
 
 def time_training_steps(tc, train: TensorData, device: torch.device, steps: int = 4, warmup: int = 2):
     """(median seconds per training step of `tc`'s method on real batches, the model after them)."""
+    from sgtlab.fast.graphs import graphed
     from sgtlab.train.loop import make_model, make_optimizer
     from sgtlab.train.methods import METHODS, StepContext
 
@@ -87,6 +88,7 @@ def time_training_steps(tc, train: TensorData, device: torch.device, steps: int 
     model, _ = make_model(tc)
     model.to(device).train()
     opt = make_optimizer(tc, model)
+    net = graphed(model, device, tc.cuda_graphs)  # as the loop runs it (the warm-up steps record the graphs)
     state = method.init_state(len(train), tc.method_cfg, device) if method.init_state else {}
     bs = min(tc.batch_size, len(train))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -97,7 +99,7 @@ def time_training_steps(tc, train: TensorData, device: torch.device, steps: int 
         sync()
         t0 = time.perf_counter()
         ctx = StepContext(idx=idx.to(device), epoch=0, step=i, state=state, module=model)
-        loss, _ = method.fn(model, x, y, tc.method_cfg, ctx)
+        loss, _ = method.fn(net, x, y, tc.method_cfg, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -135,7 +137,7 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
         return time.perf_counter() - t0
 
     work = [(n_att, lambda d: robustness_sweep(model, d, attack_plan(attack), attack.get("eps", []), seed=tc.seed,
-                                               progress=False))]
+                                               progress=False, cuda_graphs=attack.get("cuda_graphs", False)))]
     if checks:
         work.append((n_chk, lambda d: gradient_masking_checks(model, d, seed=tc.seed, progress=False, n=None, **chk)))
     if attack.get("autoattack"):
