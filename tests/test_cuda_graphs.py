@@ -99,6 +99,14 @@ def test_the_sweep_attacks_through_the_wrapper_and_gets_the_plain_result(cpu_gra
     assert all(torch.equal(wrapped.first_fooled[a], plain.first_fooled[a]) for a in plain.first_fooled)
 
 
+def test_the_sweep_and_the_loop_use_no_graphs_unless_asked(cpu_graphs, monkeypatch):
+    calls = _count_wrapped_calls(monkeypatch)
+    model, data = _model().eval(), _data(8)
+    robustness_sweep(model, data, ["pgd"], [0.1], progress=False)  # (FGSM needs only the clean gradient)
+    train_model(_model(), {}, data, None, TrainConfig(epochs=1, batch_size=8, device="cpu"), None, progress=False)
+    assert calls == []
+
+
 def test_the_option_does_not_change_a_runs_identity():
     base = RunSpec("st-s0", "ST", 0, {"method": "st", "epochs": 1}, {"eps": [0.1]}, {})
     on = RunSpec("st-s0", "ST", 0, {"method": "st", "epochs": 1, "cuda_graphs": True},
