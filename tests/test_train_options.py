@@ -42,7 +42,9 @@ def _tiny(in_channels=3, num_classes=4):
 
 
 RECORD: list[dict] = []
-NO_CRASH = -1  # not None: a loop that lost its step counter (None) must fail a test, not interrupt pytest
+# a step no loop reaches, so a broken loop fails a test instead of "interrupting" pytest: not None
+# (a loop that lost its step counter), not -1 (a counter that counts down)
+NO_CRASH = -10**9
 CRASH_AT_STEP = [NO_CRASH]
 
 
