@@ -71,21 +71,27 @@ def cpu_graphs(monkeypatch):
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("method", ["st", "at-fgsm"])
-def test_training_through_the_wrapper_gives_the_plain_weights(cpu_graphs, monkeypatch, method):
-    """Two epochs (two batch shapes: 64 and the last 32), dropout in train mode, an inner attack on
-    the plain module: the same weights, bit for bit."""
+STEPS = 3  # PGD steps of the inner attacks
+
+
+@pytest.mark.parametrize("method,calls_per_step", [("st", 1), ("at-fgsm", 2), ("at-pgd", 1 + STEPS), ("sgt", 1),
+                                                   ("sga", 1 + STEPS), ("asgt", 2 + STEPS), ("scaat", 1 + STEPS)])
+def test_training_through_the_wrapper_gives_the_plain_weights(cpu_graphs, monkeypatch, method, calls_per_step):
+    """Two epochs (two batch shapes: 64 and the last 32), dropout in train mode, every method: the
+    same weights, bit for bit. The saliency-guided methods keep their
+    path (the shared eval/train prefix on the plain module) and so their order of random draws; the
+    training forwards and the inner attacks' steps go through the wrapper."""
     train, test = _data(), _data(32, seed=2)
     calls = _count_wrapped_calls(monkeypatch)
     weights = {}
     for on in (False, True):
         model = _model()
         cfg = TrainConfig(method=method, epochs=2, batch_size=64, lr=0.05, device="cpu", cuda_graphs=on)
-        cfg.method_cfg.train_eps = 0.1
+        cfg.method_cfg.train_eps, cfg.method_cfg.train_steps, cfg.method_cfg.warmup_epochs = 0.1, STEPS, 1
         torch.manual_seed(5)
         train_model(model, {}, train, test, cfg, None, progress=False)
         weights[on] = model.state_dict()
-    assert calls == [64, 32, 64, 32]  # the wrapped run went through the wrapper, every step
+    assert calls == [b for b in (64, 32, 64, 32) for _ in range(calls_per_step)]
     assert all(torch.equal(weights[False][k], weights[True][k]) for k in weights[False])
 
 

@@ -162,7 +162,8 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
 
         tracker = Tracker(out)
 
-    # the training forwards (not the saliency passes and inner attacks, which take `ctx.module`)
+    # the training forwards and, through `_shared.attack_model`, the methods' inner attacks; the
+    # saliency passes keep `ctx.module` (their shared prefix runs its layers by hand)
     net = dist.wrap(model) if dist else graphed(model, device, cfg.cuda_graphs)
     if dist and cfg.cuda_graphs and is_main:
         warnings.warn("CUDA graphs not used: not with several processes (DDP); running the model as it is",

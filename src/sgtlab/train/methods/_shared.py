@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgtlab.fast.graphs import Graphed
 from sgtlab.saliency import mask_lowest, saliency, saliency_and_clean_logits
 
 # The one place where `--k` gets its per-method default when not given (the papers' settings,
@@ -23,6 +24,19 @@ def kl_term(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
                     reduction="batchmean")
 
 
+def runs_module(model: nn.Module, module: nn.Module) -> bool:
+    """True when calling `model` is calling `module` in this process: `module` itself or its
+    CUDA-graph replay (`sgtlab.fast.graphs.Graphed`, the same kernels), not a DDP wrapper. The
+    methods then take the same path, in the same order of random draws, as with `module`."""
+    return model is module or (isinstance(model, Graphed) and model.module is module)
+
+
+def attack_model(model: nn.Module, module: nn.Module) -> nn.Module:
+    """What a method's inner attack runs: the CUDA-graph replay when the training forward has one,
+    else the plain module (never DDP's wrapper: its hooks are for the training forward)."""
+    return model if isinstance(model, Graphed) and model.module is module else module
+
+
 def saliency_mask(module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, k: float) -> torch.Tensor:
     """M_k(x, S(x, y)) with the config's saliency and fill options."""
     s = saliency(module, x, y, mode=cfg.saliency, target=cfg.saliency_target)
@@ -32,9 +46,9 @@ def saliency_mask(module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, k: f
 def saliency_mask_and_clean(model: nn.Module, module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg,
                             k: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """M_k(x, S(x, y)) and, where the saliency pass can share its forward with the training one,
-    the train-mode logits of x (else None). Never under a DDP wrapper (`model is not module`):
+    the train-mode logits of x (else None). Never under a DDP wrapper (`runs_module` false):
     DDP must see the training forward itself to synchronise the gradients."""
-    if model is not module:
+    if not runs_module(model, module):
         return saliency_mask(module, x, y, cfg, k), None
     s, clean = saliency_and_clean_logits(module, x, y, mode=cfg.saliency, target=cfg.saliency_target)
     return mask_lowest(x, s, k, fill=cfg.mask_fill, low=cfg.mask_low, high=cfg.mask_high), clean
@@ -57,6 +71,6 @@ def forward_many(model: nn.Module, module: nn.Module, *inputs: torch.Tensor) -> 
     normalised by its own batch statistics, as separate passes of the reference code are."""
     if len(inputs) == 1:
         return [model(inputs[0])]
-    if batch_coupled(module) or (model is module and inputs[0].device.type == "cpu"):
+    if batch_coupled(module) or (runs_module(model, module) and inputs[0].device.type == "cpu"):
         return [model(t) for t in inputs]
     return list(model(torch.cat(inputs)).split([t.shape[0] for t in inputs]))

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from sgtlab.attacks import fgsm, pgd
 from sgtlab.train.methods import register_method
-from sgtlab.train.methods._shared import forward_many
+from sgtlab.train.methods._shared import attack_model, forward_many
 
 
 def _adv_loss(model, module, x, x_adv, y, cfg):
@@ -21,13 +21,13 @@ def at_fgsm(model, x, y, cfg, ctx):
     eps = cfg.train_eps
     # alpha 1.25 eps with random start (Wong et al.), eps for plain FGSM (where fgsm ignores alpha)
     alpha = cfg.fgsm_alpha if cfg.fgsm_alpha is not None else (1.25 * eps if cfg.random_start else eps)
-    x_adv = fgsm(ctx.module, x, y, eps, random_start=cfg.random_start, alpha=alpha, check=False)
+    x_adv = fgsm(attack_model(model, ctx.module), x, y, eps, random_start=cfg.random_start, alpha=alpha, check=False)
     return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
 
 
 def at_pgd(model, x, y, cfg, ctx):
     """Adversarial training with PGD (Madry et al.): CE(f(x'))."""
-    x_adv = pgd(ctx.module, x, y, cfg.train_eps, steps=cfg.train_steps, alpha=cfg.train_alpha,
+    x_adv = pgd(attack_model(model, ctx.module), x, y, cfg.train_eps, steps=cfg.train_steps, alpha=cfg.train_alpha,
                 random_start=True, check=False)
     return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sgtlab.attacks import pgd
 from sgtlab.saliency import lowest_mask, saliency, saliency_and_clean_logits
 from sgtlab.train.methods import register_method
-from sgtlab.train.methods._shared import forward_many, kl_term
+from sgtlab.train.methods._shared import attack_model, forward_many, kl_term, runs_module
 
 
 def init_state(n_train: int, cfg, device) -> dict[str, torch.Tensor]:
@@ -25,7 +25,7 @@ def update_q(q: torch.Tensor, correct: torch.Tensor, cfg) -> torch.Tensor:
 def scaat(model, x, y, cfg, ctx):
     """Saliency-constrained adaptive AT: CE(f(x)) + lambda KL(f(x) || f(x_adv)), x_adv = PGD on the q_i lowest-saliency pixels."""
     module = ctx.module
-    if model is module:
+    if runs_module(model, module):
         s, clean = saliency_and_clean_logits(module, x, y, mode=cfg.saliency, target=cfg.saliency_target)
     else:
         s, clean = saliency(module, x, y, mode=cfg.saliency, target=cfg.saliency_target), None
@@ -35,7 +35,7 @@ def scaat(model, x, y, cfg, ctx):
     # floor(q_i * H * W) positions; the 1e-6 keeps float error (0.29 * 100 = 28.999...) from flooring down
     n = torch.floor(q * (h * w) + 1e-6).long()
     support = lowest_mask(s, n)
-    x_adv = pgd(module, x, y, cfg.eps_irr, steps=cfg.train_steps, alpha=cfg.train_alpha, random_start=True,
+    x_adv = pgd(attack_model(model, module), x, y, cfg.eps_irr, steps=cfg.train_steps, alpha=cfg.train_alpha, random_start=True,
                 mask=support, check=False)
     if clean is None:
         clean, adv = forward_many(model, module, x, x_adv)
