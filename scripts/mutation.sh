@@ -32,7 +32,7 @@ tests_for() {
   case "$1" in
     stats) echo tests/test_stats.py ;;
     saliency) echo tests/test_saliency.py tests/test_science_methods.py tests/test_lean_paths.py ;;
-    train/methods/*) echo tests/test_science_methods.py tests/test_methods.py -k not%resume ;;
+    train/methods/*) echo tests/test_science_methods.py tests/test_methods.py tests/test_cuda_graphs.py -k not%resume ;;
     train/loop) echo tests/test_train_options.py tests/test_cuda_graphs.py ;;
     attacks/pgd|attacks/fgsm|attacks/mifgsm) echo tests/test_science_attacks.py ;;
     attacks/base) echo tests/test_science_attacks.py tests/test_science_attack_base.py ;;
