@@ -33,10 +33,11 @@ from sgtlab.fast.eligibility import has_forward_hooks
 DEVICES = ("cuda",)
 
 
-def graph_ineligible(model: nn.Module, device: torch.device) -> str | None:
+def graph_ineligible(model: nn.Module, device: torch.device | str) -> str | None:
     """Why `model` on `device` runs without CUDA graphs, or None when it may use them."""
-    if torch.device(device).type not in DEVICES:
-        return f"not on a CUDA device ({torch.device(device).type})"
+    kind = torch.device(device).type
+    if kind not in DEVICES:
+        return f"not on a CUDA device ({kind})"
     if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
         return "the model is already compiled"
     if has_forward_hooks(model):
@@ -64,7 +65,7 @@ def graphed(model: nn.Module, device: torch.device | str, enabled: bool = True) 
     (with a warning saying why, when they were asked for)."""
     if not enabled:
         return model
-    why = graph_ineligible(model, torch.device(device))
+    why = graph_ineligible(model, device)
     if why is not None:
         warnings.warn(f"CUDA graphs not used: {why}; running the model as it is", SgtlabWarning, stacklevel=2)
         return model

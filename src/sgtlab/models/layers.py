@@ -82,7 +82,7 @@ class MaxPool2d(nn.MaxPool2d):
                 return strided_max_pool(x, pair(self.kernel_size))
             return super().forward(x)
         if x.is_contiguous() and x.shape[1] > 1:  # one channel: both layouts are the same, no gain
-            stride = self.stride if self.stride else self.kernel_size
-            return _MaxPoolViaChannelsLast.apply(x, pair(self.kernel_size), pair(stride), pair(self.padding),
+            # (nn.MaxPool2d has already set a stride left as None to the kernel size)
+            return _MaxPoolViaChannelsLast.apply(x, pair(self.kernel_size), pair(self.stride), pair(self.padding),
                                                  pair(self.dilation), self.ceil_mode)
         return super().forward(x)

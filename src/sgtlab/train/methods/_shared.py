@@ -34,7 +34,7 @@ def runs_module(model: nn.Module, module: nn.Module) -> bool:
 def attack_model(model: nn.Module, module: nn.Module) -> nn.Module:
     """What a method's inner attack runs: the CUDA-graph replay when the training forward has one,
     else the plain module (never DDP's wrapper: its hooks are for the training forward)."""
-    return model if isinstance(model, Graphed) and model.module is module else module
+    return model if runs_module(model, module) else module
 
 
 def saliency_mask(module: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, k: float) -> torch.Tensor:
