@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sgtlab.experiments.saliency_findings import claim_verdicts, comparisons, sanity_table
+from sgtlab.reporting.saliency_findings import claim_verdicts, comparisons, sanity_table
 
 
 def _result(rng, entropy_shift=0.0, spearman_last=0.2, n=40):
@@ -22,11 +22,12 @@ def _result(rng, entropy_shift=0.0, spearman_last=0.2, n=40):
 
 def test_claims_get_verdicts_from_paired_intervals_and_failing_maps_are_flagged():
     rng = np.random.default_rng(0)
-    results = {"ST": {s: _result(np.random.default_rng(s)) for s in (0, 1)},
-               "SCAAT": {s: _result(np.random.default_rng(s), entropy_shift=-0.5) for s in (0, 1)},
-               "SGT": {s: _result(np.random.default_rng(s + 10), spearman_last=0.95) for s in (0, 1)}}
+    seeds = range(5)  # a method-level verdict needs 5 seeds
+    results = {"ST": {s: _result(np.random.default_rng(s)) for s in seeds},
+               "SCAAT": {s: _result(np.random.default_rng(s), entropy_shift=-0.5) for s in seeds},
+               "SGT": {s: _result(np.random.default_rng(s + 10), spearman_last=0.95) for s in seeds}}
     methods = {"ST": "st", "SCAAT": "scaat", "SGT": "sgt"}
-    comps = comparisons(results, methods, ["grad"], n_boot=500)
+    comps = comparisons(results, methods, ["grad"])
     ent = {c["label"]: c for c in comps if c["metric"] == "entropy"}
     # SCAAT's maps are the ST maps shifted by -0.5 nats on the same images: clearly lower
     assert abs(ent["SCAAT"]["diff"] + 0.5) < 1e-9
@@ -42,3 +43,8 @@ def test_claims_get_verdicts_from_paired_intervals_and_failing_maps_are_flagged(
     table, flagged = sanity_table(results, ["grad"])
     assert flagged == ["SGT / grad"]
     assert [r[-1] for r in table.rows] == ["pass", "pass", "FAIL"]
+    # with 2 seeds the same data give no method-level verdict: images do not stand in for seeds
+    two = {label: {s: runs[s] for s in (0, 1)} for label, runs in results.items()}
+    comps2 = comparisons(two, methods, ["grad"])
+    assert all(c["direction"] == "inconclusive: 2 seeds, at least 5 needed" for c in comps2)
+    assert "INCONCLUSIVE: 2 SEEDS" in next(t for t in claim_verdicts(comps2, methods, "grad") if "entropy" in t)

@@ -12,12 +12,25 @@ def add_parser(sub):
                    help="an experiment folder, or run folders (and experiment folders) to report together")
     p.add_argument("--out", default=None, help="report folder (default: FOLDER/report for one experiment folder; "
                                                "required for run folders)")
+    p.add_argument("--compare", action="append", default=None, metavar="A:B",
+                   help="compare label A with label B (repeatable), or give one baseline label that every other "
+                        "label is compared with; besides the claims' comparisons (default: the preset's "
+                        "report.compare)")
+    p.add_argument("--min-seeds", type=int, default=None,
+                   help="seeds a method-level verdict needs (default 5; fewer: 'inconclusive' with the comparisons "
+                        "of the trained models)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="equivalence margin in pp: an interval inside +-margin says 'no effect larger than "
+                        "margin' (default 2)")
     return p
 
 
 def run(args) -> int:
     from sgtlab.api.report import report
 
-    path = report(args.folders, args.out)
+    compare = args.compare
+    if compare and len(compare) == 1 and ":" not in compare[0]:
+        compare = compare[0]  # one baseline label
+    path = report(args.folders, args.out, compare=compare, min_seeds=args.min_seeds, margin=args.margin)
     print(f"report: {path}")
     return 0

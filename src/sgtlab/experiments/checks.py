@@ -9,16 +9,54 @@ import re
 from typing import Any
 
 from sgtlab.errors import SgtlabError
-from sgtlab.experiments.label_sanity import label_sanity_pair
 from sgtlab.validate import MAX_GRID, SEED_LIMIT, check_number, check_plain, check_seed, list_names
 
 MAX_RUNS = 1000         # method entries x seeds
 MAX_IMAGES = 10_000_000  # attack.n / explain.n
 NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,99}")  # the default folder is results/NAME: one plain folder name
 ATTACK_KEYS = {"attacks", "eps", "n", "steps", "checks", "headline_eps", "subset_seed", "from_scratch", "autoattack",
-               "autocast", "cuda_graphs"}
+               "autocast", "cuda_graphs", "suite"}
 # explain keys the experiment reads itself; the others are `saliency_quality` options
 EXPLAIN_OWN_KEYS = ("methods", "metrics", "n", "label_sanity")
+
+
+def _entry_label(entry: dict) -> str:
+    return entry.get("label") or entry.get("method", "?")  # as `presets.expand` names runs
+
+
+def _training(entry: dict) -> dict:
+    """What an entry trains with, but for its label and the labels' randomisation."""
+    return {"method": "st", **{k: v for k, v in entry.items() if k not in ("label", "random_labels")}}
+
+
+def label_sanity_pair(cfg: dict[str, Any]) -> tuple[str, str] | None:
+    """(label of the random-label entry, label of the entry training the same on true labels), or
+    None when the preset does not ask for the check. Refuses, in one line, a name that is no entry's
+    label, an entry that does not set `random_labels: true`, one with no true-label twin, and an
+    explain section without saliency methods."""
+    explain = cfg.get("explain") or {}
+    name = explain.get("label_sanity") if isinstance(explain, dict) else None
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise SgtlabError(f"explain.label_sanity must be the label of a method entry, got {name!r}"[:300])
+    if not explain.get("methods"):
+        raise SgtlabError("explain.label_sanity needs saliency methods to compare: set explain.methods")
+    entries = [e for e in cfg.get("methods") or [] if isinstance(e, dict)]
+    rnd = next((e for e in entries if _entry_label(e) == name), None)
+    if rnd is None:
+        labels = ", ".join(_entry_label(e) for e in entries)
+        raise SgtlabError(f"explain.label_sanity names {name!r}, but no method entry is labelled so; labels: {labels}"
+                          [:300])
+    if rnd.get("random_labels") is not True:
+        raise SgtlabError(f"explain.label_sanity names {name!r}, which does not train on random labels: add "
+                          f"random_labels: true to that entry"[:300])
+    twin = next((e for e in entries if e is not rnd and not e.get("random_labels") and _training(e) == _training(rnd)),
+                None)
+    if twin is None:
+        raise SgtlabError(f"explain.label_sanity: no method entry trains as {name!r} does on the true labels (the same "
+                          f"entry without random_labels) to compare it with"[:300])
+    return name, _entry_label(twin)
 
 
 def check_experiment(cfg: Any) -> None:
@@ -58,7 +96,36 @@ def check_experiment(cfg: Any) -> None:
         raise SgtlabError(f"{len(methods)} methods x {len(seeds)} seeds is more than {MAX_RUNS} runs (the limit)")
     _check_attack(cfg.get("attack"))
     _check_explain(cfg.get("explain"))
+    _check_report(cfg.get("report"), methods)
     label_sanity_pair(cfg)  # explain.label_sanity names a random-label entry with a true-label twin
+
+
+REPORT_KEYS = {"compare", "min_seeds", "margin"}
+
+
+def _check_report(report: Any, methods: list) -> None:
+    """`report: {compare: [A:B, ...] or BASELINE, min_seeds: 5, margin: 2}` (see `sgtlab report --help`)."""
+    if report is None:
+        return
+    if not isinstance(report, dict):
+        raise SgtlabError(f"report must be a mapping like {{compare: [A:B], min_seeds: 5}}, got {report!r}"[:300])
+    _options(report, REPORT_KEYS, "report")
+    if report.get("min_seeds") is not None:
+        check_number(report["min_seeds"], "report.min_seeds", lo=2, integer=True)
+    if report.get("margin") is not None:
+        check_number(report["margin"], "report.margin (pp)", lo=0, hi=100, lo_open=True)
+    compare = report.get("compare")
+    if compare is None:
+        return
+    items = [compare] if isinstance(compare, str) else compare
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise SgtlabError(f"report.compare must be 'A:B' strings or one baseline label, got {compare!r}"[:300])
+    labels = {m.get("label") or m.get("method", "st") for m in methods if isinstance(m, dict)}
+    for item in items:
+        for x in (item.split(":", 1) if ":" in item else [item]):
+            if x not in labels:
+                raise SgtlabError(f"report.compare: {x!r} is not a method label of this preset; labels: "
+                                  f"{', '.join(sorted(map(str, labels)))}"[:300])
 
 
 def _kind(cfg: dict, key: str, kind: type) -> None:
@@ -85,6 +152,7 @@ def _count(section: dict, key: str, where: str, hi: float = MAX_IMAGES) -> None:
 
 
 def _check_attack(attack: Any) -> None:
+    from sgtlab.evaluate.headline_suite import check_suite
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import resolve_attacks
 
@@ -116,19 +184,25 @@ def _check_attack(attack: Any) -> None:
         raise SgtlabError(f"attack.autocast must be bf16 (or left out for float32), got {attack['autocast']!r}"[:300])
     if not isinstance(attack.get("cuda_graphs", False), bool):
         raise SgtlabError(f"attack.cuda_graphs must be true or false, got {attack['cuda_graphs']!r}"[:300])
+    suite = check_suite(attack.get("suite", True))  # one-line errors
+    if suite and suite["square_queries"]:
+        from sgtlab.attacks.autoattack import require_pyautoattack
+
+        require_pyautoattack("square")
     aa = attack.get("autoattack", False)
-    if isinstance(aa, dict):
-        _options(aa, {"n"}, "attack.autoattack")
-        _count(aa, "n", "attack.autoattack.n")
-    elif not isinstance(aa, bool):
-        raise SgtlabError(f"attack.autoattack must be true, false or {{n: IMAGES}}, got {aa!r}"[:300])
+    if isinstance(aa, dict) and "n" in aa:
+        raise SgtlabError("attack.autoattack.n is gone: AutoAttack runs in the headline suite on every image of the "
+                          "subset no cheaper attack fooled (attack.n sizes the subset); write attack.autoattack: true")
+    if not isinstance(aa, bool):
+        raise SgtlabError(f"attack.autoattack must be true or false, got {aa!r}"[:300])
     if aa:
         from sgtlab.attacks.autoattack import require_pyautoattack
 
         require_pyautoattack()
     checks = attack.get("checks", False)
     if isinstance(checks, dict):
-        allowed = set(inspect.signature(gradient_masking_checks).parameters) - {"model", "data", "progress", "seed"}
+        allowed = set(inspect.signature(gradient_masking_checks).parameters) - {"model", "data", "progress", "seed",
+                                                                                 "outcomes"}
         _options(checks, allowed, "attack.checks")
     elif not isinstance(checks, bool):
         raise SgtlabError(f"attack.checks must be true, false or a mapping of options, got {checks!r}"[:300])

@@ -20,7 +20,7 @@ from sgtlab.validate import MAX_YAML_CHARS, list_names, load_yaml, one_line
 
 PRESET_DIR = "presets"
 SECTIONS = {"description", "minutes_2cpu", "minutes_gpu", "measured", "dataset", "model", "seeds", "train", "methods",
-            "attack", "explain", "name"}
+            "attack", "explain", "name", "report"}
 
 
 def preset_names() -> list[str]:
@@ -116,6 +116,9 @@ class RunSpec:
         train = {k: v for k, v in self.train.items() if k not in ("device", "data_dir", "amp", "cuda_graphs")}
         if not train.get("random_labels", True):
             del train["random_labels"]  # added later with default off: runs made before keep their hash
+        mc = train.get("method_cfg")
+        if isinstance(mc, dict) and mc.get("eps_warmup", 1) == 0:  # added later; 0 is how runs made before trained
+            train["method_cfg"] = {k: v for k, v in mc.items() if k != "eps_warmup"}  # so they keep their hash
         attack = {k: v for k, v in self.attack.items() if k != "cuda_graphs"}  # how it runs, not what
         return {"train": train, "attack": attack, "explain": self.explain}
 
@@ -210,8 +213,10 @@ def resolve_train(tc: TrainConfig, given: set[str] | None = None) -> TrainConfig
 def resolve_eval(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The attack and explain sections with the data set's budgets filled in where not given:
     `attack.eps` (the standard grid), `attack.headline_eps`, the checks' eps, `explain.eps` (the
-    low-saliency curve's budget), and the test-subset seed (`subset_seed`, 0)."""
+    low-saliency curve's budget), the test-subset seed (`subset_seed`, 0) and the headline suite
+    (`attack.suite`, its options with the defaults filled in, or false)."""
     from sgtlab.data.budgets import budgets
+    from sgtlab.evaluate.headline_suite import check_suite
 
     b = budgets(cfg["dataset"])
     attack = copy.deepcopy(dict(cfg.get("attack") or {}))
@@ -219,6 +224,8 @@ def resolve_eval(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     attack.setdefault("eps", list(b.eps_grid))
     attack.setdefault("headline_eps", list(b.headline_eps))
     attack.setdefault("subset_seed", 0)
+    # the headline suite, written out (on by default), so the run's identity says what it ran
+    attack["suite"] = check_suite(attack.get("suite", True)) or False
     checks = attack.get("checks")
     if checks:
         checks = dict(checks) if isinstance(checks, dict) else {}

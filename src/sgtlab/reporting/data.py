@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from sgtlab.experiments.runner import EXPERIMENT, run_dir
-from sgtlab.experiments.tables import mean_std
+from sgtlab.experiments.store import EXPERIMENT, run_dir
 from sgtlab.io import read_json
+from sgtlab.reporting.summary import mean_std
 
 #: the headline attack: the per-sample worst case over every attack that ran, else the strongest present
 HEADLINE_ORDER = ("ensemble", "apgd-ce", "apgd-dlr", "pgd", "mifgsm", "square", "fgsm")
@@ -124,7 +124,8 @@ def outcomes(root: Path, run: dict[str, Any] | str, attack: str, eps: float) -> 
     if key in table:
         return ids, table[key]
     if attack == "ensemble":
-        cols = [v for k, v in table.items() if k.endswith(f"@{eps:g}")]
+        # the gradient-masking checks' columns (folders made before the headline suite) judge, not headline
+        cols = [v for k, v in table.items() if k.endswith(f"@{eps:g}") and not k.startswith("checks:")]
         if cols:
             return ids, np.fmin.reduce(cols, axis=0)  # fmin: skips the images a folded attack did not run on
     return None
@@ -161,13 +162,17 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     train_n = r0.get("train_subset")
     epochs = sorted({r.get("epochs") for r in rows if r.get("epochs") is not None})
     n_test = r0.get("n_test")
-    attacks_run, folded = {}, {}
+    attacks_run, folded, suite = {}, {}, {}
     path = run_folder(root, r0) / "robustness.json"
     if path.exists():
         stored = read_json(path)
-        attacks_run, folded = stored.get("attacks_run", {}), stored.get("folded", {})
+        attacks_run, suite = stored.get("attacks_run", {}), stored.get("suite") or {}
+        folded = {c: f for c, f in stored.get("folded", {}).items() if not c.startswith("suite:")}
         n_test = n_test or stored.get("n")
     members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
+    if suite.get("attacks"):  # the headline suite (sgtlab.evaluate.headline_suite): every image, each headline eps
+        members += (f"; at eps {' and '.join(f'{e:g}' for e in suite['eps'])} on every image also "
+                    f"{' and '.join(suite['attacks'].values())} (each run where no cheaper attack had fooled the image)")
     if folded:  # attacks of the masking checks / AutoAttack, run on the first images at one eps each
         order = list(ATTACK_NAMES)
         groups: dict[tuple[int, float, str], list[str]] = {}

@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from sgtlab.experiments.saliency_findings import (claim_verdicts, comparison_table, comparisons, label_sanity_table,
-                                                  sanity_table)
-from sgtlab.figures.interpretability import CURVE_PLOTS, entropy_plot, saliency_grid, sanity_plot
 from sgtlab.experiments.label_sanity import RESULT as LABEL_SANITY
+from sgtlab.experiments.store import run_dir
+from sgtlab.figures.interpretability import CURVE_PLOTS, entropy_plot, saliency_grid, sanity_plot
 from sgtlab.io import read_json
+from sgtlab.reporting.saliency_findings import (claim_verdicts, comparison_table, comparisons, label_sanity_table,
+                                                sanity_table)
+from sgtlab.reporting.summary import img_tag
 
 
 def _load(root: Path, rows: list[dict], name: str = "interpretability.json") -> dict[str, dict[int, dict[str, Any]]]:
     """label -> {seed: the result file `name` of that run} (seed order)."""
-    from sgtlab.experiments.runner import run_dir
-
     out: dict[str, dict[int, dict]] = {}
     for r in sorted(rows, key=lambda r: (r["seed"] if r.get("seed") is not None else 0)):
         path = Path(r["folder"] if r.get("folder") else run_dir(root, r["run"])) / name
@@ -48,8 +48,6 @@ def _mean_curve(curves: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def saliency_sections(root: Path, rows: list[dict], figs: Path, tables: Path) -> list[tuple[str, list[str]]]:
-    from sgtlab.experiments.report import _img_tag
-
     by_seed = _load(root, rows)
     if not by_seed:
         return []
@@ -67,26 +65,25 @@ def saliency_sections(root: Path, rows: list[dict], figs: Path, tables: Path) ->
         png = saliency_grid(ref["images"], {label: r["examples"]["maps"][method] for label, r in first.items()},
                             figs / f"saliency_grid{suffix}", labels=ref["labels"],
                             title=f"{method} saliency maps (rows: training methods, first seed)")[0]
-        grids.append(_img_tag(png, f"{method} saliency maps"))
+        grids.append(img_tag(png, f"{method} saliency maps"))
         for key, fn, title in CURVE_PLOTS:
             sel = {label: _mean_curve([r["curves"][method][key] for r in runs])
                    for label, runs in results.items() if all(key in r["curves"].get(method, {}) for r in runs)}
             if sel:
                 png = fn(sel, figs / f"{key}{suffix}", title=f"{title} ({method}; mean over seeds)")[0]
-                curves.append(_img_tag(png, f"{title} ({method})"))
+                curves.append(img_tag(png, f"{title} ({method})"))
         ent = {label: [v for r in runs for v in r["per_image"][method].get("entropy", [])]
                for label, runs in results.items()}
         ent = {k: v for k, v in ent.items() if v}
         if ent:
             png = entropy_plot(ent, figs / f"entropy{suffix}", title=f"Saliency entropy per image ({method})")[0]
-            dists.append(_img_tag(png, f"entropy distribution ({method})"))
+            dists.append(img_tag(png, f"entropy distribution ({method})"))
     return sections + [("Saliency maps", grids), ("Saliency curves", curves), ("Saliency entropy", dists)]
 
 
 def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[str, str], methods: list[str],
                        figs: Path, tables: Path, label_sanity: dict[str, dict[int, dict]] | None = None
                        ) -> list[tuple[str, list[str]]]:
-    from sgtlab.experiments.report import _img_tag
     from sgtlab.io import write_text_atomic
 
     first = next(iter(next(iter(by_seed.values())).values()))
@@ -144,7 +141,7 @@ def _findings_sections(by_seed: dict[str, dict[int, dict]], train_method: dict[s
             if series:
                 png = sanity_plot(series, figs / f"sanity{'' if i == 0 else '_' + method}",
                                   title=f"Sanity check, {method} maps (mean over seeds)")[0]
-                san_parts.append(_img_tag(png, f"sanity check ({method})"))
+                san_parts.append(img_tag(png, f"sanity check ({method})"))
     if san_parts:
         out.append(("Saliency sanity checks", san_parts))
     return out

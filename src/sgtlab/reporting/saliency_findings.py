@@ -1,7 +1,8 @@
 """The interpretability findings of a report: per-image saliency metrics of each training method
-compared with ST's, paired by seed and test image (`sgtlab.stats.compare_paired`: the t interval
-over seeds and the two-level bootstrap over seeds and images; Holm over every comparison of the
-report), the papers' saliency claims with their measured verdict, and the sanity-check table.
+compared with ST's, paired by seed and test image (`sgtlab.inference.crossed_comparison`: the
+training seed is the replicate and the shared test images a second source of noise; a verdict needs
+`MIN_SEEDS` seeds; Holm over every such comparison of the report), the papers' saliency claims with
+their measured verdict, and the sanity-check table.
 
 Input: `{label: {seed: interpretability.json}}` and `{label: training method}`; plain data out
 (texts and `Table`s), so the report only places them.
@@ -13,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from sgtlab.experiments.tables import Table
-from sgtlab.stats import compare_paired, holm
+from sgtlab.reporting.summary import Table
+from sgtlab.inference import crossed_comparison
+from sgtlab.reporting.comparisons import MIN_SEEDS
+from sgtlab.stats import holm
 
 # (per-image key, +1 if higher is better / -1 if lower is, what "better" means)
 COMPARED = (("entropy", -1, "more concentrated (lower entropy)"), ("gini", +1, "sparser (higher Gini)"),
@@ -51,7 +54,7 @@ def _paired(runs_a: dict[int, dict], runs_b: dict[int, dict], method: str, key: 
 
 
 def comparisons(results: dict[str, dict[int, dict]], train_method: dict[str, str], saliency: list[str],
-                n_boot: int = 2000) -> list[dict[str, Any]]:
+                n_boot: int = 0, min_seeds: int = MIN_SEEDS) -> list[dict[str, Any]]:
     """Every (label vs ST, saliency method, metric) comparison with its intervals and Holm p."""
     st = next((l for l, m in train_method.items() if m == "st" and l in results), None)
     if st is None:
@@ -65,14 +68,20 @@ def comparisons(results: dict[str, dict[int, dict]], train_method: dict[str, str
                 pair = _paired(runs, results[st], method, key)
                 if pair is None:
                     continue
-                c = compare_paired(*pair, n_boot=n_boot, seed=0)
+                seeds = pair[0].shape[0]
+                c = crossed_comparison(*pair) if seeds >= 2 else None
+                nan = math.nan
                 out.append({"label": label, "train_method": train_method.get(label, ""), "vs": st, "saliency": method,
-                            "metric": key, "sign": sign, "better": better, "diff": c.diff, "lo": c.boot.lo,
-                            "hi": c.boot.hi, "t_lo": c.t.lo, "t_hi": c.t.hi, "p": c.p, "seeds": pair[0].shape[0],
+                            "metric": key, "sign": sign, "better": better, "diff": float((pair[0] - pair[1]).mean()),
+                            "lo": c.lo if c else nan, "hi": c.hi if c else nan, "mde": c.mde if c else nan,
+                            "p": c.p if c and seeds >= min_seeds else nan, "seeds": seeds,
                             "images": pair[0].shape[1]})
     for c, p in zip(out, holm([c["p"] for c in out])):
         c["p_holm"] = float(p)
-        c["direction"] = ("better" if c["diff"] * c["sign"] > 0 else "worse") if p < ALPHA else "no significant difference"
+        if c["seeds"] < min_seeds:
+            c["direction"] = f"inconclusive: {c['seeds']} seed{'s' * (c['seeds'] != 1)}, at least {min_seeds} needed"
+        else:
+            c["direction"] = ("better" if c["diff"] * c["sign"] > 0 else "worse") if p < ALPHA else "no significant difference"
     return out
 
 
@@ -81,13 +90,18 @@ def comparison_table(comps: list[dict[str, Any]]) -> Table:
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.4f}"
 
     rows = [[c["label"], c["saliency"], c["metric"], f(c["diff"]), f"[{f(c['lo'])}, {f(c['hi'])}]",
-             f"[{f(c['t_lo'])}, {f(c['t_hi'])}]", f"{c['p_holm']:.3g}", c["direction"], f"{c['seeds']} x {c['images']}"]
-             for c in comps]
+             f(c["mde"]).lstrip("+"), "–" if math.isnan(c["p_holm"]) else f"{c['p_holm']:.3g}", c["direction"],
+             f"{c['seeds']} x {c['images']}"] for c in comps]
     return Table("Saliency metrics against ST (difference = method - ST, per image, paired by seed and image; "
-                 "95 % intervals: bootstrap over seeds and images, and t over seeds; p: bootstrap, Holm-adjusted "
-                 "over the whole table)",
-                 ["method", "saliency", "metric", "difference", "bootstrap 95 %", "t 95 % (seeds)", "p (Holm)",
+                 "95 % interval: random-effects t over seeds, carrying the noise of the shared test images; MDE: "
+                 "the minimal detectable effect at 80 % power; p Holm-adjusted over the comparisons with enough "
+                 "seeds for a verdict)",
+                 ["method", "saliency", "metric", "difference", "95 % CI", "MDE", "p (Holm)",
                   "verdict", "seeds x images"], rows)
+
+
+def _p(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.2g}"
 
 
 def claim_verdicts(comps: list[dict[str, Any]], train_method: dict[str, str], saliency: str) -> list[str]:
@@ -100,11 +114,12 @@ def claim_verdicts(comps: list[dict[str, Any]], train_method: dict[str, str], sa
                 continue
             good = [c for c in rel if c["direction"] == "better"]
             bad = [c for c in rel if c["direction"] == "worse"]
-            verdict = ("supported" if len(good) == len(rel) else "contradicted" if len(bad) == len(rel)
+            few = [c for c in rel if c["direction"].startswith("inconclusive")]
+            verdict = (few[0]["direction"] if len(few) == len(rel) else "supported" if len(good) == len(rel) else "contradicted" if len(bad) == len(rel)
                        else "mixed" if good and bad else "partly supported" if good else "partly contradicted" if bad
                        else "not shown")
             detail = "; ".join(f"{c['metric']} {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] over {c['seeds']} "
-                               f"seed(s) x {c['images']} images, p(Holm) {c['p_holm']:.2g}: {c['direction']}"
+                               f"seed(s) x {c['images']} images, p(Holm) {_p(c['p_holm'])}: {c['direction']}"
                                for c in rel)
             out.append(f"Claim: \"{claim}\" ({label}, {saliency} maps) - measured verdict: {verdict.upper()}. "
                        f"{detail}.")

@@ -1,8 +1,12 @@
-"""Small tables written three ways: CSV (for code), Markdown (for notes), LaTeX (for papers).
-Hand-written because pandas' Markdown/LaTeX writers need extra packages (tabulate, jinja2)."""
+"""The report's building blocks: `mean_std`/`fmt_ms` (a mean and sd over seeds, and its text), `Table`
+(small tables written three ways: CSV for code, Markdown for notes, LaTeX for papers; hand-written
+because pandas' Markdown/LaTeX writers need extra packages, tabulate and jinja2) and `img_tag` (a PNG
+embedded in the HTML report)."""
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import math
 from dataclasses import dataclass
@@ -21,6 +25,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def img_tag(path: Path, alt: str) -> str:
+    """The PNG at `path` as an <img> element with the image inline (the report is one file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
 def fmt_ms(m: float, sd: float, digits: int = 3, percent: bool = False) -> str:
     if math.isnan(m):
         return "–"
@@ -34,7 +44,7 @@ class Table:
     title: str
     header: list[str]
     rows: list[list[str]]
-    note: str = ""
+    note: str = ""  # a footnote under the table (e.g. the runs marked † and why); not in the CSV
 
     def csv(self) -> str:
         buf = io.StringIO()
@@ -46,13 +56,13 @@ class Table:
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in self.rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + (f"\n{self.note}\n" if self.note else "")
 
     def latex(self) -> str:
         def esc(s: str) -> str:
             s = str(s)
             for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                         ("±", r"$\pm$"), ("–", "--"), ("≤", r"$\le$")):
+                         ("±", r"$\pm$"), ("–", "--"), ("≤", r"$\le$"), ("†", r"\dag{}")):
                 s = s.replace(a, b)
             return s
 
@@ -60,14 +70,14 @@ class Table:
         body = "\n".join(" & ".join(esc(c) for c in r) + r" \\" for r in self.rows)
         return (f"% {self.title}\n\\begin{{tabular}}{{{cols}}}\n\\toprule\n"
                 + " & ".join(esc(h) for h in self.header) + " \\\\\n\\midrule\n" + body
-                + "\n\\bottomrule\n\\end{tabular}\n")
+                + "\n\\bottomrule\n\\end{tabular}\n"
+                + (f"\n{{\\footnotesize {esc(self.note)}}}\n" if self.note else ""))
 
     def html(self) -> str:
-        import html
-
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
     def save(self, folder: Path, stem: str) -> list[Path]:
         paths = []

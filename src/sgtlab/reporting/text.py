@@ -1,44 +1,38 @@
 """The report's words: the findings (each names its setup, interval and test) and the claims of
-the papers with what this experiment measured and a verdict.
+the studies, each tested where it was made, with a verdict.
 
-Every comparison is made under the headline attack (the per-image worst case over the attacks
-that ran) at the data set's standard budgets, paired by seed and image, and Holm-corrected over all
-comparisons of the report (`sgtlab.reporting.comparisons`). No difference is called an effect without
-that test behind it."""
+`analyse` makes every comparison once: for each pair of method labels (the claims' pairs, or those
+the user asks for with `compare`), the headline attack at the data set's standard budgets and the
+mean over the eps grid; for each claim on its own data family, its primary and secondary tests
+(`sgtlab.reporting.claims`). Runs flagged under-trained are left out. The method-level tests that
+can give a verdict are Holm-corrected together (`sgtlab.reporting.comparisons`). No difference is
+called an effect without that test behind it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sgtlab.experiments.tables import fmt_ms, mean_std
-from sgtlab.reporting.comparisons import Result, apply_holm, compare_labels
+from sgtlab.errors import SgtlabError
+from sgtlab.reporting import claims as C
+from sgtlab.reporting.comparisons import Options, Result, apply_holm, compare
 from sgtlab.reporting.data import (ATTACK_NAMES, by_label, headline_attack, headline_eps, labels_in_order,
-                                setup_text)
+                                   robust_columns, setup_text)
+from sgtlab.reporting.eps import eps_text
+from sgtlab.reporting.flags import under_trained
+from sgtlab.reporting.summary import fmt_ms, mean_std
+
+CLAIMS, SALIENCY_CLAIMS = C.CLAIMS, C.SALIENCY_CLAIMS
 
 
-@dataclass(frozen=True)
-class Claim:
-    study: str
-    text: str
-    a: str          # method whose runs are compared...
-    b: str          # ...with this method's
-    sign: int       # +1: the study says a is more robust than b; -1: less
-
-
-CLAIMS = (
-    Claim("Guesmi et al. 2024", "SGT raises robust accuracy over ST (MNIST)", "sgt", "st", +1),
-    Claim("Karkehabadi et al.", "SGT lowers robust accuracy compared with ST", "sgt", "st", -1),
-    Claim("Guesmi et al. 2024", "AT-FGSM is weaker than SGT", "sgt", "at-fgsm", +1),
-    Claim("Guesmi et al. 2024", "ASGT beats SGA", "asgt", "sga", +1),
-    Claim("Guesmi et al. 2024", "ASGT beats adversarial training (AT-FGSM)", "asgt", "at-fgsm", +1),
-    Claim("Guesmi et al. 2024 (fair baseline)", "ASGT beats adversarial training with the same attack (AT-PGD)",
-          "asgt", "at-pgd", +1),
-)
-#: claims about saliency-map quality: measured by the saliency section, not by these comparisons
-SALIENCY_CLAIMS = (
-    ("Xu et al. (SCAAT)", "SCAAT gives better saliency maps than ST, at little cost in accuracy"),
-    ("Ismail et al. 2021 (SGT)", "SGT gives more faithful saliency maps than ST at similar clean accuracy"),
-)
+@dataclass
+class ClaimTests:
+    claim: C.Claim
+    a: str
+    b: str
+    primary: list[Result]
+    secondary: list[Result]
+    missing: str = ""           # the primary budget not on the grid: what to add
 
 
 @dataclass
@@ -46,55 +40,124 @@ class Analysis:
     attack: str | None
     eps: list[float]
     setup: str
-    results: list[Result]          # every comparison, Holm-adjusted together
-    pairs: dict[tuple[str, str], list[Result]]  # (label a, label b) -> one result per headline eps
+    results: list[Result]                              # every comparison made, Holm-adjusted together
+    pairs: dict[tuple[str, str], list[Result]]         # (a, b) -> headline eps ... + grid mean
+    claims: list[ClaimTests] = field(default_factory=list)
+    flagged: dict[str, str] = field(default_factory=dict)
+    opts: Options = field(default_factory=Options)
+    dataset: str | None = None
+    grid: list[float] = field(default_factory=list)
 
 
 def labels_of(rows: list[dict], method: str) -> list[str]:
     return [l for l in labels_in_order(rows) if any(r["label"] == l and r["method"] == method for r in rows)]
 
 
-def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 10_000) -> Analysis:
-    """Run every comparison the findings and claims need, once each, and Holm-correct them together."""
+def parse_compare(spec, labels: list[str]) -> list[tuple[str, str]]:
+    """`compare`: 'A:B' strings (or pairs), or one baseline label (every other label against it)."""
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, str) else list(spec)
+    out: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str) and ":" not in item:
+            if item not in labels:
+                raise SgtlabError(f"baseline {item!r} is not a label of these runs; labels: {', '.join(labels)}")
+            out += [(l, item) for l in labels if l != item]
+            continue
+        a, b = item.split(":", 1) if isinstance(item, str) else item
+        for x in (a, b):
+            if x not in labels:
+                raise SgtlabError(f"--compare {a}:{b}: {x!r} is not a label of these runs; labels: {', '.join(labels)}")
+        out.append((a, b))
+    return list(dict.fromkeys(out))
+
+
+def _on_grid(grid: list[float], e: float) -> float | None:
+    return next((g for g in grid if math.isclose(g, e, rel_tol=1e-4, abs_tol=1e-9)), None)
+
+
+def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 0, *, compare_pairs=None,
+            min_seeds: int | None = None, margin: float | None = None) -> Analysis:
+    """Make every comparison the findings and claims need, once each, and Holm-correct them together.
+    `compare_pairs`: the pairs of labels to compare (see `parse_compare`), besides the claims' pairs;
+    default: the report section of the preset (`report.compare`), else the claims' pairs only.
+    `n_boot` is kept for callers written for the bootstrap; the test is analytic now."""
+    rep = cfg.get("report") or {}
+    opts = Options(min_seeds=int(min_seeds if min_seeds is not None else rep.get("min_seeds", Options.min_seeds)),
+                   margin=float(margin if margin is not None else rep.get("margin", 100 * Options.margin)) / 100,
+                   dataset=rows[0].get("dataset") if rows else None)
     attack = headline_attack(rows)
+    flagged = under_trained(rows, root)
     if attack is None:
-        return Analysis(None, [], "", [], {})
+        return Analysis(None, [], "", [], {}, flagged=flagged, opts=opts)
     eps = headline_eps(rows, cfg)
-    groups = by_label(rows)
-    wanted: list[tuple[str, str]] = []
-    for c in CLAIMS:
+    cols = robust_columns(rows)
+    grid = cols[attack]
+    groups = by_label([r for r in rows if str(r["run"]) not in flagged])
+    labels = labels_in_order(rows)
+    made: dict[tuple, Result] = {}
+
+    def test(a: str, b: str, att: str, e: float | None) -> Result:
+        key = (a, b, att, e)
+        if key not in made:
+            made[key] = compare(root, groups.get(a, []), groups.get(b, []), a, b, att, e, opts, grid)
+        return made[key]
+
+    wanted = parse_compare(compare_pairs if compare_pairs is not None else rep.get("compare"), labels)
+    fam = C.family(opts.dataset)
+    claim_tests: list[ClaimTests] = []
+    for c in C.CLAIMS:
+        if fam not in c.families:
+            continue
         for a in labels_of(rows, c.a):
             for b in labels_of(rows, c.b):
-                if (a, b) not in wanted:
-                    wanted.append((a, b))
-    for a in labels_of(rows, "asgt"):  # ASGT is also compared with each SGT
-        for b in labels_of(rows, "sgt"):
-            if (a, b) not in wanted:
-                wanted.append((a, b))
-    pairs = {(a, b): [compare_labels(root, groups, a, b, attack, e, n_boot) for e in eps] for a, b in wanted}
-    results = apply_holm([r for rs in pairs.values() for r in rs])
-    return Analysis(attack, eps, setup_text(rows, root, attack), results, pairs)
-
-
-def _attack_at(an: Analysis, e: float) -> str:
-    return f"{ATTACK_NAMES.get(an.attack, an.attack)} at eps {e:g}"
+                wanted.append((a, b)) if (a, b) not in wanted else None
+                prim, sec, missing = [], [], []
+                for att, e in c.primary or tuple((attack, x) for x in eps):
+                    g = _on_grid(cols.get(att, []), e) if att in cols else None
+                    if g is None and _on_grid(grid, e) is not None:  # the claim's attack did not run: the headline's
+                        att, g = attack, _on_grid(grid, e)
+                    if g is None:
+                        missing.append(f"{att.upper()} eps {e:g}")
+                        continue
+                    prim.append(test(a, b, att, g))
+                for att, e in c.also:
+                    g = _on_grid(cols.get(att, []), e)
+                    if g is not None:
+                        sec.append(test(a, b, att, g))
+                if c.primary:
+                    sec += [test(a, b, attack, e) for e in eps]
+                sec.append(test(a, b, attack, None))
+                claim_tests.append(ClaimTests(c, a, b, prim, [r for r in sec if r not in prim],
+                                              ", ".join(missing)))
+    pairs = {(a, b): [test(a, b, attack, e) for e in eps] + [test(a, b, attack, None)] for a, b in wanted}
+    results = apply_holm(list(made.values()))
+    return Analysis(attack, eps, setup_text(rows, root, attack), results, pairs, claim_tests, flagged, opts,
+                    opts.dataset, grid)
 
 
 def findings(rows: list[dict], an: Analysis) -> list[str]:
     if an.attack is None:
         return ["No robustness results yet."]
+    n_test = sum(r.eligible for r in an.results)
     out = [f"Setup of every comparison below: {an.setup}. Differences are in percentage points (pp) of robust "
-           f"accuracy, paired by seed and test image; the 95 % CI and p come from a two-level paired bootstrap "
-           f"(seeds, then images within them; 10,000 replicates), p Holm-corrected over the "
-           f"{sum(r.comparison is not None for r in an.results)} comparisons of this report."]
+           f"accuracy, paired by seed and test image. The replicate is the training seed: each method-level "
+           f"interval is a random-effects t interval over seeds, carrying the noise of the test set that every "
+           f"seed shares (sgtlab.inference; calibrated by simulation: scripts/calibrate_verdicts.py). A verdict "
+           f"needs at least {an.opts.min_seeds} seeds and neither method at the floor; p is Holm-corrected over the "
+           f"{n_test} such comparison{'s' * (n_test != 1)} of this report. An interval inside "
+           f"+-{100 * an.opts.margin:g} pp says there is no larger effect."]
     for (a, b), rs in an.pairs.items():
-        parts = "; ".join(f"{_attack_at(an, r.eps)}: {r.text()}" for r in rs)
-        out.append(f"{a} vs {b}. {parts}.")
+        out.append(f"{a} vs {b}. " + "; ".join(f"{r.where()}: {r.text()}" for r in rs) + ".")
     groups = by_label(rows)
     labels = labels_in_order(rows)
     clean = {l: mean_std([r["clean_accuracy"] for r in groups[l]]) for l in labels}
     out.append("Clean accuracy (mean ± sd over seeds): "
                + "; ".join(f"{l} {fmt_ms(*clean[l], percent=True)} %" for l in labels) + ".")
+    if an.flagged:
+        out.append("Left out of every comparison as under-trained: "
+                   + "; ".join(f"{run} ({why})" for run, why in an.flagged.items()) + ".")
     out.append(checks_finding(rows))
     return [t for t in out if t]
 
@@ -116,45 +179,48 @@ def checks_finding(rows: list[dict]) -> str:
 
 
 def claim_verdicts(rows: list[dict], an: Analysis) -> list[dict]:
-    """One entry per (claim, pair of labels): what was measured and the verdict."""
+    """One entry per (claim, pair of labels): its setting, what was measured and the verdict."""
     out = []
-    for c in CLAIMS:
+    fam = C.family(an.dataset)
+    tested = {(t.claim, t.a, t.b): t for t in an.claims}
+    for c in C.CLAIMS:
+        entry = {"study": c.study, "claim": c.text, "setting": c.setting()}
+        if fam not in c.families:
+            if any(c.text == d.text and fam in d.families for d in C.CLAIMS):
+                continue  # the same claim is listed in the setting of this data set
+            out.append({**entry, "measured": "–", "verdict": "no verdict",
+                        "why": f"made on {' / '.join(c.families)}; this experiment is on {an.dataset}"})
+            continue
         pairs = [(a, b) for a in labels_of(rows, c.a) for b in labels_of(rows, c.b)]
         if not pairs or an.attack is None:
             missing = [m for m in (c.a, c.b) if not labels_of(rows, m)]
-            out.append({"study": c.study, "claim": c.text, "measured": "–", "verdict": "not measured here",
+            out.append({**entry, "measured": "–", "verdict": "not measured here",
                         "why": f"no {', '.join(m.upper() for m in missing) or 'robustness'} runs in this experiment"})
             continue
         for a, b in pairs:
-            rs = [r for r in an.pairs[(a, b)] if r.comparison is not None]
-            if not rs:
-                out.append({"study": c.study, "claim": c.text, "measured": f"{a} vs {b}: no paired per-image results",
-                            "verdict": "not measured here", "why": ""})
-                continue
-            agree = [r for r in rs if r.direction == c.sign]
-            disagree = [r for r in rs if r.direction == -c.sign]
-            if agree and not disagree:
-                verdict = "supported"
-            elif disagree and not agree:
-                verdict = "contradicted"
-            elif agree and disagree:
-                verdict = ("mixed: supported at eps " + ", ".join(f"{r.eps:g}" for r in agree)
-                           + ", contradicted at eps " + ", ".join(f"{r.eps:g}" for r in disagree))
-            else:
-                verdict = "not significant"
-            measured = f"{a} minus {b}: " + "; ".join(f"{_attack_at(an, r.eps)}: {r.text()}" for r in rs)
-            out.append({"study": c.study, "claim": c.text, "measured": measured, "verdict": verdict, "why": ""})
-    for study, text in SALIENCY_CLAIMS:
-        out.append({"study": study, "claim": text, "measured": "–", "verdict": "not measured here",
+            t = tested[(c, a, b)]
+            v, why = C.verdict(c, t.primary, t.secondary, an.opts.min_seeds)
+            if t.missing:
+                why = "; ".join(x for x in (why, f"not on the eps grid: {t.missing} (add it with --set attack.eps=...)") if x)
+            measured = (f"{a} minus {b}. Primary: "
+                        + ("; ".join(f"{r.where()}: {r.text()}" for r in t.primary) or "none on this grid")
+                        + ". Secondary: " + "; ".join(f"{r.where()}: {r.text()}" for r in t.secondary))
+            out.append({**entry, "measured": measured, "verdict": v, "why": why})
+    for study, text in C.SALIENCY_CLAIMS:
+        out.append({"study": study, "claim": text, "setting": "saliency-map quality", "measured": "–",
+                    "verdict": "not measured here",
                     "why": "a saliency-quality claim: see the saliency sections of this report"})
     return out
 
 
 def claims_markdown(verdicts: list[dict], an: Analysis) -> str:
-    lines = ["## Claims of the papers", "",
-             f"Measured under {ATTACK_NAMES.get(an.attack, an.attack)} at the standard eps "
-             f"({', '.join(f'{e:g}' for e in an.eps)}); setup: {an.setup}.", ""]
+    lines = ["## Claims of the studies", "",
+             f"Each claim is tested where the study made it (its data family, attack and eps: the primary test); "
+             f"the other attacks it names, the standard budgets ({', '.join(eps_text(e, an.dataset) for e in an.eps)}) "
+             f"under the headline attack and the mean over the eps grid are secondary. A method-level verdict needs "
+             f"at least {an.opts.min_seeds} seeds. Setup: {an.setup}.", ""]
     for v in verdicts:
         why = f" ({v['why']})" if v["why"] else ""
-        lines.append(f"- **{v['claim']}** ({v['study']}): **{v['verdict']}**{why}. Measured: {v['measured']}")
+        lines.append(f"- **{v['claim']}** ({v['study']}; {v['setting']}): **{v['verdict']}**{why}. "
+                     f"Measured: {v['measured']}")
     return "\n".join(lines) + "\n"
