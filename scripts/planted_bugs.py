@@ -24,7 +24,7 @@ BUGS = {
      ["tests/test_stats.py", "tests/test_report_text.py"]),
  "report's bootstrap interval narrowed (alpha x4)": ("stats.py", [("alpha = 1 - conf", "alpha = 4 * (1 - conf)")],
      ["tests/test_stats.py", "tests/test_report_text.py"]),
- "table sd as population sd": ("experiments/tables.py", [("/ (len(vals) - 1))", "/ len(vals))")],
+ "table sd as population sd": ("reporting/summary.py", [("/ (len(vals) - 1))", "/ len(vals))")],
      ["tests/test_stats.py", "tests/test_report_text.py"]),
  "SmoothGrad averages |grad|": ("explain/smoothgrad.py", [("abs=abs_each)", "abs=True)")],
      ["tests/test_science_saliency.py", "tests/test_explain.py"]),

@@ -66,7 +66,7 @@ def test_random_label_model_passes_gradients_and_fails_the_input(trained_model, 
 
 def test_experiment_stage_result_and_report_table(trained_run, random_label_run):
     from sgtlab.experiments.label_sanity import label_sanity_run
-    from sgtlab.experiments.saliency_findings import label_sanity_table
+    from sgtlab.reporting.saliency_findings import label_sanity_table
     from sgtlab.train import TrainConfig
 
     train = TrainConfig(dataset="mnist5k", method="st", epochs=3, batch_size=64, lr=0.05, seed=0,

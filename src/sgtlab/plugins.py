@@ -26,6 +26,7 @@ ENV = "SGTLAB_IMPORT"
 
 _entry_points_loaded = False
 _loading = False
+_pending: dict[str, list[tuple[str, object]]] = {}  # group -> entry points its registry has not taken
 
 
 def import_modules(names: list[str] | tuple[str, ...]) -> None:
@@ -54,30 +55,16 @@ def import_modules(names: list[str] | tuple[str, ...]) -> None:
 
 
 def _register(group: str, name: str, obj) -> None:
+    """Keep an entry point's object for its group's registry, which takes it (`take_entry_points`)
+    on its next look-up: this module imports no registry, the registries import it."""
     if isinstance(obj, types.ModuleType):
         return  # importing the module registered its objects
-    if group == "sgtlab.models":
-        from sgtlab.models import MODELS, register_model
+    _pending.setdefault(group, []).append((name, obj))
 
-        if name not in MODELS._items:
-            register_model(name)(obj)
-    elif group == "sgtlab.datasets":
-        from sgtlab.data.base import DATASETS, DatasetInfo, register_dataset
 
-        if not isinstance(obj, DatasetInfo):
-            raise SgtlabError(f"entry point {name!r} in {group} must be a DatasetInfo, got {type(obj).__name__}")
-        if obj.name not in DATASETS._items:
-            register_dataset(obj)
-    elif group == "sgtlab.methods":
-        from sgtlab.train.methods import METHODS, register_method
-
-        if name not in METHODS._items:
-            register_method(name, getattr(obj, "init_state", None))(obj)
-    elif group == "sgtlab.attacks":
-        from sgtlab.attacks.base import ATTACKS, register_attack
-
-        if name not in ATTACKS._items:
-            register_attack(name)(obj)
+def take_entry_points(group: str) -> list[tuple[str, object]]:
+    """The objects of `group`'s entry points loaded and not taken yet, as (name, object)."""
+    return _pending.pop(group, [])
 
 
 def load_entry_points() -> None:
@@ -111,3 +98,4 @@ def reset() -> None:
     """Forget that entry points were loaded (tests that install a plug-in package call this)."""
     global _entry_points_loaded
     _entry_points_loaded = False
+    _pending.clear()

@@ -20,7 +20,7 @@ from sgtlab.registry import Registry
 
 Eps = float | torch.Tensor
 
-ATTACKS: Registry[Callable[..., "Attack"]] = Registry("attack")
+ATTACKS: Registry[Callable[..., "Attack"]] = Registry("attack", group="sgtlab.attacks")
 register_attack = ATTACKS.register
 
 

@@ -95,9 +95,16 @@ class DatasetRegistry(Registry[DatasetInfo]):
     files on first use (and kept for the process)."""
 
     def __init__(self):
-        super().__init__("data set")
+        super().__init__("data set", group="sgtlab.datasets")
         self._prefixes: dict[str, Callable[[str], DatasetInfo]] = {}
         self._resolved: dict[str, DatasetInfo] = {}
+
+    def add_entry_point(self, name: str, obj) -> None:
+        """A plug-in's data set (entry-point group `sgtlab.datasets`): a DatasetInfo, under its own name."""
+        if not isinstance(obj, DatasetInfo):
+            raise SgtlabError(f"entry point {name!r} in {self.group} must be a DatasetInfo, got {type(obj).__name__}")
+        if obj.name not in self._items:
+            self.register(obj.name)(obj)
 
     def register_prefix(self, prefix: str, resolve: Callable[[str], DatasetInfo]) -> None:
         """`resolve(name)` builds the DatasetInfo of `prefix:REST` (raising DataError when it can't)."""

@@ -4,55 +4,20 @@ test"), where a preset asks for it: `explain.label_sanity: LABEL` names a method
 real model. Once both runs of a seed are complete, `label_sanity_stage` loads both checkpoints and
 compares their maps (`sanity_checks.label_randomization_check`) on the first `explain.sanity_n`
 images of the experiment's test subset, for every saliency method of `explain.methods`; the result
-goes into the random-label run's folder (`label_sanity.json`), which the report reads.
+goes into the random-label run's folder (`label_sanity.json`), which the report reads. The preset's
+request is checked with the rest of the experiment (`checks.label_sanity_pair`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sgtlab.errors import SgtlabError
+from sgtlab.experiments.checks import label_sanity_pair
+from sgtlab.experiments.presets import expand
+from sgtlab.experiments.store import is_complete, run_dir
+from sgtlab.io import read_json, write_json_atomic
 
 RESULT = "label_sanity.json"
-
-
-def _entry_label(entry: dict) -> str:
-    return entry.get("label") or entry.get("method", "?")  # as `presets.expand` names runs
-
-
-def _training(entry: dict) -> dict:
-    """What an entry trains with, but for its label and the labels' randomisation."""
-    return {"method": "st", **{k: v for k, v in entry.items() if k not in ("label", "random_labels")}}
-
-
-def label_sanity_pair(cfg: dict[str, Any]) -> tuple[str, str] | None:
-    """(label of the random-label entry, label of the entry training the same on true labels), or
-    None when the preset does not ask for the check. Refuses, in one line, a name that is no entry's
-    label, an entry that does not set `random_labels: true`, one with no true-label twin, and an
-    explain section without saliency methods."""
-    explain = cfg.get("explain") or {}
-    name = explain.get("label_sanity") if isinstance(explain, dict) else None
-    if name is None:
-        return None
-    if not isinstance(name, str) or not name:
-        raise SgtlabError(f"explain.label_sanity must be the label of a method entry, got {name!r}"[:300])
-    if not explain.get("methods"):
-        raise SgtlabError("explain.label_sanity needs saliency methods to compare: set explain.methods")
-    entries = [e for e in cfg.get("methods") or [] if isinstance(e, dict)]
-    rnd = next((e for e in entries if _entry_label(e) == name), None)
-    if rnd is None:
-        labels = ", ".join(_entry_label(e) for e in entries)
-        raise SgtlabError(f"explain.label_sanity names {name!r}, but no method entry is labelled so; labels: {labels}"
-                          [:300])
-    if rnd.get("random_labels") is not True:
-        raise SgtlabError(f"explain.label_sanity names {name!r}, which does not train on random labels: add "
-                          f"random_labels: true to that entry"[:300])
-    twin = next((e for e in entries if e is not rnd and not e.get("random_labels") and _training(e) == _training(rnd)),
-                None)
-    if twin is None:
-        raise SgtlabError(f"explain.label_sanity: no method entry trains as {name!r} does on the true labels (the same "
-                          f"entry without random_labels) to compare it with"[:300])
-    return name, _entry_label(twin)
 
 
 def label_sanity_run(real_folder: Path, random_folder: Path, train: dict[str, Any], explain: dict[str, Any],
@@ -87,10 +52,6 @@ def label_sanity_stage(cfg: dict[str, Any], root: str | Path) -> list[Path]:
     """For each seed whose random-label and real runs are both complete, the check into the random
     run's folder; skipped where it is there for the same real run (its config hash). Returns the
     files written."""
-    from sgtlab.experiments.presets import expand
-    from sgtlab.experiments.runner import is_complete, run_dir
-    from sgtlab.io import read_json, write_json_atomic
-
     pair = label_sanity_pair(cfg)
     if pair is None:
         return []

@@ -10,28 +10,15 @@ they make every model ineligible.
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.modules import module as _module
 
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
-_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks")
-
-
-def global_forward_hooks() -> bool:
-    """True when a forward hook or pre-hook is registered for every module."""
-    return any(getattr(_module, name, None) for name in _GLOBAL_HOOK_DICTS)
-
-
-def module_has_forward_hooks(m: nn.Module) -> bool:
-    """True when `m` itself (not its children) has a forward hook or pre-hook."""
-    return any(getattr(m, name, None) for name in _HOOK_DICTS)
+from sgtlab.models.base import InputSizeCheck
+from sgtlab.models.hooks import global_forward_hooks
 
 
 def input_checks(model: nn.Module) -> list:
     """The root's `InputSizeCheck` pre-hooks: sgtlab's own, stateless checks that change no value.
     A fast path that runs the layers by hand runs them itself (`run_input_checks`), so they do not
     make a model ineligible."""
-    from sgtlab.models.base import InputSizeCheck  # lazy: models.layers imports this module
-
     return [h for h in model._forward_pre_hooks.values() if isinstance(h, InputSizeCheck)]
 
 

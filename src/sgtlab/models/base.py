@@ -12,7 +12,7 @@ from sgtlab.registry import Registry
 # name -> constructor(in_channels, num_classes[, input_size]) -> nn.Module (without normalisation).
 # A constructor that takes `input_size` (H, W) adapts to it, or raises SgtlabError naming the sizes it
 # takes; a body built for one size only sets `body.input_size` and `body.sizes` (words).
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", group="sgtlab.models")
 register_model = MODELS.register
 
 

@@ -7,7 +7,7 @@ import functools
 import torch
 from torch import nn
 
-from sgtlab.fast.eligibility import global_forward_hooks, module_has_forward_hooks
+from sgtlab.models.hooks import global_forward_hooks, module_has_forward_hooks
 
 
 def strided_max_pool(t: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
@@ -31,8 +31,8 @@ def is_strided_pool(m: nn.MaxPool2d) -> bool:
 
 
 def _hooked(m: nn.Module) -> bool:
-    """The fast paths' one hook check (`sgtlab.fast.eligibility`) for this layer: its own hooks and
-    global ones. The strided maximum gives the same values either way (hooks run in `__call__`,
+    """The fast paths' one hook check (`sgtlab.models.hooks`, shared with `sgtlab.fast.eligibility`)
+    for this layer: its own hooks and global ones. The strided maximum gives the same values either way (hooks run in `__call__`,
     around this forward); a hooked layer takes PyTorch's path so every fast path refuses alike."""
     return module_has_forward_hooks(m) or global_forward_hooks()
 
