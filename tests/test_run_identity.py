@@ -22,7 +22,7 @@ TINY = ["train.epochs=1", "train.train_subset=64", "attack.n=40", "attack.eps=[0
 # one changed value per method option; a new option must be added here (the test says so)
 CHANGED = {"k": 0.3, "lam": 0.5, "saliency": "signed", "saliency_target": "pred", "mask_fill": "fixed",
            "mask_low": 0.1, "mask_high": 0.9, "train_eps": 0.2, "train_steps": 4, "train_alpha": 0.05,
-           "fgsm_alpha": 0.2, "random_start": False, "clean_loss": True, "q0": 0.2, "gamma": 0.02, "q_min": 0.01,
+           "fgsm_alpha": 0.2, "eps_warmup": 0.5, "random_start": False, "clean_loss": True, "q0": 0.2, "gamma": 0.02, "q_min": 0.01,
            "q_max": 0.8, "warmup_epochs": 2, "eps_irr": 0.5}
 
 

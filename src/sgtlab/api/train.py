@@ -92,7 +92,8 @@ def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5,
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                method: str = "st", *, idx: torch.Tensor | None = None, state: dict | None = None,
-               epoch: int = 0, step: int = 0, check: bool = True, **options) -> dict[str, torch.Tensor]:
+               epoch: int = 0, step: int = 0, total_steps: int = 0, check: bool = True,
+               **options) -> dict[str, torch.Tensor]:
     """One optimisation step of a training method on a batch, for your own loop: the method's loss,
     `backward`, `optimizer.step()`. Returns the loss and its parts as detached scalar tensors (no host
     sync: call `.item()` when you want the numbers). The model is put in train mode.
@@ -100,7 +101,9 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     Methods that keep per-sample state (SCAAT) need `idx` (the batch's indices in the data set) and a
     `state` dict you keep between steps, created on the first call with `n_train` (the data set size)
     as an option. `options` are method options (`k`, `lam`, `train_eps`, ...). `check=False` skips the
-    input checks (a min/max over the batch and a one-image forward for the number of classes)."""
+    input checks (a min/max over the batch and a one-image forward for the number of classes).
+    `step` (0-based, global) and `total_steps` (your run's length) drive the adversarial methods' eps
+    warm-up (`eps_warmup`); with `total_steps` 0 (the default) the training attacks use the full budget."""
     from sgtlab.data.inputs import as_data, check_labels, output_classes
     from sgtlab.train import METHODS, MethodConfig, StepContext
 
@@ -128,7 +131,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     if idx is None:
         idx = torch.arange(len(x), device=x.device)
     model.train()
-    ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state if state is not None else {}, module=model)
+    ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state if state is not None else {}, module=model,
+                      total_steps=total_steps)
     loss, parts = m.fn(model, x, y, cfg, ctx)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

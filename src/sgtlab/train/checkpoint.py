@@ -89,6 +89,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's checked metadata alone (config, arch, epoch), without reading its tensors."""
+    path = resolve_checkpoint(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})[META_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError, MemoryError) as e:
+        raise CheckpointError(f"{path} is not a readable sgtlab checkpoint ({one_line(e)[:200]})") from None
+    return check_meta(meta, path)
+
+
 MAX_META_VALUES = 200_000
 MAX_CHANNELS = 64
 MAX_CLASSES = 100_000

@@ -19,6 +19,7 @@ from sgtlab.data import TensorLoader, dataset_info, load_dataset
 from sgtlab.device import resolve_device
 from sgtlab.errors import CheckpointError, SgtlabError, SgtlabWarning, TrainingDiverged
 from sgtlab.evaluate import accuracy
+from sgtlab.experiments.provenance import provenance
 from sgtlab.fast.graphs import graphed
 from sgtlab.io import folder_lock, write_json_atomic, write_text_atomic
 from sgtlab.models import build_model
@@ -28,6 +29,7 @@ from sgtlab.train.methods import METHODS, StepContext
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+PROVENANCE = "provenance.json"  # sgtlab, git commit, torch, device, threads, date, command of the (last) start
 NAN_CHECK_EVERY = 25  # steps between finiteness checks (each one is a host sync)
 
 
@@ -135,6 +137,8 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
             raise SgtlabError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         tensors, meta = ckpt.read_checkpoint(ckpt_path)
         try:
+            if isinstance(meta["config"].get("method_cfg"), dict):  # made before the eps warm-up: trained without
+                meta["config"]["method_cfg"].setdefault("eps_warmup", 0.0)
             saved = TrainConfig.from_dict(meta["config"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
@@ -154,6 +158,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
     if is_main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG, cfg.to_dict())
+        write_json_atomic(out / PROVENANCE, provenance(device))
         if history or start_epoch == 0:
             write_text_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in history))
     tracker = None
@@ -172,6 +177,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
                           device=device, rank=rank, world_size=world)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext
     step = start_epoch * len(loader)
+    total_steps = cfg.epochs * len(loader)  # the methods' schedules (eps warm-up) read it with the global step
     # DDP: a last global batch smaller than the number of ranks would leave a rank without samples
     # (and a NaN mean loss): every rank skips it (a choice; one process trains on it)
     skip_last = world > 1 and len(train) - (len(loader) - 1) * cfg.batch_size < world
@@ -206,7 +212,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
                 # DDP averages the ranks' gradients; with shares of unequal size (an odd last batch)
                 # weight each rank's mean loss by its share, so the result is the global batch mean
                 weight = x.shape[0] * world / min(cfg.batch_size, len(train) - i * cfg.batch_size)
-            ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state, module=model)
+            ctx = StepContext(idx=idx, epoch=epoch, step=step, state=state, module=model, total_steps=total_steps)
             with amp_ctx():
                 loss, parts = method.fn(net, x, y, cfg.method_cfg, ctx)
             optimizer.zero_grad(set_to_none=True)

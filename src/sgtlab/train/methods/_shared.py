@@ -74,3 +74,48 @@ def forward_many(model: nn.Module, module: nn.Module, *inputs: torch.Tensor) -> 
     if batch_coupled(module) or (runs_module(model, module) and inputs[0].device.type == "cpu"):
         return [model(t) for t in inputs]
     return list(model(torch.cat(inputs)).split([t.shape[0] for t in inputs]))
+
+
+# -- the training attacks' budget: a linear warm-up ----------------------------------------------------
+
+def warmup_factor(cfg, ctx) -> float:
+    """The fraction of the training budget at this step: (step + 1) / W over the first
+    W = eps_warmup x total_steps steps (never 0: the first step attacks with eps / W), then exactly 1.
+    It depends on the global step and the run's length only, so a run resumed from a checkpoint
+    uses the same budgets as an uninterrupted one (a run extended to more epochs stretches the ramp,
+    as it stretches a cosine learning rate). `eps_warmup` 0, or an unknown length (total_steps 0):
+    1 from the first step, the training of before the option."""
+    w = cfg.eps_warmup * ctx.total_steps
+    if w <= 0 or ctx.step + 1 >= w:
+        return 1.0
+    return (ctx.step + 1) / w
+
+
+def current_eps(cfg, ctx, eps: float | None = None) -> float:
+    """The training budget at this step: `eps` (default `train_eps`) x `warmup_factor`."""
+    eps = cfg.train_eps if eps is None else eps
+    f = warmup_factor(cfg, ctx)
+    return eps if f == 1.0 else eps * f
+
+
+def pgd_budget(cfg, ctx, eps: float | None = None) -> tuple[float, float | None]:
+    """(eps, alpha) of a PGD training attack at this step. During the warm-up the step size scales
+    with the budget: an explicit `train_alpha` is the step at the full budget (the runner writes out
+    PGD's default 2.5 eps / steps, so a preset's run and a `train` run with no alpha take the same
+    steps), and a step kept while eps shrinks would overshoot the ball at every step. Outside the
+    warm-up the options pass through unchanged."""
+    eps = cfg.train_eps if eps is None else eps
+    f = warmup_factor(cfg, ctx)
+    if f == 1.0:
+        return eps, cfg.train_alpha
+    alpha = 2.5 * eps / cfg.train_steps if cfg.train_alpha is None else cfg.train_alpha
+    return eps * f, alpha * f
+
+
+def fgsm_budget(cfg, ctx) -> tuple[float, float]:
+    """(eps, alpha) of AT-FGSM at this step: alpha `fgsm_alpha` (default 1.25 eps with random start,
+    else eps), both scaled by the warm-up as in `pgd_budget`."""
+    eps = cfg.train_eps
+    alpha = cfg.fgsm_alpha if cfg.fgsm_alpha is not None else (1.25 * eps if cfg.random_start else eps)
+    f = warmup_factor(cfg, ctx)
+    return (eps, alpha) if f == 1.0 else (eps * f, alpha * f)

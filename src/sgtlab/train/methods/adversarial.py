@@ -2,8 +2,8 @@
 import torch.nn.functional as F
 
 from sgtlab.attacks import fgsm, pgd
-from sgtlab.train.methods import register_method
-from sgtlab.train.methods._shared import attack_model, forward_many
+from sgtlab.train.methods.base import register_method
+from sgtlab.train.methods._shared import attack_model, fgsm_budget, forward_many, pgd_budget
 
 
 def _adv_loss(model, module, x, x_adv, y, cfg):
@@ -18,16 +18,17 @@ def _adv_loss(model, module, x, x_adv, y, cfg):
 
 def at_fgsm(model, x, y, cfg, ctx):
     """Adversarial training with FGSM (random start by default): CE(f(x'))."""
-    eps = cfg.train_eps
-    # alpha 1.25 eps with random start (Wong et al.), eps for plain FGSM (where fgsm ignores alpha)
-    alpha = cfg.fgsm_alpha if cfg.fgsm_alpha is not None else (1.25 * eps if cfg.random_start else eps)
+    # alpha 1.25 eps with random start (Wong et al.), eps for plain FGSM (where fgsm ignores alpha);
+    # both ramp up over the first eps_warmup of training
+    eps, alpha = fgsm_budget(cfg, ctx)
     x_adv = fgsm(attack_model(model, ctx.module), x, y, eps, random_start=cfg.random_start, alpha=alpha, check=False)
     return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
 
 
 def at_pgd(model, x, y, cfg, ctx):
     """Adversarial training with PGD (Madry et al.): CE(f(x'))."""
-    x_adv = pgd(attack_model(model, ctx.module), x, y, cfg.train_eps, steps=cfg.train_steps, alpha=cfg.train_alpha,
+    eps, alpha = pgd_budget(cfg, ctx)  # ramped up over the first eps_warmup of training
+    x_adv = pgd(attack_model(model, ctx.module), x, y, eps, steps=cfg.train_steps, alpha=alpha,
                 random_start=True, check=False)
     return _adv_loss(model, ctx.module, x, x_adv, y, cfg)
 

@@ -2,13 +2,15 @@
 import torch.nn.functional as F
 
 from sgtlab.attacks import pgd
-from sgtlab.train.methods import register_method
-from sgtlab.train.methods._shared import attack_model, forward_many, kl_term, resolve_k, saliency_mask_and_clean
+from sgtlab.train.methods.base import register_method
+from sgtlab.train.methods._shared import (attack_model, forward_many, kl_term, pgd_budget, resolve_k,
+                                            saliency_mask_and_clean)
 
 
 def asgt(model, x, y, cfg, ctx):
     """Adversarial saliency-guided: CE(f(x)) + CE(f(x')) + lambda KL(f(x) || f(M_k(x', S(x', y)))), x' = PGD(x)."""
-    x_adv = pgd(attack_model(model, ctx.module), x, y, cfg.train_eps, steps=cfg.train_steps, alpha=cfg.train_alpha,
+    eps, alpha = pgd_budget(cfg, ctx)  # ramped up over the first eps_warmup of training
+    x_adv = pgd(attack_model(model, ctx.module), x, y, eps, steps=cfg.train_steps, alpha=alpha,
                 random_start=True, check=False)
     x_am, adv = saliency_mask_and_clean(model, ctx.module, x_adv, y, cfg, resolve_k(cfg, "asgt"))
     if adv is None:

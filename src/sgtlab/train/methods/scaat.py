@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from sgtlab.attacks import pgd
 from sgtlab.saliency import lowest_mask, saliency, saliency_and_clean_logits
-from sgtlab.train.methods import register_method
-from sgtlab.train.methods._shared import attack_model, forward_many, kl_term, runs_module
+from sgtlab.train.methods.base import register_method
+from sgtlab.train.methods._shared import attack_model, forward_many, kl_term, pgd_budget, runs_module
 
 
 def init_state(n_train: int, cfg, device) -> dict[str, torch.Tensor]:
@@ -35,7 +35,8 @@ def scaat(model, x, y, cfg, ctx):
     # floor(q_i * H * W) positions; the 1e-6 keeps float error (0.29 * 100 = 28.999...) from flooring down
     n = torch.floor(q * (h * w) + 1e-6).long()
     support = lowest_mask(s, n)
-    x_adv = pgd(attack_model(model, module), x, y, cfg.eps_irr, steps=cfg.train_steps, alpha=cfg.train_alpha, random_start=True,
+    eps, alpha = pgd_budget(cfg, ctx, cfg.eps_irr)  # the budget eps_irr, ramped up over the first eps_warmup
+    x_adv = pgd(attack_model(model, module), x, y, eps, steps=cfg.train_steps, alpha=alpha, random_start=True,
                 mask=support, check=False)
     if clean is None:
         clean, adv = forward_many(model, module, x, x_adv)

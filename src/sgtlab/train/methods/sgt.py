@@ -1,7 +1,7 @@
 """SGT (Ismail et al. 2021)."""
 import torch.nn.functional as F
 
-from sgtlab.train.methods import register_method
+from sgtlab.train.methods.base import register_method
 from sgtlab.train.methods._shared import forward_many, kl_term, resolve_k, saliency_mask_and_clean
 
 

@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from sgtlab.train.methods import register_method
+from sgtlab.train.methods.base import register_method
 
 
 def st(model, x, y, cfg, ctx):
