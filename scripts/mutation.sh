@@ -40,7 +40,11 @@ tests_for() {
     evaluate/robustness) echo tests/test_science_attacks.py tests/test_science_robustness.py \
       tests/test_robustness.py::test_fold_counts_a_folded_fool_from_the_next_grid_eps_on \
       tests/test_robustness.py::test_fold_from_scratch_changes_that_eps_only_and_refuses_clashes \
+      tests/test_headline_suite.py::test_add_ensemble_and_folds_that_ran_on_some_images \
       tests/test_cuda_graphs.py ;;
+    # the suite on hand-built models (the others attack a trained model)
+    evaluate/headline_suite) echo tests/test_headline_suite.py \
+      -k not%trained%and%not%every_headline%and%not%autoattack%and%not%checks_do_not ;;
     evaluate/masking_checks) echo tests/test_science_masking_checks.py tests/test_masking_checks_flag.py ;;
     data/cifar) echo tests/test_unpickler.py tests/test_data.py tests/test_data_formats.py tests/test_untrusted_properties.py -k cifar%or%unpickl%or%pickle ;;
     data/mnist|data/mnist5k|data/base) echo tests/test_data.py tests/test_untrusted_properties.py ;;

@@ -127,7 +127,7 @@ def test_sgt_two_processes_end_with_the_weights_of_one(tmp_path):
     assert max_diff(weights(other), weights(ref)) > 100 * ATOL
     # only rank 0 wrote: one checkpoint, one metrics line per epoch, one JSON line on stdout
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoint.safetensors", "config.json",
-                                                                    "metrics.jsonl"]
+                                                                    "metrics.jsonl", "provenance.json"]
     assert epochs_logged(tmp_path / "ddp") == [1, 2]
     lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 2
@@ -153,7 +153,8 @@ def test_st_resumed_under_torchrun_ends_with_the_weights_of_one_process(tmp_path
     assert diff < ATOL, f"resumed 2 ranks vs 1 process: max |dw| = {diff:.2e}"
     other = one_process(tmp_path / "half", {**cfg, "method": "st", "batch_size": 32}, {})
     assert max_diff(weights(other), weights(ref)) > 100 * ATOL
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.jsonl",
+                                                     "provenance.json"]
 
 
 def _merge_on_rank(rank: int, init: str, out: str) -> None:

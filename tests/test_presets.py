@@ -31,9 +31,25 @@ def test_paper_mnist_matches_the_spec_table():
     assert len({r.seed for r in runs}) == 5
     ks = sorted(r.train["method_cfg"]["k"] for r in runs if r.train["method"] == "sgt")
     assert set(ks) == {0.3, 0.5}
-    # the papers' presets evaluate with AutoAttack-standard as well (folded into the ensemble)
+    # the papers' presets add AutoAttack-standard to the headline suite (on every headline image)
     for name in ("paper-mnist", "paper-cifar10"):
-        assert load_preset(name)["attack"]["autoattack"] == {"n": 1000}
+        assert load_preset(name)["attack"]["autoattack"] is True
+        assert expand(load_preset(name))[0].attack["suite"] == {"restarts": 5, "square_queries": 300}  # default
+
+
+def test_the_headline_suite_is_written_into_every_runs_identity():
+    """The suite is part of what a run's numbers mean: written out (defaults filled in) into the
+    identity, so a folder evaluated with another suite (or none: made before it) is not reused."""
+    quick = expand(load_preset("quick"))[0]
+    assert quick.attack["suite"] == {"restarts": 2, "square_queries": 100}
+    assert quick.identity()["attack"]["suite"] == {"restarts": 2, "square_queries": 100}
+    off = expand(apply_overrides(load_preset("quick"), ["attack.suite=false"]))[0]
+    more = expand(apply_overrides(load_preset("quick"), ["attack.suite={restarts: 3}"]))[0]
+    assert off.attack["suite"] is False and more.attack["suite"] == {"restarts": 3, "square_queries": 300}
+    assert len({quick.config_hash(), off.config_hash(), more.config_hash()}) == 3
+    unset = load_preset("quick")
+    del unset["attack"]["suite"]
+    assert expand(unset)[0].attack["suite"] == {"restarts": 5, "square_queries": 300}  # on by default
 
 
 def test_overrides_reach_every_run():
@@ -53,8 +69,13 @@ def test_overrides_reach_every_run():
     ("nonsense=1", "unknown preset key"),
     ("train.epochs", "KEY=VALUE"),
     ("attack.autoattack=often", "attack.autoattack must be"),
-    ("attack.autoattack={n: 0}", "positive integer"),
-    ("attack.autoattack={m: 5}", "unknown attack.autoattack options"),
+    ("attack.autoattack={n: 1000}", "attack.autoattack.n is gone"),
+    ("attack.autoattack={m: 5}", "attack.autoattack must be true or false"),
+    ("attack.suite=often", "attack.suite must be true, false or a mapping"),
+    ("attack.suite={restarts: -1}", r"attack.suite.restarts must be an integer in 0\.\.1000000"),
+    ("attack.suite={square_queries: 1.5}", "attack.suite.square_queries must be an integer"),
+    ("attack.suite={steps: 0}", r"attack.suite.steps must be an integer in 1\.\."),
+    ("attack.suite={queries: 5}", "unknown attack.suite options: queries; known: restarts, square_queries, steps"),
     ("attack.autocast=fp16", "attack.autocast must be bf16"),
 ])
 def test_bad_overrides_are_refused(override, message):

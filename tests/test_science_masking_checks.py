@@ -18,7 +18,7 @@ from torch import nn
 
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate import masking_checks as mc
-from sgtlab.evaluate.masking_checks import checks_into, default_eps, gradient_masking_checks, tolerance
+from sgtlab.evaluate.masking_checks import default_eps, gradient_masking_checks, tolerance
 from sgtlab.evaluate.robustness import robustness_sweep
 from test_science_attacks import Lottery, Threshold  # class 1 iff the mean pixel > 0.9; zero gradient
 
@@ -166,25 +166,6 @@ def test_without_square_the_check_says_why_and_passes_none(monkeypatch):
         gradient_masking_checks(Threshold(), (x, y), tol=0.0)
 
 
-def test_checks_into_folds_each_attack_into_the_sweeps_ensemble(capfd):
-    """A sweep with a weak attack (one step of 0.001) fools nothing; the checks at eps 0.25 fool 0.89
-    (0.89 + 0.25 > 0.9): folded, it counts as fooled by the ensemble from the grid eps 0.3 on."""
-    from sgtlab.attacks import PGD
-
-    x, y = _images(VALUES)
-    weak = {"weak": PGD(steps=1, alpha=0.001, random_start=False), "ensemble": "ensemble"}
-    res = robustness_sweep(Threshold(), (x, y), weak, [0.2, 0.3], progress=False)
-    assert res.first_fooled["ensemble"].tolist() == [math.inf] * 4
-    checks = checks_into(res, Threshold(), (x, y), eps=0.25, tol=0.0, square_queries=30)
-    assert checks["more_steps_not_weaker"]["eps"] == 0.25
-    assert set(res.folded) == {f"checks:{a}@0.25" for a in (*WHITE, "pgd-50", "pgd-10x5", "square")}
-    assert res.folded["checks:square@0.25"][2] == "30 queries" and res.folded["checks:pgd@0.25"][2] is None
-    assert all(r.tolist() == [False, True, True, True] for c, (_, r, _) in res.folded.items() if "square" not in c)
-    assert res.first_fooled["ensemble"].tolist() == [0.3, math.inf, math.inf, math.inf]
-    assert res.first_fooled["weak"].tolist() == [math.inf] * 4
-    assert capfd.readouterr().err == ""  # no progress bar by default, Square's sweep included
-
-
 def _no_square(monkeypatch, seen):
     def spy(name, **kw):
         seen.append((name, kw))
@@ -234,14 +215,14 @@ def test_progress_and_batch_size_reach_every_sweep(monkeypatch, capfd):
         gradient_masking_checks(Threshold(), (x, y), tol=0.0, batch_size=0, grid=[0.1])
 
 
-def test_checks_into_without_square_folds_the_others(monkeypatch):
+def test_without_square_the_other_attacks_outcomes_are_still_given(monkeypatch):
     _no_square(monkeypatch, [])
     x, y = _images(VALUES)
-    res = robustness_sweep(Threshold(), (x, y), ["fgsm", "ensemble"], [0.2, 0.3], progress=False)
-    checks = checks_into(res, Threshold(), (x, y), eps=0.25, tol=0.0, grid=[0.1])
+    found = {}
+    checks = gradient_masking_checks(Threshold(), (x, y), eps=0.25, tol=0.0, grid=[0.1], outcomes=found)
     assert checks["gradient_free_not_stronger"]["passed"] is None
-    assert set(res.folded) == {f"checks:{a}@0.25" for a in (*WHITE, "pgd-50", "pgd-10x5")}
-    assert all(note is None for _, _, note in res.folded.values())
+    assert set(found) == {*WHITE, "pgd-50", "pgd-10x5"}
+    assert all(r.tolist() == [False, True, True, True] for r in found.values())  # 0.89 + 0.25 > 0.9
 
 
 class _GradCounter(Threshold):

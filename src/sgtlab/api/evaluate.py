@@ -35,32 +35,47 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
                attacks: str | Sequence[str] | dict = ("fgsm", "pgd", "mifgsm"), *, n: int | None = None,
                batch_size: int | None = None, seed: int = 0, checks: bool = False, out: str | Path | None = None,
                progress: bool = False, tensorboard: bool = False, from_scratch: bool = False,
-               autocast: str | None = None, cuda_graphs: bool = False):
+               autocast: str | None = None, cuda_graphs: bool = False, suite: bool | dict = False):
     """Clean and robust accuracy under each attack at each eps (L-inf, pixel units): a
     `RobustnessResult` (`.robust_accuracy[attack][eps]`, `.clean_accuracy`, `.per_sample()`, `.table()`).
 
     `model`: an `nn.Module` (inputs in [0, 1]) or a run folder. `data`: `(x, y)`, a `TensorDataset`, a
     `DataLoader`. `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
-    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`; their attacks' per-image
-    outcomes are folded into the ensemble). `from_scratch`: each eps on its own (default: the nested
+    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`; they judge the
+    evaluation and do not change the robust accuracies). `suite=True` (or `{restarts: 5,
+    square_queries: 300}`): also the headline suite `reproduce` runs, at the data's headline eps on
+    the grid, on every image no cheaper attack fooled, folded into the ensemble
+    (`sgtlab.evaluate.headline_suite`). `from_scratch`: each eps on its own (default: the nested
     sweep); `autocast="bf16"`: attacks under bfloat16 autocast, verdicts in float32; `cuda_graphs`: on
     CUDA, the attacks' passes replayed as CUDA graphs (same numbers). `out`: write
     OUT/robustness.json and robustness_per_sample.csv (a run folder: as `sgtlab attack RUN`)."""
     from sgtlab.data.inputs import model_data
+    from sgtlab.evaluate.headline_suite import check_suite
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
 
     model = _model(model)
     grid = check_eps_grid([eps] if isinstance(eps, (int, float)) else list(eps))
     plan = resolve_attacks([attacks] if isinstance(attacks, str) else attacks)
+    suite_opts = check_suite(suite, "suite")  # None: no suite; checked before any work
     data = model_data(model, data)
     tracker = _tracker(out, tensorboard)
     result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed,
                               from_scratch=from_scratch, autocast=autocast,
                               cuda_graphs=cuda_graphs)
-    if checks:
-        from sgtlab.evaluate.masking_checks import checks_into
+    if suite_opts:
+        from sgtlab.data.budgets import budgets_for_shape
+        from sgtlab.data.inputs import as_data
+        from sgtlab.evaluate.headline_suite import headline_suite, suite_eps
 
-        result.info["checks"] = checks_into(result, model, data, n=n, batch_size=batch_size, seed=seed)
+        d = as_data(data)
+        x, y = d.x[:result.n], d.y[:result.n]  # the images the sweep attacked (its `n`)
+        headline = budgets_for_shape(tuple(x.shape[1:])).headline_eps
+        headline_suite(model, (x, y), result, suite_eps(result.eps, headline), batch_size=batch_size, seed=seed,
+                       progress=progress, **suite_opts)
+    if checks:
+        from sgtlab.evaluate.masking_checks import gradient_masking_checks
+
+        result.info["checks"] = gradient_masking_checks(model, data, n=n, batch_size=batch_size, seed=seed)
     if out is not None:
         result.save(out)
         if checks:

@@ -40,6 +40,10 @@ def add_parser(sub):
                         "caches and cost more per image; 1024 on a GPU)")
     p.add_argument("--seed", type=int64, default=0, help="seed of the random starts (default: %(default)s)")
     p.add_argument("--checks", action="store_true", help="also run the gradient-masking checks")
+    p.add_argument("--suite", action="store_true",
+                   help="also the headline suite that `reproduce` runs, at the data set's headline eps on the grid: "
+                        "PGD from 5 more random starts and Square (300 queries) on every image no cheaper attack "
+                        "fooled there, folded into the ensemble (docs/attacks.md)")
     p.add_argument("--out", default=None, help="folder for robustness.json, robustness_per_sample.csv and "
                                                "checks.json (default: RUN itself when RUN is a run folder, the "
                                                "layout `reproduce` writes and `report` reads; none otherwise)")
@@ -59,7 +63,7 @@ def run(args) -> int:
     from sgtlab.cli.common import load_model_and_data
     from sgtlab.cli.options import parse_float_list, parse_name_list
     from sgtlab.errors import SgtlabError
-    from sgtlab.evaluate.masking_checks import checks_into
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
     from sgtlab.validate import check_seed
 
@@ -104,9 +108,16 @@ def run(args) -> int:
 
     result.sample_ids = torch.as_tensor(idx)
     result.info["test_subset"] = {"seed": 0, "n": len(idx), "hash": indices_hash(idx), "stratified": True}
+    if args.suite:
+        from sgtlab.data.budgets import budgets
+        from sgtlab.evaluate.headline_suite import SUITE_DEFAULTS, headline_suite, suite_eps
+
+        headline = budgets(args.dataset or meta["arch"].get("dataset") or data.name).headline_eps
+        headline_suite(model, data, result, suite_eps(result.eps, headline), batch_size=args.batch_size,
+                       seed=args.seed, progress=progress, **SUITE_DEFAULTS)
     checks = None
     if args.checks:
-        checks = checks_into(result, model, data, n=None, batch_size=args.batch_size, seed=args.seed)
+        checks = gradient_masking_checks(model, data, n=None, batch_size=args.batch_size, seed=args.seed)
         result.info["checks"] = checks
     result.info.update(model=meta["arch"]["model"], dataset=data.name)
     files = result.save(out) if out is not None else {}

@@ -49,11 +49,12 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
                             grid: list[float] | None = None, progress: bool = False,
                             seed: int = 0, outcomes: dict[str, torch.Tensor] | None = None
                             ) -> dict[str, dict[str, Any]]:
-    """The checks on the first `n` images of `data` (give a seeded stratified subset); `tol=None`:
-    tolerances from n (see the module doc); `grid`: the eps grid of the FGSM-curve check (default:
-    the data's standard grid). `outcomes`: a dict to fill with each attack's robust outcome per image
-    at `eps` (`{"pgd-50": bool tensor, ...}`), so a caller can fold them into its ensemble
-    (`RobustnessResult.fold`): the headline is then the worst case over these attacks as well."""
+    """The checks on the first `n` images of `data` (give a seeded class-stratified subset, e.g.
+    `sgtlab.data.subsets.stratified_subset`); `tol=None`: tolerances from n (see the module doc);
+    `grid`: the eps grid of the FGSM-curve check (default: the data's standard grid). `outcomes`: a
+    dict to fill with each attack's robust outcome per image at `eps` (`{"pgd-50": bool tensor, ...}`).
+    The checks judge the evaluation; they are not part of a headline (that is the same suite on
+    every image: `sgtlab.evaluate.headline_suite`)."""
     from sgtlab.data.inputs import as_data
 
     data = as_data(data)  # (x, y), TensorDataset, DataLoader or TensorData; checked
@@ -125,18 +126,4 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
         c["n"] = m
         if "tol" in c:
             c["tol_from"] = "fixed" if tol is not None else f"95 % binomial half-width, n = {m}"
-    return checks
-
-
-def checks_into(result, model: nn.Module, data, **kw) -> dict[str, dict[str, Any]]:
-    """`gradient_masking_checks(model, data, **kw)` on the images of a sweep `result` (same order),
-    with the per-image outcomes of the checks' attacks folded into its ensemble as `checks:NAME`
-    (`RobustnessResult.fold`): the headline is then the worst case over those attacks as well."""
-    found: dict[str, torch.Tensor] = {}
-    checks = gradient_masking_checks(model, data, outcomes=found, **kw)
-    eps = checks["more_steps_not_weaker"]["eps"]  # the eps every outcome was measured at
-    square = checks["gradient_free_not_stronger"]
-    notes = {"square": f"{square['queries']} queries"} if "queries" in square else {}
-    for name, robust in found.items():
-        result.fold(f"checks:{name}", eps, robust, note=notes.get(name))
     return checks

@@ -55,9 +55,11 @@ class RobustnessResult:
     outcomes: dict[str, torch.Tensor] | None = None
     # indices of the evaluated samples in the test split (a seeded subset), when known
     sample_ids: torch.Tensor | None = None
-    # attacks run outside the sweep (masking checks, AutoAttack) at one eps on the first m samples:
-    # column `label@eps` -> (eps, robust per sample (m long), note on its strength); see `fold`
+    # attacks run outside the sweep (the headline suite) at one eps: column `label@eps` -> (eps, robust
+    # per sample (m long: the first m samples), note on its strength); see `fold`
     folded: dict[str, tuple[float, torch.Tensor, str | None]] = field(default_factory=dict)
+    # column -> the samples (m long) that attack ran on, where it did not run on all of the first m
+    folded_ran: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def sweep(self) -> str:
@@ -85,22 +87,33 @@ class RobustnessResult:
             return self.outcomes[attack][:, j]
         return self.first_fooled[attack] > eps
 
-    def fold(self, label: str, eps: float, robust: torch.Tensor, note: str | None = None) -> None:
-        """Add an attack run outside the sweep, at one `eps` on the first `len(robust)` samples, to
-        the ensemble (the per-sample worst case over every attack that ran on a sample, as the spec
-        headlines it). Nested: a sample it fools counts as fooled from the smallest grid eps >= eps on
-        (its adversarial image lies in every larger ball); from scratch: at that grid eps only. The
-        outcomes are kept as their own per-sample columns (`label@eps`); `note` (e.g. "300 queries")
-        goes with them into `robustness.json`, for reports."""
+    def fold(self, label: str, eps: float, robust: torch.Tensor, note: str | None = None,
+             ran: torch.Tensor | None = None) -> None:
+        """Add an attack run outside the sweep, at one `eps` on the first `len(robust)` samples (or,
+        with `ran`, a bool mask as long as `robust`, on those samples only), to the ensemble (the
+        per-sample worst case over every attack that ran on a sample, as the spec headlines it).
+        Nested: a sample it fools counts as fooled from the smallest grid eps >= eps on (its
+        adversarial image lies in every larger ball); from scratch: at that grid eps only. The
+        outcomes are kept as their own per-sample columns (`label@eps`, blank where it did not run);
+        `note` (e.g. "300 queries") goes with them into `robustness.json`, for reports."""
         robust = torch.as_tensor(robust, dtype=torch.bool).cpu()
         m, eps = len(robust), float(eps)
         column = f"{label}@{eps:g}"
-        if m > self.n or label in self.attacks or column in self.folded:
+        if ran is not None:
+            ran = torch.as_tensor(ran, dtype=torch.bool).cpu()
+        if m > self.n or label in self.attacks or column in self.folded or (ran is not None and len(ran) != m):
             raise SgtlabError(f"cannot fold {column!r}: {m} outcomes for {self.n} samples, or the name is taken")
         self.folded[column] = (eps, robust, note)
+        if ran is not None:
+            self.folded_ran[column] = ran
+        self._fold_into_ensemble(column)
+
+    def _fold_into_ensemble(self, column: str) -> None:
         if "ensemble" not in self.first_fooled:
             return
-        fooled = (~robust).nonzero().squeeze(1)
+        eps, robust, _ = self.folded[column]
+        ran = self.folded_ran.get(column)
+        fooled = (~robust if ran is None else ~robust & ran).nonzero().squeeze(1)
         on_grid = [j for j, e in enumerate(self.eps) if math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12)]
         if self.outcomes is not None:
             if on_grid:
@@ -110,6 +123,21 @@ class RobustnessResult:
         if above:
             f = self.first_fooled["ensemble"]
             f[fooled] = torch.clamp(f[fooled], max=above[0])
+
+    def add_ensemble(self) -> None:
+        """Give a sweep run without `ensemble` one: per sample the worst case over its attacks and
+        the attacks folded in so far (nothing changes when it has one)."""
+        if "ensemble" in self.first_fooled:
+            return
+        members = [a for a in self.attacks if a in self.first_fooled]
+        if not members:
+            raise SgtlabError("the sweep has no attacks to take the worst case over")
+        self.first_fooled["ensemble"] = torch.stack([self.first_fooled[a] for a in members]).amin(0)
+        if self.outcomes is not None:
+            self.outcomes["ensemble"] = torch.stack([self.outcomes[a] for a in members]).all(0)
+        self.attacks.append("ensemble")
+        for column in self.folded:
+            self._fold_into_ensemble(column)
 
     @property
     def robust_accuracy(self) -> dict[str, dict[float, float]]:
@@ -129,8 +157,9 @@ class RobustnessResult:
                 row[f"{a}:first_fooled_eps"] = first[a][i]
                 for e in self.eps:
                     row[f"{a}@{e:g}"] = robust[(a, e)][i]
-            for col, (_, r, _) in self.folded.items():  # run on the first len(r) samples only
-                row[col] = int(r[i]) if i < len(r) else ""
+            for col, (_, r, _) in self.folded.items():  # run on the first len(r) samples (or those in `ran`)
+                ran = self.folded_ran.get(col)
+                row[col] = int(r[i]) if i < len(r) and (ran is None or ran[i]) else ""
             table.append(row)
         return table
 
@@ -138,10 +167,20 @@ class RobustnessResult:
         return {"clean_accuracy": self.clean_accuracy, "n": self.n, "eps": self.eps, "sweep": self.sweep,
                 "from_scratch": self.outcomes is not None,
                 "robust_accuracy": {a: {f"{e:g}": v for e, v in d.items()} for a, d in self.robust_accuracy.items()},
-                **({"folded": {col: {"eps": e, "n": len(r), "accuracy": r.float().mean().item(),
-                                     **({"note": note} if note else {})}
-                               for col, (e, r, note) in self.folded.items()}} if self.folded else {}),
+                **({"folded": {col: self._folded_summary(col) for col in self.folded}} if self.folded else {}),
                 **self.info}
+
+    def _folded_summary(self, column: str) -> dict:
+        """`robustness.json`'s entry of a folded attack: its eps, on how many samples it ran and its
+        accuracy there; with a `ran` mask also of how many samples (`of`) and how many it fooled."""
+        e, r, note = self.folded[column]
+        ran = self.folded_ran.get(column)
+        out: dict = {"eps": e}
+        if ran is None:
+            out.update(n=len(r), accuracy=r.float().mean().item())
+        else:
+            out.update(n=int(ran.sum()), of=len(ran), fooled=int((ran & ~r).sum()))
+        return {**out, **({"note": note} if note else {})}
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """`robustness.json` (aggregates) and `robustness_per_sample.csv`, both written atomically."""

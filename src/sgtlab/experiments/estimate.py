@@ -116,6 +116,8 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     of them: a fixed part and a part per image, extrapolated to the run's sizes."""
     from sgtlab.evaluate import accuracy
     from sgtlab.evaluate.interpretability import interpretability_metrics
+    from sgtlab.data.budgets import budgets_for_shape
+    from sgtlab.evaluate.headline_suite import check_suite, headline_suite, suite_eps
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import robustness_sweep
     from sgtlab.experiments.stages import attack_plan
@@ -136,16 +138,21 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
         fn(test.subset(k))
         return time.perf_counter() - t0
 
-    work = [(n_att, lambda d: robustness_sweep(model, d, attack_plan(attack), attack.get("eps", []), seed=tc.seed,
-                                               progress=False, cuda_graphs=attack.get("cuda_graphs", False)))]
+    suite = check_suite(attack.get("suite", True))
+    suite_opts = {"restarts": 0, "square_queries": 0, **(suite or {})}
+    suite_opts.setdefault("steps", attack.get("steps", 10))
+
+    def sweep_and_suite(d):  # the sweep, then the headline suite on the images it left robust
+        res = robustness_sweep(model, d, attack_plan(attack), attack.get("eps", []), seed=tc.seed, progress=False,
+                               cuda_graphs=attack.get("cuda_graphs", False))
+        if suite or attack.get("autoattack"):
+            headline = attack.get("headline_eps") or budgets_for_shape(tuple(d.x.shape[1:])).headline_eps
+            headline_suite(model, d, res, suite_eps(res.eps, headline), autoattack=bool(attack.get("autoattack")),
+                           seed=tc.seed, **suite_opts)
+
+    work = [(n_att, sweep_and_suite)]
     if checks:
         work.append((n_chk, lambda d: gradient_masking_checks(model, d, seed=tc.seed, progress=False, n=None, **chk)))
-    if attack.get("autoattack"):
-        from sgtlab.experiments.stages import AUTOATTACK_N, autoattack_sweep
-
-        aa = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
-        work.append((min(aa.get("n", AUTOATTACK_N), n_att),
-                     lambda d: autoattack_sweep(model, d, {**attack, "autoattack": {"n": len(d.x)}}, tc.seed)))
     if explain.get("methods"):
         work.append((n_exp, lambda d: interpretability_metrics(model, d, explain["methods"], n=None, seed=tc.seed,
                                                                 metrics=explain.get("metrics", "all"), progress=False,

@@ -15,12 +15,10 @@ The runner does not build the report: `sgtlab reproduce` and `sgtlab report` do.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -28,20 +26,9 @@ from sgtlab.errors import SgtlabError
 from sgtlab.experiments.presets import RunSpec, expand, identity_diff
 from sgtlab.experiments.provenance import provenance
 from sgtlab.experiments.stages import device, interpretability_stage, robustness_stage
-from sgtlab.io import folder_lock, read_json, write_json_atomic, write_text_atomic
-
-RESULT = "result.json"
-IDENTITY = "run.json"
-RESULTS_TABLE = "results.csv"
-EXPERIMENT = "experiment.json"
-
-
-def run_dir(root: Path, name: str) -> Path:
-    return Path(root) / "runs" / name
-
-
-def is_complete(root: Path, name: str) -> bool:
-    return (run_dir(root, name) / RESULT).exists()
+from sgtlab.experiments.store import (EXPERIMENT, IDENTITY, RESULT, final_loss, is_complete, read_results,
+                                     record_result, run_dir)
+from sgtlab.io import folder_lock, read_json, write_json_atomic
 
 
 def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool = False) -> dict[str, Any]:
@@ -70,6 +57,8 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     row.update(interpretability_stage(model, cfg, spec.explain, spec.attack, folder, progress))
     times["explain"] = time.perf_counter() - t1
     row["train_test_accuracy"] = last.get("test_accuracy")
+    # what an under-trained flag needs: the last epoch's training loss and the chance level ln(classes)
+    row["final_loss"], row["num_classes"] = final_loss(last), meta["arch"]["num_classes"]
     row.update({f"seconds_{k}": round(v, 2) for k, v in times.items()})
     row["seconds"] = round(time.perf_counter() - t0, 2)
     row.update(provenance(device(cfg.device)))
@@ -90,54 +79,6 @@ def check_identity(folder: Path, spec: RunSpec) -> None:
     elif (folder / RESULT).exists() or (folder / "checkpoint.safetensors").exists():
         raise SgtlabError(f"{folder} holds a run without {IDENTITY} (made by an older sgtlab), so its options "
                           f"cannot be checked; use another --out or delete that run folder")
-
-
-# -- the results table ------------------------------------------------------------------------------
-
-def read_results(root: Path) -> list[dict[str, Any]]:
-    path = Path(root) / RESULTS_TABLE
-    if not path.exists():
-        return []
-    try:
-        with open(path, newline="") as f:
-            return [_parse_row(r) for r in csv.DictReader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SgtlabError(f"{path} is damaged ({type(e).__name__}); delete it: it is rebuilt from the runs' "
-                          f"{RESULT} files") from None
-
-
-def _parse_row(row: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if v in ("", None):
-            out[k] = None
-        elif v in ("True", "False"):
-            out[k] = v == "True"
-        else:
-            try:
-                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-            except ValueError:
-                out[k] = v
-    return out
-
-
-def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
-    rows = list(rows)
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(Path(root) / RESULTS_TABLE, buf.getvalue())
-
-
-def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
-    """Put a finished run's row into the table (replacing any row of the same run), atomically."""
-    rows = {r["run"]: r for r in read_results(root)}
-    rows[row["run"]] = row
-    write_results(root, [rows[n] for n in order if n in rows] + [r for n, r in rows.items() if n not in order])
 
 
 # -- the whole experiment ---------------------------------------------------------------------------
@@ -192,7 +133,7 @@ def _check_same_experiment(root: Path, cfg: dict[str, Any]) -> None:
     """Refuse to mix two different experiments in one folder. Adding seeds or method entries is
     fine (runs are independent); changing shared settings (data, training, evaluation) is not."""
     path = root / EXPERIMENT
-    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu", "measured"}
+    free = {"seeds", "methods", "description", "minutes_2cpu", "minutes_gpu", "measured", "report"}
     if path.exists():
         old = read_json(path)
         new = json.loads(json.dumps(cfg))

@@ -1,6 +1,7 @@
 """What one run does after training, stage by stage (the runner calls them; each writes its own file,
-so a rerun skips what is done): the robustness stage (the sweep, the gradient-masking checks and
-AutoAttack, folded into one `robustness.json`) and the saliency stage (`interpretability.json`).
+so a rerun skips what is done): the robustness stage (the sweep and the headline suite, folded into
+one `robustness.json`; the gradient-masking checks, `checks.json`) and the saliency stage
+(`interpretability.json`).
 Every stage evaluates the same seeded, class-stratified test subset (`test_data`)."""
 from __future__ import annotations
 
@@ -49,21 +50,26 @@ def attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
 
 def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
                      times: dict[str, float]) -> dict[str, Any]:
-    """Clean and robust accuracy over the eps grid, the gradient-masking checks and (when the preset
-    asks) AutoAttack-standard -> flat columns. The attacks of the checks and AutoAttack run on the first
-    images of the subset at one eps each; their per-image outcomes are folded into the ensemble
-    (`RobustnessResult.fold`), so the headline is the worst case over every attack that ran on an
-    image. `robustness.json` is written last: it marks the whole stage done."""
+    """Clean and robust accuracy over the eps grid, then at each headline eps the headline suite
+    (`sgtlab.evaluate.headline_suite`: PGD with restarts and Square, AutoAttack-standard where the
+    preset asks) on every image of the subset that no cheaper attack fooled there, folded into the
+    ensemble: the headline is per image the worst case over the same attacks for every image
+    (`attack.suite`; `false` leaves it out). The gradient-masking checks run on a class-stratified
+    subset of `checks.n` images of the subset (`checks_subset`); their verdicts go to `checks.json`,
+    their attacks stay out of the headline. `robustness.json` is written last: it marks the whole
+    stage done."""
     import torch
 
+    from sgtlab.data.budgets import budgets_for_shape
     from sgtlab.data.subsets import indices_hash
-    from sgtlab.evaluate.masking_checks import checks_into
+    from sgtlab.evaluate.headline_suite import check_suite, headline_suite, suite_eps
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import robustness_sweep
 
     path, checks_path = folder / "robustness.json", folder / "checks.json"
     seed_subset = attack.get("subset_seed", 0)
     checks = attack.get("checks", False)
-    times.update(attack=0.0, checks=0.0)
+    times.update(attack=0.0, suite=0.0, checks=0.0)
     if not path.exists():
         t0 = time.perf_counter()
         data, idx = test_data(cfg, attack.get("n"), seed_subset)
@@ -75,14 +81,22 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
                                         "stratified": True})
         times["attack"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        suite = check_suite(attack.get("suite", True))
+        if suite or attack.get("autoattack"):
+            opts = {"restarts": 0, "square_queries": 0, **(suite or {})}
+            opts.setdefault("steps", attack.get("steps", 10))
+            headline = attack.get("headline_eps") or budgets_for_shape(tuple(data.x.shape[1:])).headline_eps
+            headline_suite(model, data, result, suite_eps(result.eps, headline),
+                           autoattack=bool(attack.get("autoattack")), seed=cfg.seed, progress=progress, **opts)
+        times["suite"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         if checks:
-            kw = checks if isinstance(checks, dict) else {}
-            write_json_atomic(checks_path, checks_into(result, model, data, seed=cfg.seed, progress=progress, **kw))
+            kw = dict(checks) if isinstance(checks, dict) else {}
+            sub, at = checks_subset(data, kw.pop("n", CHECKS_N), seed_subset)
+            write_json_atomic(checks_path, gradient_masking_checks(model, sub, n=None, seed=cfg.seed,
+                                                                   progress=progress, **kw))
+            result.info["checks_subset"] = {"n": len(at), "hash": indices_hash(idx[at]), "stratified": True}
         times["checks"] = time.perf_counter() - t0
-        if attack.get("autoattack"):
-            t0 = time.perf_counter()
-            autoattack_stage(model, data, attack, result, cfg.seed)
-            times["autoattack"] = time.perf_counter() - t0
         result.save(folder)
     stored = read_json(path)
     cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
@@ -93,30 +107,15 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     return cols
 
 
-AUTOATTACK_N = 1000  # images AutoAttack-standard runs on when `attack.autoattack` is `true`
+CHECKS_N = 500  # images of the gradient-masking checks when `attack.checks` does not say (their default)
 
 
-def autoattack_sweep(model, data, attack: dict[str, Any], seed: int):
-    """AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square with the reference budgets) at each
-    headline eps on the first `autoattack.n` images of the subset (a from-scratch sweep)."""
-    from sgtlab.attacks import build_attack
-    from sgtlab.data.budgets import budgets_for_shape
-    from sgtlab.evaluate.robustness import robustness_sweep
+def checks_subset(data, m: int | None, seed: int = 0):
+    """The gradient-masking checks' images: a seeded class-stratified subset of m images of the
+    attack subset `data` (whose first images are not stratified), and their positions in it."""
+    from sgtlab.data.subsets import stratified_subset
 
-    opts = attack["autoattack"] if isinstance(attack["autoattack"], dict) else {}
-    m = min(int(opts.get("n", AUTOATTACK_N)), len(data.x))
-    x, y = data.x[:m], data.y[:m]
-    eps_list = attack.get("headline_eps") or budgets_for_shape(tuple(x.shape[1:])).headline_eps
-    return robustness_sweep(model, (x, y), {"autoattack": build_attack("autoattack", seed=seed)},
-                            [float(e) for e in eps_list], seed=seed, from_scratch=True, progress=False)
-
-
-def autoattack_stage(model, data, attack: dict[str, Any], result, seed: int) -> None:
-    """`autoattack_sweep` folded into the ensemble of `result`: the RobustBench-style evaluation,
-    for presets that ask for it (`attack.autoattack`)."""
-    sub = autoattack_sweep(model, data, attack, seed)
-    for e in sub.eps:
-        result.fold("autoattack", e, sub.robust("autoattack", e))
+    return stratified_subset(data, m, seed)
 
 
 def interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str, Any], folder: Path,

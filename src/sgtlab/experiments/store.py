@@ -1,6 +1,9 @@
-"""Run folders as report rows. Every command writes the same layout into a run folder:
+"""Where runs keep what they made, and run folders as report rows. An experiment folder holds
+`runs/NAME/` (`run_dir`; complete once it has `result.json`) and `results.csv` (`read_results`,
+`record_result`). Every command writes the same layout into a run folder:
 
     config.json, metrics.jsonl, checkpoint.safetensors   sgtlab train / sgtlab.fit(out=RUN)
+    provenance.json                                      (the same: sgtlab, git commit, torch, device, date, ...)
     robustness.json, robustness_per_sample.csv           sgtlab attack RUN / sgtlab.robustness(out=RUN)
     checks.json                                          sgtlab attack RUN --checks
     interpretability.json                                sgtlab explain RUN / sgtlab.saliency_metrics(out=RUN)
@@ -11,15 +14,82 @@
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from sgtlab.errors import SgtlabError
+from sgtlab.io import write_text_atomic
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.safetensors"
 ROBUSTNESS, CHECKS, INTERPRETABILITY, RESULT = "robustness.json", "checks.json", "interpretability.json", "result.json"
+PROVENANCE = "provenance.json"  # written by the training loop (sgtlab train / sgtlab.fit(out=RUN))
+IDENTITY = "run.json"            # a reproduce run's resolved configuration and its hash
+RESULTS_TABLE = "results.csv"    # an experiment folder's finished runs, one row each
+EXPERIMENT = "experiment.json"   # an experiment folder's configuration
 
+
+# -- an experiment folder: OUT/runs/NAME/ and OUT/results.csv ---------------------------------------
+
+def run_dir(root: Path, name: str) -> Path:
+    return Path(root) / "runs" / name
+
+
+def is_complete(root: Path, name: str) -> bool:
+    return (run_dir(root, name) / RESULT).exists()
+
+
+# -- the results table ------------------------------------------------------------------------------
+
+def read_results(root: Path) -> list[dict[str, Any]]:
+    path = Path(root) / RESULTS_TABLE
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="") as f:
+            return [_parse_row(r) for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SgtlabError(f"{path} is damaged ({type(e).__name__}); delete it: it is rebuilt from the runs' "
+                          f"{RESULT} files") from None
+
+
+def _parse_row(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v in ("", None):
+            out[k] = None
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+        else:
+            try:
+                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(Path(root) / RESULTS_TABLE, buf.getvalue())
+
+
+def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
+    """Put a finished run's row into the table (replacing any row of the same run), atomically."""
+    rows = {r["run"]: r for r in read_results(root)}
+    rows[row["run"]] = row
+    write_results(root, [rows[n] for n in order if n in rows] + [r for n, r in rows.items() if n not in order])
+
+
+# -- run folders as rows ---------------------------------------------------------------------------
 
 def robustness_columns(stored: dict[str, Any]) -> dict[str, Any]:
     """robustness.json -> `clean_accuracy` and `rob:ATTACK:EPS` columns."""
@@ -39,6 +109,27 @@ def saliency_columns(stored: dict[str, Any]) -> dict[str, Any]:
     """interpretability.json -> `sal:METHOD:METRIC` columns."""
     return {f"sal:{method}:{metric}": value for method, metrics in stored["summary"].items()
             for metric, value in metrics.items()}
+
+
+def final_loss(record: dict[str, Any]) -> float | None:
+    """The last epoch's mean training loss that tells a converged run from an under-trained one: the
+    cross-entropy on the clean input where the method logs it (part `ce`), else the adversarial CE
+    (`ce_adv`, AT without --clean-loss), else the total loss; None without a metrics record."""
+    train = record.get("train") if isinstance(record, dict) else None
+    for key in ("ce", "ce_adv", "loss"):
+        v = train.get(key) if isinstance(train, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def checkpoint_classes(folder: Path) -> int | None:
+    """The number of classes of the run's model (its checkpoint's metadata); None without one."""
+    from sgtlab.train.checkpoint import read_checkpoint_meta
+
+    if not (Path(folder) / CHECKPOINT).exists():
+        return None
+    return read_checkpoint_meta(folder)["arch"]["num_classes"]
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -89,6 +180,8 @@ def row_from_run(folder: str | Path, name: str | None = None) -> dict[str, Any]:
     rob = _json(folder / ROBUSTNESS)
     if rob is not None:
         row.update(robustness_columns(rob))
+        # the images the evaluation used (the per-run table's n and Wilson intervals) and its sweep
+        row.update({"n_test": rob.get("n"), "sweep": "from-scratch" if rob.get("from_scratch") else "nested"})
     elif last.get("test_accuracy") is not None:
         row["clean_accuracy"] = last["test_accuracy"]  # no attack run yet: the training's test accuracy
     else:
@@ -101,6 +194,8 @@ def row_from_run(folder: str | Path, name: str | None = None) -> dict[str, Any]:
     if sal is not None:
         row.update(saliency_columns(sal))
     row["train_test_accuracy"] = last.get("test_accuracy")
+    row["final_loss"], row["num_classes"] = final_loss(last), checkpoint_classes(folder)  # under-trained?
+    row.update(_json(folder / PROVENANCE) or {})  # sgtlab, git commit, torch, device, threads, date, command
     row["folder"] = str(folder)
     return row
 
@@ -116,8 +211,6 @@ def _unique_names(folders: list[Path]) -> list[str]:
 
 def rows_from_folders(paths: list[str | Path]) -> list[dict[str, Any]]:
     """Rows of every run in `paths`: run folders, and experiment folders (their results.csv runs)."""
-    from sgtlab.experiments.runner import RESULTS_TABLE, read_results, run_dir
-
     rows: list[dict[str, Any]] = []
     runs: list[Path] = []
     for p in map(Path, paths):

@@ -172,7 +172,7 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
     if suite.get("attacks"):  # the headline suite (sgtlab.evaluate.headline_suite): every image, each headline eps
         members += (f"; at eps {' and '.join(f'{e:g}' for e in suite['eps'])} on every image also "
-                    f"{' and '.join(suite['attacks'].values())} (each run where no cheaper attack had fooled the image)")
+                    f"{' and '.join(suite['attacks'].values())}, each where no cheaper attack had fooled the image")
     if folded:  # attacks of the masking checks / AutoAttack, run on the first images at one eps each
         order = list(ATTACK_NAMES)
         groups: dict[tuple[int, float, str], list[str]] = {}

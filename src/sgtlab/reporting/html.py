@@ -1,4 +1,4 @@
-"""Assemble the report: findings, claims of the papers, headline table, figures, tables, checks,
+"""Assemble the report: findings, claims of the studies, headline table, figures, tables, checks,
 setup and provenance, into OUT/report/ (report.html with everything embedded, findings.md,
 claims.md, figures/, tables/). Built only from what finished runs saved, so `sgtlab report FOLDER`
 rebuilds it at any time without a model or a GPU."""

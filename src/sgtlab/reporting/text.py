@@ -145,9 +145,10 @@ def findings(rows: list[dict], an: Analysis) -> list[str]:
            f"accuracy, paired by seed and test image. The replicate is the training seed: each method-level "
            f"interval is a random-effects t interval over seeds, carrying the noise of the test set that every "
            f"seed shares (sgtlab.inference; calibrated by simulation: scripts/calibrate_verdicts.py). A verdict "
-           f"needs at least {an.opts.min_seeds} seeds and neither method at the floor; p is Holm-corrected over the "
-           f"{n_test} such comparison{'s' * (n_test != 1)} of this report. An interval inside "
-           f"+-{100 * an.opts.margin:g} pp says there is no larger effect."]
+           f"needs at least {an.opts.min_seeds} seeds and neither method at the floor; "
+           + (f"p is Holm-corrected over the {n_test} such comparison{'s' * (n_test != 1)} of this report. "
+              if n_test else "no comparison of this report has that, so none gives a verdict. ")
+           + f"An interval inside +-{100 * an.opts.margin:g} pp says there is no larger effect."]
     for (a, b), rs in an.pairs.items():
         out.append(f"{a} vs {b}. " + "; ".join(f"{r.where()}: {r.text()}" for r in rs) + ".")
     groups = by_label(rows)
