@@ -138,7 +138,8 @@ class Result:
 
 
 def p_text(p: float) -> str:
-    return "= nan" if math.isnan(p) else f"= {p:.2g}" if p >= 0.001 else "< 0.001"
+    """Three significant digits, so a p just above 0.05 never prints as '0.05'."""
+    return "= nan" if math.isnan(p) else f"= {p:.3g}" if p >= 0.001 else "< 0.001"
 
 
 def _clean(root: Path, run: dict, ids: np.ndarray) -> np.ndarray | None:
