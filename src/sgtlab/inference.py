@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats as _st
 
 from sgtlab.errors import SgtlabError
+from sgtlab.stats import _as_pair
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,8 @@ class ModelComparison:
 
 
 def _pair(a, b) -> np.ndarray:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim == 1 and b.ndim == 1:
-        a, b = a[None], b[None]
-    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
-        raise SgtlabError(f"paired outcomes must be two arrays of the same shape (seeds x images), "
-                          f"got {a.shape} and {b.shape}")
-    if np.isnan(a).any() or np.isnan(b).any():
-        raise SgtlabError("paired outcomes contain NaN: every image needs a value in both runs")
+    """The per-image differences of two outcome arrays (seeds x images; 1-D: one seed), checked."""
+    a, b = _as_pair(a, b)
     return a - b
 
 

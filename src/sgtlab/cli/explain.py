@@ -1,8 +1,6 @@
 """`sgtlab explain`: saliency maps of trained models, their quality metrics, a table and pictures."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from sgtlab.cli.options import DATASET_HELP, add_verify_option, parse_float_list, parse_name_list
@@ -85,6 +83,7 @@ def run(args) -> int:
     from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics, summary_rows
     from sgtlab.explain import SALIENCY
     from sgtlab.figures import interpretability_figures
+    from sgtlab.experiments.store import csv_text
     from sgtlab.io import write_json_atomic, write_text_atomic
 
     methods = parse_name_list(args.methods)
@@ -155,7 +154,7 @@ def run(args) -> int:
         bar.close()
     if out is not None:  # first: a failing --out leaves the run folders as they were
         write_json_atomic(out / "interpretability.json", results)
-        write_text_atomic(out / "interpretability.csv", _csv(rows))
+        write_text_atomic(out / "interpretability.csv", csv_text(rows))
         figs = interpretability_figures(results, out / "figures")
         print(f"wrote {out / 'interpretability.csv'} ({len(rows)} rows), {out / 'interpretability.json'} and "
               f"{len(figs)} figure files in {out / 'figures'}")
@@ -170,14 +169,3 @@ def run(args) -> int:
     if per_run:
         print("wrote " + ", ".join(str(folder / "interpretability.json") for folder, _ in per_run))
     return 0
-
-
-def _csv(rows: list[dict]) -> str:
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()

@@ -70,7 +70,8 @@ def _parse_row(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
+def csv_text(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as CSV text, the columns in order of first appearance (rows may differ in columns)."""
     rows = list(rows)
     columns: list[str] = []
     for r in rows:
@@ -79,7 +80,11 @@ def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(Path(root) / RESULTS_TABLE, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_results(root: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_text_atomic(Path(root) / RESULTS_TABLE, csv_text(rows))
 
 
 def record_result(root: Path, row: dict[str, Any], order: list[str]) -> None:
