@@ -182,3 +182,24 @@ def test_mean_and_sd_over_seeds_are_the_sample_statistics(tmp_path):
     an = analyse(rows, tmp_path, CFG)
     text = " ".join(findings(rows, an))
     assert f"ST 85.0 ± {100 * statistics.stdev([0.9, 0.8]):.1f} %" in text  # 7.1, not the population 5.0
+
+
+def test_publish_writes_the_page_figures_results_and_provenance_only(tmp_path):
+    from sgtlab.cli import main
+
+    root = tmp_path / "exp"
+    make_experiment(root, {("ST", "st"): [0.5] * 5, ("SGT", "sgt"): [0.7] * 5}, seeds=(0, 1, 2, 3, 4))
+    (root / "runs" / "st-seed0" / "checkpoint.safetensors").write_bytes(b"weights")
+    dest = tmp_path / "docs" / "results" / "t"
+    assert main(["report", str(root), "--publish", str(dest)]) == 0
+    page = (dest / "README.md").read_text()
+    assert "sgtlab reproduce --preset t" in page and f"sgtlab report results/t --publish docs/results/t" in page
+    assert "## Claims of the studies" in page and "SGT raises robust accuracy over ST" in page
+    assert "## Headline robust accuracy" in page and "## Per run" in page and "torch_version: 2.x" in page
+    assert (dest / "results.csv").read_bytes() == (root / "results.csv").read_bytes()
+    pngs = sorted(p.name for p in (dest / "figures").iterdir())
+    assert "robust_accuracy.png" in pngs and all(n.endswith(".png") for n in pngs)
+    assert all(f"figures/{n}" in page for n in pngs)
+    assert not list(dest.rglob("*.safetensors")) and not list(dest.rglob("*per_sample*"))
+    assert main(["report", str(root), "--publish", str(root / "runs" / "here")]) == 2  # one line, nothing written
+    assert not (root / "runs" / "here").exists()

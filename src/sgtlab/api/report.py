@@ -7,7 +7,7 @@ from typing import Sequence
 
 def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = None, *,
            compare: str | Sequence[str] | None = None, min_seeds: int | None = None,
-           margin: float | None = None) -> Path:
+           margin: float | None = None, publish: str | Path | None = None) -> Path:
     """Build the report (HTML, figures, tables) of run folders written by `fit(out=...)`, `train`,
     `attack`, `explain` or `reproduce` (an experiment folder counts as its runs) into `out`; returns
     the path of report.html. One experiment folder and no `out`: its own FOLDER/report, as
@@ -15,7 +15,10 @@ def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = Non
 
     `compare`: the comparisons to make besides the claims' ('A:B' label pairs, or one baseline label
     that every other label is compared with; default: the preset's `report.compare`); `min_seeds`:
-    seeds a method-level verdict needs (default 5); `margin`: the equivalence margin in pp (default 2)."""
+    seeds a method-level verdict needs (default 5); `margin`: the equivalence margin in pp (default 2).
+    `publish`: also write the publishable part of one experiment folder's report into this folder
+    (README.md with findings, claims, tables and figures; PNG figures, results.csv, provenance;
+    `sgtlab.reporting.publish`); returns its README.md."""
     from sgtlab.errors import SgtlabError
     from sgtlab.reporting import build_report
     from sgtlab.experiments.store import RESULTS_TABLE, is_run, rows_from_folders
@@ -37,7 +40,13 @@ def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = Non
         from sgtlab.io import folder_lock
 
         with folder_lock(paths[0], "experiment folder"):  # not while a `reproduce` works in it
+            if publish is not None:
+                from sgtlab.reporting.publish import publish as publish_to
+
+                return publish_to(paths[0], publish, **opts)
             return build_report(paths[0], **opts)
+    if publish is not None:
+        raise SgtlabError("--publish takes one experiment folder (written by `sgtlab reproduce`) and no --out")
     if out is None:
         raise SgtlabError("give an output folder for the report of these runs (--out / out=)")
     rows = rows_from_folders(paths)

@@ -22,6 +22,10 @@ def add_parser(sub):
     p.add_argument("--margin", type=float, default=None,
                    help="equivalence margin in pp: an interval inside +-margin says 'no effect larger than "
                         "margin' (default 2)")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="also write the report of one experiment folder as a folder for a repository: README.md "
+                        "(findings, claims, headline and per-run tables, figures), PNG figures, results.csv, "
+                        "provenance; no checkpoints (e.g. docs/results/NAME)")
     return p
 
 
@@ -31,6 +35,7 @@ def run(args) -> int:
     compare = args.compare
     if compare and len(compare) == 1 and ":" not in compare[0]:
         compare = compare[0]  # one baseline label
-    path = report(args.folders, args.out, compare=compare, min_seeds=args.min_seeds, margin=args.margin)
+    path = report(args.folders, args.out, compare=compare, min_seeds=args.min_seeds, margin=args.margin,
+                  publish=args.publish)
     print(f"report: {path}")
     return 0
