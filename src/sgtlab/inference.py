@@ -85,7 +85,7 @@ def mean_squares(d: np.ndarray) -> tuple[float, float, float]:
     return ms_s, ms_i, ms_r
 
 
-def crossed_t(d: np.ndarray, conf: float = 0.95):
+def crossed_t(d: np.ndarray):
     """(mean, se, df, p) arrays of the random-effects t test over the last two axes of d (seeds x
     images); vectorised so the calibration runs thousands of experiments in one call."""
     s, n = d.shape[-2:]
@@ -122,7 +122,7 @@ def crossed_comparison(a, b, conf: float = 0.95, power: float = 0.8) -> CrossedR
         raise SgtlabError(f"conf and power must be in (0, 1), got {conf} and {power}")
     d = _pair(a, b)
     s, n = d.shape
-    mean, se, df, p = (float(v) for v in crossed_t(d, conf))
+    mean, se, df, p = (float(v) for v in crossed_t(d))
     tq = float(_st.t.ppf(0.5 + conf / 2, df))
     ms_s, ms_i, ms_r = (float(v) for v in mean_squares(d))
     mde = (tq + float(_st.t.ppf(power, df))) * se

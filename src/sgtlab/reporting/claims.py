@@ -101,8 +101,8 @@ def verdict(claim: Claim, primary: list[Result], secondary: list[Result], min_se
         return "partly supported, partly contradicted", "only secondary tests are significant, both ways"
     if all(r.at_floor for r in primary if r.measured):
         return "inconclusive", "the primary test is at the floor (both methods near 0 %): no information"
-    if primary and all(r.equivalent for r in primary):
-        return f"no effect", f"every primary interval lies within +-{100 * primary[0].opts.margin:g} pp"
+    if all(r.equivalent for r in primary):
+        return "no effect", f"every primary interval lies within +-{100 * primary[0].opts.margin:g} pp"
     mdes = [r.method.mde for r in primary if r.method is not None]
     could = f"; effects of {100 * max(mdes):.1f} pp or more would have been detected" if mdes else ""
     return "inconclusive", f"no significant difference{could}"

@@ -112,7 +112,8 @@ def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 0, *, compare
             continue
         for a in labels_of(rows, c.a):
             for b in labels_of(rows, c.b):
-                wanted.append((a, b)) if (a, b) not in wanted else None
+                if (a, b) not in wanted:
+                    wanted.append((a, b))
                 prim, sec, missing = [], [], []
                 for att, e in c.primary or tuple((attack, x) for x in eps):
                     g = _on_grid(cols.get(att, []), e) if att in cols else None
@@ -129,7 +130,7 @@ def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 0, *, compare
                 if c.primary:
                     sec += [test(a, b, attack, e) for e in eps]
                 sec.append(test(a, b, attack, None))
-                claim_tests.append(ClaimTests(c, a, b, prim, [r for r in sec if r not in prim],
+                claim_tests.append(ClaimTests(c, a, b, prim, [r for r in sec if all(r is not p for p in prim)],
                                               ", ".join(missing)))
     pairs = {(a, b): [test(a, b, attack, e) for e in eps] + [test(a, b, attack, None)] for a, b in wanted}
     results = apply_holm(list(made.values()))
