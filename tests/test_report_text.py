@@ -203,3 +203,16 @@ def test_publish_writes_the_page_figures_results_and_provenance_only(tmp_path):
     assert not list(dest.rglob("*.safetensors")) and not list(dest.rglob("*per_sample*"))
     assert main(["report", str(root), "--publish", str(root / "runs" / "here")]) == 2  # one line, nothing written
     assert not (root / "runs" / "here").exists()
+
+
+def test_preset_report_section_is_validated_and_reaches_the_report():
+    from sgtlab.experiments.checks import check_experiment
+    from sgtlab.experiments.presets import apply_overrides, load_preset
+
+    ok = apply_overrides(load_preset("quick"), ["report.compare=[AT-PGD:ST]", "report.min_seeds=3"])
+    check_experiment(ok)  # labels of the preset, an integer >= 2
+    for bad, msg in (("report.compare=[ST:nobody]", "'nobody' is not a method label"),
+                     ("report.min_seeds=1", "min_seeds"), ("report.margin=0", "margin"),
+                     ("report.nope=1", "unknown report options")):
+        with pytest.raises(SgtlabError, match=msg):
+            check_experiment(apply_overrides(load_preset("quick"), [bad]))

@@ -109,7 +109,7 @@ def _check_report(report: Any, methods: list) -> None:
         return
     if not isinstance(report, dict):
         raise SgtlabError(f"report must be a mapping like {{compare: [A:B], min_seeds: 5}}, got {report!r}"[:300])
-    _options(report, REPORT_KEYS, "report")
+    _known(report, REPORT_KEYS, "report")  # compare holds labels: not _options, whose values are numbers
     if report.get("min_seeds") is not None:
         check_number(report["min_seeds"], "report.min_seeds", lo=2, integer=True)
     if report.get("margin") is not None:
@@ -270,10 +270,15 @@ def _check_explain(explain: Any) -> None:
             check_number(v, f"explain.method_options.{m}.{k}", lo=0)
 
 
-def _options(opts: dict, allowed: set[str], where: str) -> None:
+def _known(opts: dict, allowed: set[str], where: str) -> None:
     unknown = set(opts) - allowed
     if unknown:
         raise SgtlabError(f"unknown {where} options: {list_names(unknown)}; known: {', '.join(sorted(allowed))}")
+
+
+def _options(opts: dict, allowed: set[str], where: str) -> None:
+    """Known keys with numeric values (>= 0)."""
+    _known(opts, allowed, where)
     for k, v in opts.items():
         if v is not None:
             check_number(v, f"{where}.{k}", lo=0)
