@@ -15,6 +15,14 @@ def test_all_presets_ship_and_expand():
         assert "runs" in describe(name)
 
 
+def test_runs_are_ordered_seed_major_so_a_partial_experiment_is_balanced():
+    runs = expand(load_preset("dispute-mnist"))
+    labels = list(dict.fromkeys(r.label for r in runs))
+    # the first len(labels) runs are every method on the first seed, in the preset's order
+    assert [r.label for r in runs[:len(labels)]] == labels
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)
+
+
 def test_quick_preset_is_the_offline_default():
     cfg = load_preset("quick")
     assert cfg["dataset"] == "mnist5k" and cfg["model"] == "sgt-cnn" and len(cfg["seeds"]) == 2

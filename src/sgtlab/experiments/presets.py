@@ -175,7 +175,10 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
             runs.append(RunSpec(name, label, seed, tc.to_dict(), attack, explain))
     if not runs:
         raise SgtlabError("the preset lists no methods")
-    return runs
+    # seed-major order: an experiment stopped part-way has every method on the same first seeds,
+    # so its report compares like with like (a method-major order would leave only the first method)
+    order = {s: i for i, s in enumerate(seeds)}
+    return sorted(runs, key=lambda r: order[r.seed])  # stable: methods keep their preset order
 
 
 # which methods read which option (the others leave it unused: it stays as given)
