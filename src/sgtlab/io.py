@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     removes temporaries left by a killed process (and only those). A refused write (disk full,
     permissions) raises `WriteError` and keeps the previous file."""
     path = Path(path)
+    refuse_link(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
@@ -78,20 +80,69 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             pass
 
 
-MAX_JSON_BYTES = 1 << 30  # a results file larger than this is not one sgtlab wrote
+MAX_JSON_BYTES = 1 << 28  # a results file larger than this (256 MB) is not one sgtlab wrote
 
 
-def read_json(path: str | os.PathLike, kind: type = dict) -> Any:
+class LinkRefused(SgtlabError):
+    """A file sgtlab reads or writes in a folder is a symbolic link (it could reach any file)."""
+
+
+def refuse_link(path: str | os.PathLike) -> None:
+    """One line if `path` is a symbolic link: sgtlab does not follow links inside the folders it
+    writes, where a link could make it overwrite (or read out) a file elsewhere."""
+    if os.path.islink(path):
+        raise LinkRefused(f"{path} is a symbolic link; sgtlab does not follow links in the folders it writes "
+                          f"or reads results from: remove the link (or copy the file it points to there)")
+
+
+def read_bytes_bounded(path: str | os.PathLike, limit: int, what: str = "file", follow: bool = True) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or a one-line SgtlabError. Opened
+    non-blocking, so a FIFO, a device or a socket is refused instead of hanging or being read
+    without end; `follow=False` refuses a symbolic link too."""
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            refuse_link(path)
+        raise SgtlabError(f"cannot read the {what} {path} ({e.strerror}); check the path") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+            raise SgtlabError(f"the {what} {path} is {kind}; give a regular file")
+        if st.st_size > limit:
+            raise SgtlabError(f"the {what} {path} is {st.st_size} bytes, more than the {limit} a {what} can be; "
+                              f"give the right file")
+        chunks, size = [], 0
+        while size <= limit:
+            b = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+        if size > limit:
+            raise SgtlabError(f"the {what} {path} is more than the {limit} bytes a {what} can be; give the right file")
+        return b"".join(chunks)
+    except OSError as e:
+        raise SgtlabError(f"cannot read the {what} {path} ({e.strerror}); check the path") from None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str | os.PathLike, kind: type = dict, limit: int = MAX_JSON_BYTES) -> Any:
     """A JSON file sgtlab wrote earlier (a result, a config), read as untrusted: a damaged one is a
-    one-line SgtlabError saying to delete it (the stage that wrote it then runs again)."""
+    one-line SgtlabError saying to delete it (the stage that wrote it then runs again). A symbolic
+    link, a FIFO or a device is refused, and so is a file over `limit` bytes."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError(f"larger than {MAX_JSON_BYTES} bytes")
-        value = json.loads(path.read_text())
+        value = json.loads(read_bytes_bounded(path, limit, "results file", follow=False).decode("utf-8"))
         if not isinstance(value, kind):
             raise ValueError(f"a {type(value).__name__}, not a {kind.__name__}")
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+    except LinkRefused:
+        raise
+    except (SgtlabError, OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         detail = " ".join(str(e).split())[:150]
         raise SgtlabError(f"{path} is damaged or unreadable ({detail}); delete it and run the command again "
                           f"(what wrote it is redone)") from None
@@ -192,11 +243,21 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
 def _lock_file(path: Path, folder: Path, what: str) -> int:
     """Open and flock `path`; the lock counts only if `path` is still that file afterwards (the
     holder before may have removed it on release), else try again."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     for _ in range(100):
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, flags, 0o666)
         except OSError as e:
+            if e.errno == errno.ELOOP or os.path.islink(path):
+                raise LinkRefused(f"the lock file {path} is a symbolic link, which could make sgtlab overwrite the "
+                                  f"file it points to; remove the link and run the command again") from None
             raise WriteError(f"cannot lock the {what} {folder} ({e.strerror}: {path}); check its permissions") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            why = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+            raise SgtlabError(f"the lock file {path} {why}, so writing it could change a file elsewhere; remove it "
+                              f"and run the command again")
         if fcntl is None:
             return fd
         try:
@@ -234,6 +295,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def append_line_atomic(path: str | os.PathLike, line: str) -> None:
     """Append one line by rewriting the file atomically (files here are small: epochs, runs)."""
     path = Path(path)
+    refuse_link(path)
     old = path.read_text() if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"

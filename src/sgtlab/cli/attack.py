@@ -47,6 +47,9 @@ def add_parser(sub):
     p.add_argument("--out", default=None, help="folder for robustness.json, robustness_per_sample.csv and "
                                                "checks.json (default: RUN itself when RUN is a run folder, the "
                                                "layout `reproduce` writes and `report` reads; none otherwise)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a robustness.json of another evaluation (other images, attacks, eps or data) in "
+                        "--out, or of a finished `reproduce` run (default: refused, the finished result is kept)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log the robust accuracies to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
@@ -59,12 +62,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from sgtlab.attacks.autoattack import require_pyautoattack
-    from sgtlab.attacks.base import check_inputs
-    from sgtlab.cli.common import load_model_and_data
     from sgtlab.cli.options import parse_float_list, parse_name_list
     from sgtlab.errors import SgtlabError
-    from sgtlab.evaluate.masking_checks import gradient_masking_checks
-    from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
+    from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks
     from sgtlab.validate import check_seed
 
     # every argument is checked before the model is loaded or any image attacked
@@ -80,10 +80,28 @@ def run(args) -> int:
         raise SgtlabError(f"--n must be >= 1, got {args.n}")
     from sgtlab.experiments.store import writable_run
 
-    if args.out is None and Path(args.run).is_dir() and not writable_run(args.run):
+    if args.out is None and Path(args.run).is_dir() and not writable_run(args.run) and not args.overwrite:
         raise SgtlabError(f"{args.run} is a finished run of `sgtlab reproduce`, whose robustness.json belongs to "
                           f"its experiment: pass --out for this attack's results")
     out = Path(args.out) if args.out else (Path(args.run) if Path(args.run).is_dir() else None)
+    if out is None:
+        return _attack(args, attacks, eps, None)
+    from sgtlab.io import folder_lock
+
+    with folder_lock(out, "run folder"):  # two commands on one run: the second is refused, not the last one wins
+        return _attack(args, attacks, eps, out)
+
+
+def _attack(args, attacks, eps, out) -> int:
+    from sgtlab.attacks.base import check_inputs
+    from sgtlab.cli.common import load_model_and_data
+    from sgtlab.errors import SgtlabError
+    from sgtlab.evaluate.masking_checks import gradient_masking_checks
+    from sgtlab.evaluate.robustness import robustness_sweep
+    from sgtlab.experiments.store import ROBUSTNESS, check_replace
+
+    if out is not None and (out / "result.json").exists():  # a finished reproduce run: refused before any work
+        check_replace(out, ROBUSTNESS, {}, lambda old: None, args.overwrite, "attack")
     if args.tensorboard:
         from sgtlab.tracking import require_tensorboard
 
@@ -100,6 +118,14 @@ def run(args) -> int:
 
     data, idx = stratified_subset(data, args.n, seed=0)  # the same images as `reproduce` attacks
     check_inputs(data.x, data.y, eps[-1])
+    from sgtlab.data.subsets import data_hash
+
+    # what this evaluation is: a robustness.json of another one (or of data changed since) is kept
+    request = {"dataset": data.name, "data": data_hash(data.x, data.y), "n": len(idx), "attacks": list(attacks),
+               "eps": [float(e) for e in eps], "seed": args.seed, "from_scratch": bool(args.from_scratch),
+               "suite": bool(args.suite)}
+    if out is not None:
+        check_replace(out, ROBUSTNESS, request, lambda old: old.get("request"), args.overwrite, "attack")
     progress = args.progress and not args.json and sys.stderr.isatty()
     result = robustness_sweep(model, data, attacks, eps, batch_size=args.batch_size, progress=progress,
                               seed=args.seed, from_scratch=args.from_scratch, autocast=args.autocast,
@@ -108,6 +134,7 @@ def run(args) -> int:
 
     result.sample_ids = torch.as_tensor(idx)
     result.info["test_subset"] = {"seed": 0, "n": len(idx), "hash": indices_hash(idx), "stratified": True}
+    result.info["request"] = request
     if args.suite:
         from sgtlab.data.budgets import budgets
         from sgtlab.evaluate.headline_suite import SUITE_DEFAULTS, headline_suite, suite_eps

@@ -34,6 +34,9 @@ def add_parser(sub):
     p.add_argument("--n", type=int64, default=256, help="number of test images (default: %(default)s)")
     p.add_argument("--out", default=None, help="folder for the comparison across runs (CSV, JSON, figures); "
                                                "without it only each RUN folder's interpretability.json is written")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an interpretability.json of another evaluation (other options or data) "
+                        "(default: refused, the finished result is kept)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log saliency-map grids to RUN/tensorboard (needs the tensorboard package)")
     p.add_argument("--smoothgrad-samples", type=int64, default=10, help="SmoothGrad noisy samples (default: %(default)s)")
@@ -77,14 +80,8 @@ def _labels(runs: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from sgtlab.cli.common import load_model_and_data
-    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics, summary_rows
+    from sgtlab.evaluate.interpretability import METRICS
     from sgtlab.explain import SALIENCY
-    from sgtlab.figures import interpretability_figures
-    from sgtlab.experiments.store import csv_text
-    from sgtlab.io import write_json_atomic, write_text_atomic
 
     methods = parse_name_list(args.methods)
     if not methods:
@@ -116,10 +113,46 @@ def run(args) -> int:
     road_fractions = parse_float_list(args.road_fractions)
     if any(not 0 <= f < 1 for f in road_fractions):  # refused before any checkpoint is loaded
         raise SgtlabError(f"ROAD removal fractions must be in [0, 1), got {road_fractions}")
+    from contextlib import ExitStack
+
+    from sgtlab.io import folder_lock
+
+    with ExitStack() as stack:  # every folder written is locked: two commands on one run, the second is refused
+        targets = ([Path(args.out)] if args.out else []) + [Path(r) for r in args.runs if writable_run(r)]
+        for folder in {t.resolve(): t for t in targets}.values():
+            stack.enter_context(folder_lock(folder, "run folder"))
+        return _explain(args, methods, metrics, qs, pgd_qs, road_fractions)
+
+
+# options that do not change what explain measures (so not part of a result's identity)
+_NOT_IDENTITY = {"runs", "out", "data_dir", "device", "no_progress", "tensorboard", "overwrite", "batch_size",
+                 "verify", "command", "imports"}
+
+
+def _explain(args, methods, metrics, qs, pgd_qs, road_fractions) -> int:
+    from tqdm import tqdm
+
+    from sgtlab.cli.common import load_model_and_data
+    from sgtlab.data.subsets import data_hash
+    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics, summary_rows
+    from sgtlab.experiments.store import INTERPRETABILITY, check_replace, csv_text, writable_run
+    from sgtlab.figures import interpretability_figures
+    from sgtlab.io import write_json_atomic, write_text_atomic
+
     # load every checkpoint and the data first: a bad one fails before any work
     loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device, verify=args.verify)
               for r in args.runs]
     names = _labels(args.runs)
+    base = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_IDENTITY and not k.startswith("_")}
+    requests = {name: {**base, "data": data_hash(d.x, d.y)} for name, (_, _, d) in zip(names, loaded)}
+    if args.out:  # a finished result of another evaluation is kept (unless --overwrite)
+        check_replace(args.out, INTERPRETABILITY, requests,
+                      lambda old: {k: v.get("request") for k, v in old.items() if isinstance(v, dict)},
+                      args.overwrite, "explain")
+    for name, r in zip(names, args.runs):
+        if writable_run(r):
+            check_replace(r, INTERPRETABILITY, requests[name], lambda old: old.get("request"), args.overwrite,
+                          "explain")
     if args.eps is None:
         from sgtlab.data.budgets import budgets
 
@@ -144,6 +177,7 @@ def run(args) -> int:
                 pgd_steps=args.pgd_steps, pgd_n=args.pgd_n, road_fractions=road_fractions, road_n=args.road_n,
                 sanity_n=args.sanity_n, captum_n=args.captum_n, captum_perturb=args.captum_perturb,
                 target=args.target, seed=args.seed, batch_size=args.batch_size, progress=tick)
+            res["request"] = requests[name]
             if writable_run(run_path):  # the run layout: RUN/interpretability.json, as reproduce writes
                 per_run.append((Path(run_path), dict(res)))
             res["run"] = str(run_path)

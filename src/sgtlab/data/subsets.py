@@ -55,3 +55,15 @@ def stratified_subset(data: TensorData, n: int | None, seed: int = 0) -> tuple[T
     t = torch.from_numpy(idx)
     sub = TensorData(data.x[t], data.y[t], data.name, {k: v[t] for k, v in data.extras.items()})
     return sub, idx
+
+
+def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short fingerprint of the images and labels themselves: a result records it, so a later
+    command on the same run can tell that the data it names has changed (another folder of the same
+    name, files edited since)."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        a = t.detach().cpu().contiguous()
+        h.update(str((tuple(a.shape), str(a.dtype))).encode())
+        h.update(a.numpy().tobytes() if a.dtype != torch.bfloat16 else a.float().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sgtlab.errors import SgtlabError
-from sgtlab.io import write_text_atomic
+from sgtlab.io import read_json, refuse_link, write_text_atomic
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.safetensors"
 ROBUSTNESS, CHECKS, INTERPRETABILITY, RESULT = "robustness.json", "checks.json", "interpretability.json", "result.json"
@@ -162,6 +162,51 @@ def writable_run(folder: str | Path) -> bool:
     run, whose files belong to its experiment (results.csv and the report were built from them)."""
     folder = Path(folder)
     return folder.is_dir() and not (folder / RESULT).exists()
+
+
+def check_replace(folder: str | Path, filename: str, request: dict[str, Any], old_request, overwrite: bool,
+                  what: str) -> None:
+    """Refuse to replace FOLDER/FILENAME, a finished result, by a different evaluation (`request`
+    differs from what `old_request(stored)` finds in it: other images, attacks, eps, options, or
+    data that changed since), or to write into a finished `reproduce` run, whose files belong to its
+    experiment, unless the user passed --overwrite. A symbolic link there is refused always."""
+    folder = Path(folder)
+    path = folder / filename
+    refuse_link(path)
+    if overwrite:
+        return
+    if (folder / RESULT).exists():
+        raise SgtlabError(f"{folder} is a finished run of `sgtlab reproduce`, whose {filename} belongs to its "
+                          f"experiment: pass --out for this {what}'s results (or --overwrite to replace them)")
+    if not path.exists():
+        return
+    old = old_request(read_json(path))
+    if old == request:
+        return
+    if not isinstance(old, dict):
+        detail = "written by an older sgtlab or another command, so it cannot be compared"
+    else:
+        diffs = _diffs(old, request)
+        detail = ("the data it names has changed since" if all(k.split(".")[-1] == "data" for k, _, _ in diffs)
+                  else "differs in " + ", ".join(_brief(*d) for d in diffs[:4]))
+    raise SgtlabError(f"{path} holds a finished {what} of another evaluation ({detail}); it is kept: pass "
+                      f"--overwrite to replace it, or --out another folder")
+
+
+def _diffs(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    out = []
+    for k in {**old, **new}:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diffs(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def _brief(key: str, old: Any, new: Any) -> str:
+    text = lambda v: (json.dumps(v, default=str) if not isinstance(v, str) else v)[:40]  # noqa: E731
+    return f"{key}: {text(old)} -> {text(new)}"
 
 
 def is_run(folder: Path) -> bool:
