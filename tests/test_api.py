@@ -41,6 +41,13 @@ def bars(n=32, seed=0):
 FAST = dict(batch_size=16, lr=0.05, train_eps=0.1, train_steps=2, device="cpu")
 
 
+def fast(method):
+    """FAST's options that `method` reads (an option a method does not use is refused)."""
+    from sgtlab.train.resolve import method_options
+
+    return {k: v for k, v in FAST.items() if k not in ("train_eps", "train_steps") or k in method_options(method)}
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -58,7 +65,7 @@ def test_fit_every_method_and_resume_after_interruption(method, tmp_path, monkey
     train, test = bars(32), bars(12, seed=1)
     torch.manual_seed(0)
     ref = Net()
-    full = sgtlab.fit(ref, train, test, method=method, epochs=2, out=tmp_path / "full", **FAST)
+    full = sgtlab.fit(ref, train, test, method=method, epochs=2, out=tmp_path / "full", **fast(method))
     assert set(full) >= {"train", "test_accuracy", "epoch"} and full["epoch"] == 2
     assert len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -76,12 +83,12 @@ def test_fit_every_method_and_resume_after_interruption(method, tmp_path, monkey
     monkeypatch.setattr(loop, "accuracy", dies_in_epoch_2)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        sgtlab.fit(Net(), train, test, method=method, epochs=2, out=tmp_path / "cut", **FAST)
+        sgtlab.fit(Net(), train, test, method=method, epochs=2, out=tmp_path / "cut", **fast(method))
     monkeypatch.setattr(loop, "accuracy", real)
     with pytest.raises(SgtlabError, match="already holds a run"):
-        sgtlab.fit(Net(), train, test, method=method, epochs=2, out=tmp_path / "cut", **FAST)
+        sgtlab.fit(Net(), train, test, method=method, epochs=2, out=tmp_path / "cut", **fast(method))
     resumed = Net()  # fresh weights: the checkpoint's replace them
-    last = sgtlab.fit(resumed, train, test, method=method, epochs=2, out=tmp_path / "cut", resume=True, **FAST)
+    last = sgtlab.fit(resumed, train, test, method=method, epochs=2, out=tmp_path / "cut", resume=True, **fast(method))
     assert last["epoch"] == 2 and last["train"] == full["train"]
     for k, v in _weights(ref).items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -96,7 +103,7 @@ def test_fit_data_forms_and_no_folder():
     for data in ((x, y), TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=10)):
         torch.manual_seed(0)
         net = Net()
-        results.append((sgtlab.fit(net, data, method="sgt", epochs=1, **FAST)["train"], _weights(net)))
+        results.append((sgtlab.fit(net, data, method="sgt", epochs=1, **fast("sgt"))["train"], _weights(net)))
     for train, w in results[1:]:
         assert train == results[0][0] and all(torch.equal(v, results[0][1][k]) for k, v in w.items())
 
@@ -112,7 +119,7 @@ def test_fit_stops_on_nan_and_keeps_last_checkpoint(tmp_path):
             return out * float("nan") if self.steps > 2 else out
 
     with pytest.raises(SgtlabError, match="loss became nan in epoch 2") as e:
-        sgtlab.fit(GoesNaN(), bars(32), bars(6), method="st", epochs=3, out=tmp_path / "r", **FAST)
+        sgtlab.fit(GoesNaN(), bars(32), bars(6), method="st", epochs=3, out=tmp_path / "r", **fast("st"))
     assert "\n" not in str(e.value) and "epoch 1) is kept" in str(e.value)
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1]
@@ -193,8 +200,8 @@ BAD = [
 
 def _calls(tmp_path):
     return {
-        "fit": lambda net, d: sgtlab.fit(net, d, method="sgt", epochs=1, out=tmp_path / "run", **FAST),
-        "fit-test": lambda net, d: sgtlab.fit(net, bars(12), d, method="st", epochs=1, out=tmp_path / "run", **FAST),
+        "fit": lambda net, d: sgtlab.fit(net, d, method="sgt", epochs=1, out=tmp_path / "run", **fast("sgt")),
+        "fit-test": lambda net, d: sgtlab.fit(net, bars(12), d, method="st", epochs=1, out=tmp_path / "run", **fast("st")),
         "train_step": lambda net, d: sgtlab.train_step(net, *d, torch.optim.SGD(net.parameters(), lr=0.1), "sgt"),
         "robustness": lambda net, d: sgtlab.robustness(net, d, [0.1], out=tmp_path / "run"),
         "saliency_maps": lambda net, d: sgtlab.saliency_maps(net, d),
@@ -241,7 +248,7 @@ def test_other_wrong_arguments(tmp_path):
 
 
 def test_user_model_checkpoint_needs_its_class(tmp_path):
-    sgtlab.fit(Net(), bars(16), method="st", epochs=1, out=tmp_path / "r", **FAST)
+    sgtlab.fit(Net(), bars(16), method="st", epochs=1, out=tmp_path / "r", **fast("st"))
     with pytest.raises(SgtlabError, match=r"model=Net\(...\)") as e:
         sgtlab.load_model(tmp_path / "r")
     assert "\n" not in str(e.value)
@@ -292,7 +299,7 @@ def test_model_without_parameters():
 def test_tensorboard_logs_and_clear_error_without_it(tmp_path, monkeypatch):
     x, y = bars(16)
     pytest.importorskip("tensorboard")
-    sgtlab.fit(Net(), (x, y), (x, y), method="st", epochs=1, out=tmp_path / "r", tensorboard=True, **FAST)
+    sgtlab.fit(Net(), (x, y), (x, y), method="st", epochs=1, out=tmp_path / "r", tensorboard=True, **fast("st"))
     sgtlab.robustness(Net(), (x, y), [0.1], attacks=["fgsm"], out=tmp_path / "r", tensorboard=True)
     events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 200
@@ -306,5 +313,5 @@ def test_tensorboard_logs_and_clear_error_without_it(tmp_path, monkeypatch):
     assert {"train/loss", "test/accuracy", "robust_accuracy/fgsm"} <= tags
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(SgtlabError, match="pip install 'sgtlab\\[tensorboard\\]'"):
-        sgtlab.fit(Net(), (x, y), method="st", epochs=1, out=tmp_path / "r2", tensorboard=True, **FAST)
+        sgtlab.fit(Net(), (x, y), method="st", epochs=1, out=tmp_path / "r2", tensorboard=True, **fast("st"))
     assert not (tmp_path / "r2").exists()

@@ -69,6 +69,7 @@ def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5,
     from sgtlab.data.inputs import as_data, check_labels, output_classes
     from sgtlab.train import METHODS, TrainConfig
     from sgtlab.train.loop import train_model
+    from sgtlab.train.resolve import check_method_options, resolve_train
 
     check_model(model)
     METHODS.get(method)  # unknown name -> the list of methods
@@ -82,6 +83,9 @@ def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5,
     cfg = TrainConfig(dataset=train_data.name, model=type(model).__qualname__, method=method, epochs=epochs,
                       method_cfg=method_cfg, **train_opts)
     cfg.validate(registered=False)
+    check_method_options(method, options)  # k=0.3 with method="st": refused, naming st's options
+    # the data's training eps (0.3 for grey digits, 8/255 for colour images) unless train_eps is given
+    cfg = resolve_train(cfg, set(options), shape=tuple(train_data.x.shape[1:]))
     if resume and out is None:
         raise SgtlabError("resume=True continues the run in a folder: give out=FOLDER")
     arch = user_arch(model, tuple(train_data.x.shape[1:]), classes, train_data.name)
@@ -107,15 +111,21 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     from sgtlab.data.inputs import as_data, check_labels, output_classes
     from sgtlab.train import METHODS, MethodConfig, StepContext
 
+    from sgtlab.data.budgets import budgets_for_shape
+    from sgtlab.train.resolve import check_method_options, method_options
+
     check_model(model)
     m = METHODS.get(method)
     n_train = options.pop("n_train", None)
-    try:
-        cfg = MethodConfig(**options).validate()
-    except TypeError:
-        names = sorted(f.name for f in dataclasses.fields(MethodConfig))
-        raise SgtlabError(f"unknown method option(s) {', '.join(sorted(options))}; choose from: "
-                          f"{', '.join(names)}") from None
+    names = sorted(f.name for f in dataclasses.fields(MethodConfig))
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise SgtlabError(f"unknown method option(s) {', '.join(unknown)}; choose from: {', '.join(names)}")
+    MethodConfig(**options).validate()
+    check_method_options(method, options)
+    if "train_eps" not in options and "train_eps" in (method_options(method) or ()) and isinstance(x, torch.Tensor):
+        options["train_eps"] = budgets_for_shape(tuple(x.shape[1:])).train_eps  # the images' kind: 0.3 or 8/255
+    cfg = MethodConfig(**options).validate()
     if check:
         as_data((x, y), what="batch")
         check_labels(y, output_classes(model, x), "batch")

@@ -31,11 +31,17 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from sgtlab.data.budgets import budgets
+    from sgtlab.train.resolve import check_method_options, given_options, resolve_train
 
-    if args.train_eps is None:
-        args.train_eps = budgets(args.dataset).train_eps
-    cfg = dataclass_from_args(TrainConfig, args, method_cfg=dataclass_from_args(MethodConfig, args))
+    eps_given = args.train_eps is not None
+    if not eps_given:
+        args.train_eps = MethodConfig.train_eps  # a placeholder: resolve_train puts the data set's
+    mc = dataclass_from_args(MethodConfig, args)
+    given = (given_options(mc) - {"train_eps"}) | ({"train_eps"} if eps_given else set())
+    cfg = dataclass_from_args(TrainConfig, args, method_cfg=mc).validate()
+    check_method_options(args.method, given)  # --k with --method st: refused, naming st's options
+    # config.json says what the run uses: the data set's model, eps (0.3 MNIST, 8/255 CIFAR-10), k, steps
+    cfg = resolve_train(cfg, given)
     dist = None
     from sgtlab import distributed
 

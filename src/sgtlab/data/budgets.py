@@ -52,3 +52,28 @@ def budgets(dataset: str) -> Budgets:
     from sgtlab.data.base import dataset_info
 
     return budgets_for_shape(dataset_info(dataset).shape)
+
+
+def budgets_for(dataset: str | None = None, shape: tuple[int, ...] | None = None) -> Budgets:
+    """The one budget resolver every entry point uses (`fit`, `train_step`, `robustness`,
+    `saliency_maps`, `saliency_metrics`, `benchmark`, the commands): the budgets of `dataset` when
+    the table names it, else those of the images' kind, by `shape` (C, H, W) or the registered
+    data set's shape: 0.3 for small grey digits, 8/255 for colour images."""
+    if dataset and dataset in BUDGETS:
+        return BUDGETS[dataset]
+    if shape is not None:  # any other data set's budgets are those of its kind (see `budgets`)
+        return budgets_for_shape(tuple(int(s) for s in shape))
+    if not dataset:
+        raise ValueError("budgets_for needs a data set name or an image shape")
+    return budgets(dataset)
+
+
+def check_unit_eps(name: str, value) -> None:
+    """eps in pixel units must lie in [0, 1]: `8` for 8/255 is refused with one line."""
+    from sgtlab.errors import SgtlabError
+
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            hint = f" (pixel units: {v:g}/255 is {v / 255:.6g})" if isinstance(v, (int, float)) and v > 1 else ""
+            raise SgtlabError(f"{name} must be a number in [0, 1], got {v!r}{hint}")

@@ -108,6 +108,9 @@ def train_model(model: nn.Module, arch: dict[str, Any], train, test, cfg: TrainC
 
 def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progress: bool, dist,
            tensorboard: bool) -> dict[str, Any]:
+    from sgtlab.train.resolve import fill_defaults
+
+    cfg = fill_defaults(cfg)  # config.json and the checkpoint say the values used (k: 0.5, not null)
     out = Path(out) if out is not None else None
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     is_main = rank == 0
@@ -139,7 +142,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
         try:
             if isinstance(meta["config"].get("method_cfg"), dict):  # made before the eps warm-up: trained without
                 meta["config"]["method_cfg"].setdefault("eps_warmup", 0.0)
-            saved = TrainConfig.from_dict(meta["config"])
+            saved = fill_defaults(TrainConfig.from_dict(meta["config"]))  # runs that saved k: null
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
                                   f"delete it to start the run over") from None
@@ -258,4 +261,29 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
         tracker.close()
     if dist:
         dist.barrier()
+    if is_main and history:
+        _say_if_at_chance(history[-1], arch, cfg, out)
     return history[-1] if history else {}
+
+
+def _say_if_at_chance(record: dict[str, Any], arch: dict[str, Any], cfg: TrainConfig, out) -> None:
+    """A run that ends at or below chance accuracy (1 / classes) says so (a warning; the report
+    flags it too, `sgtlab.reporting.flags`): most often a budget or learning rate too large."""
+    acc, classes = record.get("test_accuracy"), arch.get("num_classes")
+    if acc is None or not classes or acc > 1 / classes:
+        return
+    eps = (f", train_eps {cfg.method_cfg.train_eps:.6g}" if "train_eps" in
+           (_uses(cfg.method) or ()) else "")
+    where = f" ({out})" if out is not None else ""
+    warnings.warn(f"the run{where} ended at {acc:.1%} test accuracy, at or below chance (1/{classes} = "
+                  f"{1 / classes:.1%}): it learned nothing; check the learning rate (lr {cfg.lr:g}){eps}, the "
+                  f"epochs and the labels", SgtlabWarning, stacklevel=3)
+
+
+def _uses(method: str):
+    from sgtlab.train.resolve import method_options
+
+    try:
+        return method_options(method)
+    except SgtlabError:
+        return None

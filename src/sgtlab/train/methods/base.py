@@ -56,6 +56,10 @@ class MethodConfig:
             raise SgtlabError(f"lambda must be >= 0, got {self.lam}")
         if self.train_eps < 0 or self.eps_irr < 0:
             raise SgtlabError("eps must be >= 0")
+        from sgtlab.data.budgets import check_unit_eps
+
+        check_unit_eps("train-eps", self.train_eps)  # pixel units: 8 for 8/255 is refused
+        check_unit_eps("eps-irr", self.eps_irr)
         if not 0 <= self.eps_warmup <= 1:
             raise SgtlabError(f"eps-warmup must be in [0, 1] (a fraction of the training steps), got {self.eps_warmup}")
         if self.train_steps < 1:
