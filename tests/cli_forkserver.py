@@ -16,6 +16,25 @@ import time
 import traceback
 
 
+def _interrupt_at(target: str, n: int) -> None:
+    """A SIGINT to this process when the n-th call of `target` ("module:function") starts, as a
+    user's Ctrl-C at that moment would be: an interruption at a point the command reaches for
+    certain, not a race with it."""
+    import importlib
+
+    module_name, attr = target.split(":")
+    module = importlib.import_module(module_name)
+    func, count = getattr(module, attr), [0]
+
+    def interrupted(*a, **kw):
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at once, in this thread
+        return func(*a, **kw)
+
+    setattr(module, attr, interrupted)
+
+
 def _child(req: dict, out_path: str, err_path: str) -> None:
     code = 1
     try:
@@ -23,6 +42,8 @@ def _child(req: dict, out_path: str, err_path: str) -> None:
         os.environ.update(req.get("env") or {})
         if req.get("fsize"):
             resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], req["fsize"]))
+        if req.get("interrupt_at"):  # Ctrl-C when the N-th call of a function starts: no race
+            _interrupt_at(req["interrupt_at"], int(req.get("interrupt_call", 1)))
         fd_in = os.open(os.devnull, os.O_RDONLY)
         os.dup2(fd_in, 0)
         for fd, path in ((1, out_path), (2, err_path)):

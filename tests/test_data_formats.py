@@ -317,7 +317,7 @@ def test_npz_layouts_and_cli(tmp_path):
     ({"x": np.zeros((4, 8, 8), np.uint8), "y": [0.5, 1, 0, 1]}, "labels must be integers"),
     ({"x": np.zeros((4, 5, 8, 8), np.uint8), "y": [0, 1, 0, 1]}, "C = 1 or 3"),
     ({"images": np.zeros(3)}, "needs arrays 'x' and 'y'"),
-    ({"x": np.array([{"a": 1}] * 4, dtype=object), "y": [0, 1, 0, 1]}, "allow_pickle"),
+    ({"x": np.array([{"a": 1}] * 4, dtype=object), "y": [0, 1, 0, 1]}, "object array"),
 ])
 def test_npz_bad_contents_refused(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

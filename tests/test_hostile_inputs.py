@@ -338,7 +338,9 @@ def test_ctrl_c_names_the_command_that_resumes(world):
     case = world["root"] / "cases" / "_ctrl_c"
     case.mkdir(parents=True)
     argv = ["train", "--out", "out", *TRAIN, "--epochs", "3", "--train-subset", "128"]
-    res = world["server"](argv, cwd=case, interrupt_when=str(case / "out" / "checkpoint.safetensors"))
+    # Ctrl-C as epoch 2's test evaluation starts (epoch 1's checkpoint and metrics line are written):
+    # a point the run reaches for certain, however loaded the machine, not a race with the training
+    res = world["server"](argv, cwd=case, interrupt_at="sgtlab.train.loop:accuracy", interrupt_call=2)
     assert res["rc"] == 130 and "Traceback" not in res["stderr"], res
     line = res["stderr"].strip().splitlines()[-1]
     assert "to resume, run: sgtlab train" in line, line
@@ -353,6 +355,7 @@ def test_ctrl_c_names_the_command_that_resumes(world):
 def test_the_server_answers_as_python_m_does(world):
     """Two cases through a plain `python -m sgtlab` subprocess: the same exit code and line."""
     root = world["root"]
+    (root / "cases").mkdir(exist_ok=True)
     for argv in (["train", "--out", "x", "--lr", "inf"], ["reproduce", "--set", "methods=abc", "--dry-run"]):
         direct = subprocess.run([sys.executable, "-m", "sgtlab", *argv], capture_output=True, text=True, env=_env(),
                                 cwd=root / "cases", timeout=120)

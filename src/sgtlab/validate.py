@@ -23,6 +23,7 @@ MAX_GRID = 1000               # values in an eps / q grid
 MAX_YAML_CHARS = 1_000_000    # characters of a preset file or a --set value
 MAX_NODES = 20_000            # values in a preset (YAML aliases count once per use)
 MAX_DEPTH = 12                # nesting of lists and mappings in a preset
+MAX_CLASSES = 100_000         # classes of a data set / a checkpoint's model (labels 0 .. MAX_CLASSES-1)
 
 # YAML 1.1 (PyYAML) reads `1e-3` as a string: it wants a dot in a float. People mean a number, as
 # YAML 1.2 and JSON do, so this loader adds YAML 1.2's float pattern.

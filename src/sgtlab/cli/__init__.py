@@ -75,8 +75,52 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+class _Sigint:
+    """Whether a real Ctrl-C (SIGINT) arrived: a KeyboardInterrupt without one was raised by code
+    (a plug-in), which is an error to report, not an interruption."""
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
+def _escape_output() -> None:
+    """Names that are not UTF-8 (a file name of bytes) are printed escaped, not a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C at any moment (while the plug-ins or torch are imported too) exits 130 with one line."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    ours = previous is signal.default_int_handler
+    if ours:
+        _Sigint.seen = False
+        signal.signal(signal.SIGINT, _Sigint.handler)
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if ours and not _Sigint.seen:
+            print("sgtlab: error: KeyboardInterrupt was raised without a Ctrl-C (by an --import module or an "
+                  "installed plug-in?); fix or remove that plug-in", file=sys.stderr)
+            return 2
+        print("sgtlab: interrupted; run the command again to start it over", file=sys.stderr)
+        return 130
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str]) -> int:
+    _escape_output()
     try:
         load_imports(argv)
     except SgtlabError as e:

@@ -38,19 +38,26 @@ def log_dir() -> Path:
 
 
 def write_crash_log(argv: list[str]) -> Path | None:
-    """The traceback of the exception being handled, with the command line, in a new log file."""
-    from sgtlab import __version__
+    """The traceback of the exception being handled, with the command line, in a new log file.
+    Never fails: what cannot be encoded (names that are not UTF-8) is escaped, a file that exists
+    (or a link in its place) is not written through, and None says no log could be written."""
+    try:
+        from sgtlab import __version__
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    text = (f"sgtlab {__version__}, Python {sys.version.split()[0]}\ncommand: {shlex.join(['sgtlab', *argv])}\n"
-            f"time: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n\n{traceback.format_exc()}")
-    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        text = (f"sgtlab {__version__}, Python {sys.version.split()[0]}\ncommand: {shlex.join(['sgtlab', *argv])}\n"
+                f"time: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n\n{traceback.format_exc()}")
+        folders = [log_dir(), Path(tempfile.gettempdir())]
+    except Exception:  # noqa: BLE001  (the log of a crash must not crash)
+        return None
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"sgtlab-crash-{stamp}-{os.getpid()}.log"
-            path.write_text(text)
+            with open(path, "x", encoding="utf-8", errors="backslashreplace") as f:  # "x": never through a link
+                f.write(text)
             return path
-        except OSError:
+        except (OSError, ValueError):
             continue
     return None
 
@@ -102,7 +109,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
 def _internal(prog: str, argv: list[str]) -> int:
     exc = sys.exc_info()[1]
     path = write_crash_log(argv)
-    where = f"the traceback is in {path}" if path else "no log file could be written"
+    where = f"the traceback is in {path!s}" if path else "no log file could be written"
     print(f"{prog}: internal error ({type(exc).__name__}: {one_line(exc)[:200]}); this is a bug in sgtlab, "
           f"please report it; {where}", file=sys.stderr)
     return 1

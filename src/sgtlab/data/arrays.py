@@ -17,6 +17,7 @@ from sgtlab.data.base import DATASETS, DatasetInfo, TensorData
 from sgtlab.data.folder import default_model
 from sgtlab.data.spec import parse_spec, stratified_split
 from sgtlab.errors import DataError
+from sgtlab.validate import MAX_CLASSES
 
 OPTIONS = {"test": float}
 
@@ -39,9 +40,12 @@ def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"{what}: images must be uint8 (0..255) or float in [0, 1], got {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-        raise DataError(f"{what}: float images must lie in [0, 1], got values in [{np.nanmin(x):.4g}, "
-                        f"{np.nanmax(x):.4g}] (divide 0..255 images by 255, or store them as uint8)")
+    if x.size and not np.isfinite(x).all():
+        raise DataError(f"{what}: float images hold NaN or infinite values; store finite values in [0, 1] "
+                        f"(or uint8 0..255)")
+    if x.size and not (x.min() >= 0 and x.max() <= 1):
+        raise DataError(f"{what}: float images must lie in [0, 1], got values in [{x.min():.4g}, "
+                        f"{x.max():.4g}] (divide 0..255 images by 255, or store them as uint8)")
     return x
 
 
@@ -53,8 +57,10 @@ def to_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
         raise DataError(f"{what}: {n} images but labels of shape {y.shape}")
     if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise DataError(f"{what}: labels must be integers, got {y.dtype}")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{what}: labels must be >= 0, got {y.min()}")
+    # checked before any conversion or allocation by label: uint64 2**64-1 would wrap to -1, and a
+    # label of 2**40 would ask for a model of 2**40 classes
+    if len(y) and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        raise DataError(f"{what}: labels must be integers in 0..{MAX_CLASSES - 1}, got {y.min()}..{y.max()}")
     return y.astype(np.int64)
 
 
@@ -81,6 +87,13 @@ def read_npz(path: Path, name: str, test: float) -> dict[str, TensorData]:
     if not path.is_file():
         raise DataError(f"{name}: no file {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise DataError(f"{name}: cannot read {path} ({e.strerror})") from None
+    if magic[:2] != b"PK":
+        raise DataError(f"{name}: {path} is not a .npz file (no zip header); save it with numpy.savez")
+    try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
             if {"x_train", "y_train", "x_test", "y_test"} <= keys:
@@ -90,19 +103,40 @@ def read_npz(path: Path, name: str, test: float) -> dict[str, TensorData]:
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataError(f"{name}: {path} is not a readable .npz file ({e})") from None
     except ValueError as e:  # object arrays (pickles) are refused by allow_pickle=False
-        raise DataError(f"{name}: {path}: {e}") from None
+        what = ("holds an object array (pickled Python objects), which sgtlab never loads; store numeric "
+                "arrays" if "pickle" in str(e) else f"holds an array numpy cannot read ({e})")
+        raise DataError(f"{name}: {path} {what}") from None
     raise DataError(f"{name}: {path} holds {', '.join(sorted(keys)) or 'nothing'}; it needs arrays 'x' and 'y' "
                     f"(or x_train, y_train, x_test, y_test)")
+
+
+def _mean_std(px: torch.Tensor, block: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Channel mean and std in [0, 1] units, `block` images at a time: uint8 images stay uint8 (a
+    float copy of the whole split would cost 4x its memory)."""
+    c = px.shape[1]
+    if len(px) < 2:
+        return (0.5,) * c, (0.25,) * c
+    scale = 255.0 if px.dtype == torch.uint8 else 1.0
+    s1, s2, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for i in range(0, len(px), block):
+        b = px[i:i + block].to(torch.float64) / scale
+        s1 += b.sum((0, 2, 3))
+        s2 += (b * b).sum((0, 2, 3))
+        count += b.numel() // c
+    m = s1 / count
+    var = (s2 / count - m * m).clamp_min(0) * count / max(count - 1, 1)
+    return (tuple(round(float(v), 4) for v in m), tuple(round(max(float(v), 1e-3), 4) for v in var.sqrt()))
 
 
 def resolve(name: str) -> DatasetInfo:
     path, opts = parse_spec(name, OPTIONS)
     splits = read_npz(path, name, opts.get("test", 0.2))
+    for split, d in splits.items():
+        if len(d.y) == 0:
+            raise DataError(f"{name}: the {split} split is empty (each class needs two images or more for a test "
+                            f"split to be made); add images, or store x_train, y_train, x_test, y_test")
     train = splits["train"]
-    x = train.pixels.float() / (255.0 if train.pixels.dtype == torch.uint8 else 1.0)
-    dims = (0, 2, 3)
-    mean = tuple(round(v, 4) for v in x.mean(dims).tolist()) if len(x) else (0.5,) * x.shape[1]
-    std = tuple(round(max(v, 1e-3), 4) for v in x.std(dims).tolist()) if len(x) > 1 else (0.25,) * x.shape[1]
+    mean, std = _mean_std(train.pixels)
     num_classes = int(max(int(d.y.max()) + 1 if len(d.y) else 0 for d in splits.values()))
     c, h, w = train.shape
 

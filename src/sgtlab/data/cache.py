@@ -5,8 +5,11 @@ A cache is a folder holding `x.u8` (the raw pixels), `y.npy` (int64 labels), `st
 channel means and mean squares, float64 N x C x 2: the data set's statistics for any subset) and
 `meta.json` (the source's fingerprint, shape, class names...), written last: a folder without it is
 unfinished. It is built in a temporary folder and renamed into place, so a crash or a second
-process building the same cache never leaves a half-written one. A cache whose fingerprint differs
-from the source's is rebuilt.
+process building the same cache never leaves a half-written one; a lock file beside it makes a
+second process wait for the first build and use it instead of decoding everything again, and the
+temporaries of a killed build are removed by the next. A cache whose fingerprint differs from the
+source's (resolved paths, sizes, modification times), or whose files do not hold what meta.json
+says (labels out of range, wrong lengths), is rebuilt.
 
 Where: `$SGTLAB_CACHE` if set, else a `.sgtlab-cache/` folder next to the data, else (not
 writable) `~/.cache/sgtlab/cache`.
@@ -19,6 +22,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,16 +31,28 @@ import numpy as np
 import torch
 
 from sgtlab.errors import DataError
+from sgtlab.validate import MAX_CLASSES
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (not POSIX: no build lock)
+    fcntl = None
 
 VERSION = 1  # bump when the layout or the decoding changes: old caches are rebuilt
 
 
 def fingerprint(paths: Iterable[Path], extra: str = "") -> str:
-    """sha1 over the paths, sizes and modification times (not the contents: stat is cheap)."""
-    h = hashlib.sha1(f"v{VERSION}|{extra}".encode())
+    """sha1 over the resolved paths, sizes and modification times (not the contents: stat is cheap),
+    so one folder named by a relative and an absolute path is one cache. A file that cannot be
+    stat'ed (a dangling link) counts as missing: the decoder reports or skips it."""
+    h = hashlib.sha1(f"v{VERSION}|{extra}".encode("utf-8", "surrogateescape"))
     for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            p = Path(p).resolve()
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except (OSError, RuntimeError):  # missing, a dangling or looping link
+            h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -57,7 +73,7 @@ def cache_root(near: Path) -> Path:
 def cache_dir(source: Path, key: str) -> Path:
     """The cache folder of `source` (a file or folder) for settings `key` (e.g. 'size=64,channels=3')."""
     source = source.resolve()
-    tag = hashlib.sha1(f"{source}|{key}".encode()).hexdigest()[:12]
+    tag = hashlib.sha1(f"{source}|{key}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return cache_root(source.parent) / f"{source.name}-{tag}"
 
 
@@ -78,22 +94,50 @@ class Cached:
         return tuple(round(float(v), 4) for v in m), tuple(round(float(v), 4) for v in np.maximum(std, 1e-3))
 
 
-def open_cache(folder: Path, fp: str) -> Cached | None:
-    """The cache in `folder` if it is complete and built from the source with fingerprint `fp`."""
+def _read_meta(folder: Path) -> dict | None:
+    path = folder / "meta.json"
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 26:
+            return None
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
-    if meta.get("fingerprint") != fp or meta.get("version") != VERSION:
+    if not isinstance(meta, dict):
+        return None
+    n, shape = meta.get("n"), meta.get("shape")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0 or not isinstance(shape, list) or len(shape) != 3 \
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in shape):
+        return None
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES):
+        return None
+    return meta
+
+
+def _labels_ok(y: np.ndarray, n: int, meta: dict) -> bool:
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        return False
+    hi = len(meta["classes"]) if isinstance(meta.get("classes"), list) else MAX_CLASSES
+    return n == 0 or (int(y.min()) >= 0 and int(y.max()) < hi)
+
+
+def open_cache(folder: Path, fp: str) -> Cached | None:
+    """The cache in `folder` if it is complete, built from the source with fingerprint `fp`, and
+    its files hold what meta.json says (else None: it is rebuilt)."""
+    meta = _read_meta(folder)
+    if meta is None or meta.get("fingerprint") != fp or meta.get("version") != VERSION:
         return None
     n, shape = meta["n"], tuple(meta["shape"])
     try:
-        y = np.load(folder / "y.npy", allow_pickle=False)
-        stats = np.load(folder / "stats.npy", allow_pickle=False)
+        y = np.load(folder / "y.npy", allow_pickle=False, mmap_mode="r")
+        stats = np.load(folder / "stats.npy", allow_pickle=False, mmap_mode="r")
         size = (folder / "x.u8").stat().st_size
-    except (OSError, ValueError):
+        if not _labels_ok(y, n, meta) or stats.shape != (n, shape[0], 2) or stats.dtype != np.float64:
+            return None
+        y, stats = np.array(y), np.array(stats)
+    except (OSError, ValueError, TypeError):
         return None
-    if len(y) != n or stats.shape != (n, shape[0], 2) or size != n * int(np.prod(shape)):
+    if size != n * int(np.prod(shape)):
         return None
     if n == 0:
         x = torch.empty((0, *shape), dtype=torch.uint8)
@@ -127,6 +171,40 @@ def build_cache(folder: Path, fp: str, shape: tuple[int, int, int], chunks: Iter
 
     Chunks are appended to a file (no mapping while writing: memory stays at one chunk)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(folder):
+        cached = open_cache(folder, fp)  # another process built it while this one waited
+        if cached is not None:
+            return cached
+        _remove_stale(folder)
+        return _build(folder, fp, shape, chunks, meta)
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `.NAME.lock` beside the cache folder, waited for (a second process
+    building the same cache waits, then finds it built). A link there is not followed."""
+    path = folder.with_name(f".{folder.name}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        raise DataError(f"cannot lock the cache {folder} ({e.strerror}: {path}); remove that file or set "
+                        f"SGTLAB_CACHE to a writable folder") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Temporaries of a build that was killed: with the build lock held, no live build owns one."""
+    for e in os.scandir(folder.parent):
+        if e.name.startswith((f".{folder.name}.tmp-", f".{folder.name}.old-")) and e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+
+
+def _build(folder: Path, fp: str, shape: tuple[int, int, int], chunks, meta: dict) -> Cached:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is as readable as its data
     try:
@@ -141,6 +219,7 @@ def build_cache(folder: Path, fp: str, shape: tuple[int, int, int], chunks: Iter
                 n += len(x)
         np.save(tmp / "y.npy", np.concatenate(ys) if ys else np.zeros(0, np.int64))
         np.save(tmp / "stats.npy", np.concatenate(stats) if stats else np.zeros((0, shape[0], 2)))
+        # json.dumps escapes what is not ASCII: names that are not UTF-8 (surrogates) too
         (tmp / "meta.json").write_text(json.dumps({**meta, "version": VERSION, "fingerprint": fp, "n": n,
                                                    "shape": list(shape)}))
         old = None

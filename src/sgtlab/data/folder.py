@@ -23,6 +23,7 @@ from sgtlab.data.base import DATASETS, DatasetInfo, TensorData
 from sgtlab.data.cache import Cached, build_cache, cache_dir, fingerprint, open_cache
 from sgtlab.data.spec import parse_spec, stratified_split
 from sgtlab.errors import DataError
+from sgtlab.validate import MAX_CLASSES
 
 OPTIONS = {"size": int, "channels": int, "test": float, "skip_bad": bool}
 DEFAULT_SIZE = 224
@@ -30,6 +31,8 @@ TEST_FRACTION = 0.2
 SPLIT_NAMES = {"train": ("train",), "test": ("val", "test", "valid", "validation")}
 IGNORED = {"thumbs.db", "desktop.ini"}
 CHUNK = 256
+MAX_PIXELS = 40_000_000  # pixels of one image (a 6300 x 6300 photo): more is refused before decoding
+DECODE = 2               # the decoding's version, in the cache key: 2 crops before it resizes
 
 
 def default_model(channels: int, size: int) -> str:
@@ -65,20 +68,25 @@ def list_images(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]
 
 
 def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 C x size x size: shorter side to `size` (antialiased bilinear), centre crop."""
+    """One image as uint8 C x size x size: the centre square (side = the shorter side) resized to
+    `size` (antialiased bilinear). The square is cut before any resize, so a 200000 x 1 image costs
+    one pixel, not a 200000 x `size` upscale; more than MAX_PIXELS pixels are refused from the
+    header, before decoding."""
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
     with Image.open(path) as im:
-        im.draft(mode, (size, size))  # JPEG: decode at a reduced scale that is still >= size (fast)
-        im = im.convert(mode)
         w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        a = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        if w < 1 or h < 1 or w * h > MAX_PIXELS:
+            raise ValueError(f"an image of {w} x {h} pixels (the limit is {MAX_PIXELS} pixels)")
+        im.draft(mode, (size, size))  # JPEG: decode at a reduced scale that is still >= size (fast)
+        w, h = im.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        im = im.crop((left, top, left + side, top + side)).convert(mode)
+        if side != size:
+            im = im.resize((size, size), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -116,7 +124,7 @@ def _cached_split(root: Path, classes: list[str], size: int, channels: int, skip
     paths, labels = list_images(root, classes)
     if order is not None:
         paths, labels = [paths[i] for i in order], labels[order]
-    key = f"size={size},channels={channels},skip_bad={skip_bad},classes={len(classes)}"
+    key = f"size={size},channels={channels},skip_bad={skip_bad},classes={len(classes)},decode={DECODE}"
     fp = fingerprint(paths, f"{key}|{n_train}|{','.join(classes)}")
     folder = cache_dir(root, key + ("" if n_train is None else ",split"))
     cached = open_cache(folder, fp)
@@ -182,6 +190,7 @@ class ImageFolder:
             self.caches = {s: _cached_split(d, self.classes, *args, what=name) for s, d in dirs.items()}
             self.slices = {"train": slice(None), "test": slice(None)}
             self.origin = "the folder's own split"
+            self._check_splits()
         else:
             self.classes = _classes(path)
             self._check_classes()
@@ -189,15 +198,31 @@ class ImageFolder:
             split = stratified_split(labels, self.test)
             order = np.concatenate([split["train"], split["test"]])
             cached = _cached_split(path, self.classes, *args, what=name, order=order, n_train=len(split["train"]))
-            n_train = cached.meta["n_train"]
+            n_train = cached.meta.get("n_train")
+            if isinstance(n_train, bool) or not isinstance(n_train, int) or not 0 <= n_train <= len(cached.y):
+                raise DataError(f"{name}: the image cache of {path} is damaged (its meta.json has no valid n_train); "
+                                f"delete the cache folder (.sgtlab-cache beside the data, or $SGTLAB_CACHE)")
             self.caches = {"train": cached, "test": cached}
             self.slices = {"train": slice(0, n_train), "test": slice(n_train, None)}
             self.origin = f"a seeded stratified split, test fraction {self.test}"
+            self._check_splits()
 
     def _check_classes(self):
         if len(self.classes) < 2:
             raise DataError(f"{self.name}: found {len(self.classes)} class folder(s) in {self.path}; "
                             f"the layout is PATH/<class>/<image> with at least two classes")
+        if len(self.classes) > MAX_CLASSES:
+            raise DataError(f"{self.name}: {len(self.classes)} class folders in {self.path}, more than the "
+                            f"{MAX_CLASSES} a model can have; is PATH the folder of class folders?")
+
+    def _check_splits(self):
+        """Both splits hold images: an empty test split gives a run without a test accuracy, whose
+        checkpoint the other commands cannot evaluate."""
+        for split in ("train", "test"):
+            if len(self.caches[split].y[self.slices[split]]) == 0:
+                raise DataError(f"{self.name}: the {split} split is empty (each class needs two images or more "
+                                f"for a test split to be made, and not all of a split may be skipped); add images, "
+                                f"or give PATH train/ and val/ class folders")
 
     def load(self, split: str = "train", data_dir=None, download: bool = True) -> TensorData:
         c, sl = self.caches[split], self.slices[split]

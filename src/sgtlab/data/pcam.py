@@ -16,6 +16,7 @@ import numpy as np
 from sgtlab.data.base import DatasetInfo, TensorData, data_root, register_dataset
 from sgtlab.data.cache import build_cache, cache_dir, fingerprint, open_cache
 from sgtlab.errors import DataError
+from sgtlab.validate import one_line
 
 NAME = "pcam"
 SPLITS = {"train": "train", "test": "test", "valid": "valid"}
@@ -51,26 +52,50 @@ def _h5py():
 
 
 def _open(path: Path, key: str):
+    """The HDF5 file and its data set `key`, checked: a data set (not a group), of one or more
+    dimensions, stored in the file itself (external storage or a virtual data set could make sgtlab
+    read any file, e.g. /etc/passwd, into a cache), whose declared size the file can hold."""
     h5py = _h5py()
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise DataError(f"{path} is not a readable HDF5 file ({e}); {_HOW_TO}") from None
-    if key not in f:
+        raise DataError(f"{path} is not a readable HDF5 file ({one_line(e)}); {_HOW_TO}") from None
+    try:
+        keys = ", ".join(sorted(f.keys())[:5]) or "nothing"
+        d = f.get(key)
+        if not isinstance(d, h5py.Dataset):
+            kind = "no" if d is None else "a group, not a"
+            raise DataError(f"{path} has {kind} dataset {key!r} (it holds {keys}); is it a PCAM file?")
+        if d.ndim < 1:
+            raise DataError(f"{path}: {key!r} is a single value, not an array of {'images' if key == 'x' else 'labels'}")
+        if d.is_virtual or d.external:
+            raise DataError(f"{path}: {key!r} is stored outside the file (external storage or a virtual data set), "
+                            f"which sgtlab does not read; use the official PCAM files")
+        declared = int(np.prod(d.shape)) * d.dtype.itemsize
+        if d.compression is None and declared > 0 and d.id.get_storage_size() < declared:
+            raise DataError(f"{path}: {key!r} declares {d.shape} ({declared} bytes) but the file holds "
+                            f"{d.id.get_storage_size()}; the file is damaged or truncated; {_HOW_TO}")
+    except DataError:
         f.close()
-        raise DataError(f"{path} has no dataset {key!r} (it holds {', '.join(f.keys()) or 'nothing'}); "
-                        f"is it a PCAM file?")
-    return f, f[key]
+        raise
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        f.close()
+        raise DataError(f"{path} is not a readable PCAM file ({one_line(e)[:150]}); {_HOW_TO}") from None
+    return f, d
 
 
 def _chunks(xp: Path, yp: Path):
     fx, x = _open(xp, "x")
-    fy, y = _open(yp, "y")
+    try:
+        fy, y = _open(yp, "y")
+    except DataError:
+        fx.close()
+        raise
     try:
         if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != SHAPE:
             raise DataError(f"{xp}: 'x' must be uint8 N x 96 x 96 x 3, got {x.dtype} {x.shape}")
-        if len(y) != len(x) or int(np.prod(y.shape[1:])) != 1:
-            raise DataError(f"{yp}: 'y' must hold one label per image ({len(x)}), got shape {y.shape}")
+        if len(y) != len(x) or int(np.prod(y.shape[1:])) != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{yp}: 'y' must hold one integer label per image ({len(x)}), got {y.dtype} {y.shape}")
         for s in range(0, len(x), CHUNK):
             try:
                 xb, yb = x[s:s + CHUNK], np.asarray(y[s:s + CHUNK]).reshape(-1)

@@ -29,15 +29,26 @@ def parse_spec(name: str, options: dict[str, type]) -> tuple[Path, dict]:
             break
         tp = options[key]
         try:
-            opts[key] = True if tp is bool and not value else tp(value)
+            opts[key] = _flag(value) if tp is bool else tp(value)
         except ValueError:
-            raise DataError(f"{name}: option {key} takes a {tp.__name__}, got {value!r}") from None
+            kind = "true or false" if tp is bool else f"a {tp.__name__}"
+            raise DataError(f"{name}: option {key} takes {kind}, got {value!r}") from None
         parts.pop()
     path = ",".join(parts).strip()
     if not path:
         keys = ", ".join(k.replace("_", "-") + ("" if t is bool else "=...") for k, t in options.items())
         raise DataError(f"{name}: give a path after '{prefix}:' (options after it: {keys})")
     return Path(os.path.expanduser(path)), opts
+
+
+def _flag(value: str) -> bool:
+    """A bare flag is on; `=true/false/yes/no/on/off/1/0` as said (bool("false") would be True)."""
+    v = value.strip().lower()
+    if v in ("", "true", "yes", "on", "1"):
+        return True
+    if v in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(value)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:

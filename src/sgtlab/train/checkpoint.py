@@ -6,6 +6,7 @@ so loading a checkpoint never runs code. Written atomically: a crash keeps the p
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from sgtlab.errors import CheckpointError, SgtlabError
 from sgtlab.io import WriteError, atomic_path, write_failed
-from sgtlab.validate import check_plain, one_line
+from sgtlab.validate import MAX_CLASSES, check_plain, one_line
 
 CHECKPOINT = "checkpoint.safetensors"
 META_KEY = "sgtlab"
@@ -27,6 +28,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT
+        if p.is_symlink():  # in a run folder: sgtlab writes it there, and does not follow links it writes
+            raise CheckpointError(f"{p} is a symbolic link; sgtlab does not follow links in run folders (it would "
+                                  f"overwrite the file it points to on --resume): remove the link, or give the "
+                                  f"checkpoint file itself")
     if not p.is_file():
         raise CheckpointError(f"no checkpoint at {path} (expected a run folder holding {CHECKPOINT}, or the file)")
     return p
@@ -104,7 +109,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 MAX_META_VALUES = 200_000
 MAX_CHANNELS = 64
-MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 1024  # pixels a side: the largest image folders decode (folder: size=)
 MAX_EPOCHS = 100_000
 
 
@@ -142,8 +147,8 @@ def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
         raise bad("arch.std must be > 0")
     size = arch.get("input_size")  # absent in checkpoints older than image folders
     if size is not None and (not isinstance(size, list) or len(size) != 2 or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in size)):
-        raise bad(f"arch.input_size must be [H, W] with 1..4096, got {size!r}"[:120])
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIZE for v in size)):
+        raise bad(f"arch.input_size must be [H, W] with 1..{MAX_INPUT_SIZE}, got {size!r}"[:120])
     if "config" in meta and not isinstance(meta["config"], dict):
         raise bad("config is not a mapping")
     if "epoch" in meta:
@@ -155,7 +160,32 @@ def check_meta(meta: Any, path: str | Path) -> dict[str, Any]:
                                 and all(isinstance(g, dict) for g in opt["param_groups"])
                                 and isinstance(opt.get("scalars", {}), dict)):
         raise bad("the optimizer state is not a mapping with a list of param_groups")
+    for g in (opt or {}).get("param_groups", []):
+        why = _bad_hyper(g)
+        if why:
+            raise bad(f"the optimizer's {why}"[:120])
     return meta
+
+
+# what an optimizer's hyper-parameter may be: (low, high, high included); a checkpoint with another
+# value (momentum -5, lr NaN) is damaged, not something to resume with
+_HYPER = {"lr": (0.0, math.inf, True), "momentum": (0.0, 1.0, False), "dampening": (0.0, 1.0, True),
+          "weight_decay": (0.0, math.inf, True), "eps": (0.0, 1.0, True)}
+
+
+def _bad_hyper(group: dict) -> str | None:
+    for key, (lo, hi, closed) in _HYPER.items():
+        if key not in group:
+            continue
+        v = group[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo \
+                or (v > hi if closed else v >= hi):
+            return f"{key} must be a finite number in [{lo:g}, {hi:g}{']' if closed else ')'}, got {v!r}"
+    betas = group.get("betas")
+    if betas is not None and not (isinstance(betas, list) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        return f"betas must be two numbers in [0, 1), got {betas!r}"
+    return None
 
 
 def resume_epoch(meta: dict[str, Any], epochs: int, path: str | Path) -> int:
