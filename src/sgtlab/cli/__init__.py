@@ -119,8 +119,23 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def _empty_paths(argv: list[str]) -> str | None:
+    """An option of a path given as "" (`--out ""` would write into the current folder)."""
+    for i, a in enumerate(argv):
+        for opt in ("--out", "--data-dir", "--preset"):
+            if (a == opt and i + 1 < len(argv) and not argv[i + 1].strip()) or (
+                    a.startswith(f"{opt}=") and not a[len(opt) + 1:].strip()):
+                return opt
+    return None
+
+
 def _main(argv: list[str]) -> int:
     _escape_output()
+    empty = _empty_paths(argv)
+    if empty:
+        print(f"sgtlab: error: {empty} is empty; give a folder (e.g. {empty} runs/x), or leave the option out",
+              file=sys.stderr)
+        return 2
     try:
         load_imports(argv)
     except SgtlabError as e:

@@ -83,6 +83,29 @@ def from_arrays(x, y, name: str = "arrays", x_test=None, y_test=None, test: floa
     return {s: TensorData(torch.from_numpy(a), torch.from_numpy(b), name) for s, (a, b) in parts.items()}
 
 
+def _check_members(path: Path, name: str) -> None:
+    """Each array's header agrees with the bytes its member holds, before numpy allocates what the
+    header says (a lying header of 10**12 values would be an 'out of memory', not a damaged file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                       else np.lib.format._read_array_header(f, version))
+                    body = info.file_size - f.tell()
+                if dtype.hasobject:
+                    continue  # refused, with its own message, by allow_pickle=False
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared != body:
+                    raise DataError(f"{name}: {path}: array {info.filename[:-4]!r} declares shape {shape} "
+                                    f"({declared} bytes) but holds {body} bytes; the file is damaged")
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise DataError(f"{name}: {path} is not a readable .npz file ({' '.join(str(e).split())[:150]})") from None
+
+
 def read_npz(path: Path, name: str, test: float) -> dict[str, TensorData]:
     if not path.is_file():
         raise DataError(f"{name}: no file {path}")
@@ -93,6 +116,7 @@ def read_npz(path: Path, name: str, test: float) -> dict[str, TensorData]:
         raise DataError(f"{name}: cannot read {path} ({e.strerror})") from None
     if magic[:2] != b"PK":
         raise DataError(f"{name}: {path} is not a .npz file (no zip header); save it with numpy.savez")
+    _check_members(path, name)
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)

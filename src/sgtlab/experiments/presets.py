@@ -32,10 +32,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     """A preset by name (`quick`) or a path to a YAML file of the same form."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
-        try:
-            if path.stat().st_size > MAX_YAML_CHARS:
-                raise SgtlabError(f"preset {name_or_path}: larger than {MAX_YAML_CHARS} bytes; is it a preset?")
-            text, name = path.read_text(), path.stem
+        from sgtlab.io import read_bytes_bounded
+
+        try:  # a regular file only, read non-blocking and bounded: /dev/zero or a FIFO is refused, not read
+            text, name = read_bytes_bounded(path, MAX_YAML_CHARS, "preset").decode("utf-8"), path.stem
         except (OSError, UnicodeDecodeError) as e:
             raise SgtlabError(f"preset {name_or_path}: cannot read it ({one_line(e)})") from None
     elif name_or_path in preset_names():
@@ -48,7 +48,15 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise SgtlabError(f"preset {name_or_path}: expected a mapping at the top level")
     cfg.setdefault("name", name)
+    check_sections(cfg, f"preset {name_or_path}")
     return cfg
+
+
+def check_sections(cfg: dict[str, Any], where: str) -> None:
+    """The sections that hold options are mappings (`--set train=null` would leave none)."""
+    for key in ("train", "attack", "explain", "report"):
+        if key in cfg and not isinstance(cfg[key], dict):
+            raise SgtlabError(f"{where}: {key} must be a mapping of options ({key}.NAME=VALUE), got {cfg[key]!r}"[:200])
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -93,6 +101,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                     node = node[p]
             else:
                 raise SgtlabError(f"--set {key}: {where} is {node!r}, not a mapping or list; set {where} itself")
+        check_sections(cfg, f"--set {key}")
     return cfg
 
 

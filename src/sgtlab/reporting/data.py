@@ -3,6 +3,7 @@ run (`robustness_per_sample.csv`), the headline attack and budgets, and a one-li
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections import defaultdict
@@ -87,13 +88,26 @@ def is_nested(rows: list[dict]) -> bool:
     return all(r.get("sweep", "nested") != "from-scratch" for r in rows)
 
 
+MAX_PER_SAMPLE_BYTES = 1 << 30  # a per-image table larger than this is not one sgtlab wrote
+
+
 @lru_cache(maxsize=256)
 def _per_sample(path: str, mtime: float) -> dict[str, np.ndarray]:
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
+    from sgtlab.errors import SgtlabError
+    from sgtlab.io import read_bytes_bounded
+
+    text = read_bytes_bounded(path, MAX_PER_SAMPLE_BYTES, "per-image table", follow=False)
+    try:
+        reader = csv.reader(io.StringIO(text.decode("utf-8"), newline=""))
         header = next(reader)
         # empty: an attack run on the first m images only (folded into the ensemble, see robustness.fold)
-        data = np.array([[float(v) if v != "" else np.nan for v in r] for r in reader]).reshape(-1, len(header))
+        rows = [[float(v) if v != "" else np.nan for v in r] for r in reader]
+        if any(len(r) != len(header) for r in rows):
+            raise ValueError(f"a row of another length than the header's {len(header)}")
+        data = np.array(rows, dtype=np.float64).reshape(-1, len(header))
+    except (ValueError, StopIteration, UnicodeDecodeError, csv.Error) as e:
+        raise SgtlabError(f"{path} is damaged ({' '.join(str(e).split())[:100] or type(e).__name__}); run "
+                          f"`sgtlab attack` on that run again (with --overwrite), or delete it") from None
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
