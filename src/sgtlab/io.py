@@ -225,7 +225,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
             else " ".join(sys.argv)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}: "
-                      f"{cmd[:200]}\n".encode(), 0)
+                      f"{cmd[:200]}\n".encode("utf-8", "backslashreplace"), 0)
         remove_stale_temporaries(folder)
         yield folder
     finally:
@@ -284,8 +284,8 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    with atomic_path(path) as tmp:  # names that are not UTF-8 (surrogates) are written as the bytes they were
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

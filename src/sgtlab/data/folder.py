@@ -14,6 +14,7 @@ Images are decoded once, in threads (Pillow releases the GIL), into the uint8 ca
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
+    # Pillow's own check warns from 89 million pixels (a second line on the terminal): this one is stricter
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     with Image.open(path) as im:
         w, h = im.size
         if w < 1 or h < 1 or w * h > MAX_PIXELS:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from sgtlab.errors import SgtlabError
-from sgtlab.io import read_json, refuse_link, write_text_atomic
+from sgtlab.io import read_bytes_bounded, read_json, refuse_link, write_text_atomic
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.safetensors"
 ROBUSTNESS, CHECKS, INTERPRETABILITY, RESULT = "robustness.json", "checks.json", "interpretability.json", "result.json"
@@ -29,6 +30,7 @@ PROVENANCE = "provenance.json"  # written by the training loop (sgtlab train / s
 IDENTITY = "run.json"            # a reproduce run's resolved configuration and its hash
 RESULTS_TABLE = "results.csv"    # an experiment folder's finished runs, one row each
 EXPERIMENT = "experiment.json"   # an experiment folder's configuration
+MAX_METRICS_BYTES = 1 << 26      # a metrics log larger than this (64 MB) is not one sgtlab wrote
 
 
 # -- an experiment folder: OUT/runs/NAME/ and OUT/results.csv ---------------------------------------
@@ -45,11 +47,11 @@ def is_complete(root: Path, name: str) -> bool:
 
 def read_results(root: Path) -> list[dict[str, Any]]:
     path = Path(root) / RESULTS_TABLE
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
+    text = read_bytes_bounded(path, MAX_METRICS_BYTES, "results table", follow=False)  # no link, FIFO, device
     try:
-        with open(path, newline="") as f:
-            return [_parse_row(r) for r in csv.DictReader(f)]
+        return [_parse_row(r) for r in csv.DictReader(io.StringIO(text.decode("utf-8"), newline=""))]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SgtlabError(f"{path} is damaged ({type(e).__name__}); delete it: it is rebuilt from the runs' "
                           f"{RESULT} files") from None
@@ -138,22 +140,23 @@ def checkpoint_classes(folder: Path) -> int | None:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
+    """A run's JSON file, or None without one; a damaged one, a link, a FIFO or a device is one line."""
+    if not os.path.lexists(path):
         return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SgtlabError(f"{path} is not readable JSON ({e}); delete it and run the command that writes it again") from None
+    return read_json(path)
 
 
 def _last_metrics(path: Path) -> dict[str, Any]:
     last: dict[str, Any] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if os.path.lexists(path):
+        text = read_bytes_bounded(path, MAX_METRICS_BYTES, "metrics log", follow=False)
+        for line in text.decode("utf-8", "replace").splitlines():
             try:
-                last = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue
+            if isinstance(row, dict):
+                last = row
     return last
 
 
