@@ -9,6 +9,8 @@ random stream is left as it was.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -57,7 +59,17 @@ class _Reference(Attack):
 
 
 class _APGD(_Reference):
+    """APGD (Croce & Hein 2020) from the reference code, as torchattacks' APGD:
+
+        APGDCE(model, norm="Linf", eps=8/255, steps=100, n_restarts=1, seed=0, *, rho=0.75)
+        x_adv = atk(x, y)                       # or APGDCE(steps=100)(model, x, y, eps)
+
+    steps: iterations (torchattacks' default: 10; the reference's: 100). n_restarts (`restarts`):
+    random restarts. seed: the reference code's seed (run in a forked RNG)."""
+
     loss = "ce"
+    torchattacks_order = ("norm", "eps", "steps", "n_restarts", "seed")
+    torchattacks_names = {"n_restarts": "restarts", "verbose": None, "eot_iter": None}
 
     def __init__(self, steps: int = 100, restarts: int = 1, seed: int = 0, rho: float = 0.75):
         check_positive("steps", steps)
@@ -93,9 +105,18 @@ class APGDDLR(_APGD):
 
 @register_attack("square")
 class Square(_Reference):
-    """Gradient-free: only the model's outputs are used (5000 queries per sample by default, as AutoAttack)."""
+    """Square (Andriushchenko et al. 2020), gradient-free: only the model's outputs are used, as
+    torchattacks' Square:
+
+        Square(model, norm="Linf", eps=8/255, n_queries=5000, n_restarts=1, p_init=0.8, *, seed=0)
+
+    n_queries (`queries`): model queries per image (5000, as AutoAttack). p_init: the initial
+    fraction of pixels changed per square."""
 
     name = "square"
+    torchattacks_order = ("norm", "eps", "n_queries", "n_restarts", "p_init")
+    torchattacks_names = {"n_queries": "queries", "n_restarts": "restarts", "verbose": None, "loss": None,
+                          "resc_schedule": None}
 
     def __init__(self, queries: int = 5000, restarts: int = 1, seed: int = 0, p_init: float = 0.8):
         check_positive("queries", queries)
@@ -113,26 +134,60 @@ class Square(_Reference):
             return self._run(model, make, x, y, eps)
 
 
+def standard_members(classes: int) -> tuple[list[str], int]:
+    """(attacks, target classes) of standard AutoAttack on a `classes`-way model: APGD-CE, APGD-T,
+    FAB-T, Square with min(9, C - 1) target classes. The targeted DLR loss needs 4 classes, so with
+    3 APGD-T gives way to APGD-DLR (the untargeted DLR loss), and with 2 it is left out (the one
+    target class is the one APGD-CE already attacks)."""
+    if classes < 2:
+        raise SgtlabError(f"AutoAttack needs a model with at least 2 classes; this one has {classes}")
+    targets = min(9, classes - 1)
+    middle = ["apgd-t"] if classes >= 4 else ["apgd-dlr"] if classes == 3 else []
+    return ["apgd-ce", *middle, "fab-t", "square"], targets
+
+
 @register_attack("autoattack")
 class AutoAttackStandard(_Reference):
-    """Standard AutoAttack (Croce & Hein 2020; the RobustBench evaluation): APGD-CE (5 restarts),
-    APGD-T (9 target classes), FAB-T and Square (5000 queries), each attacking the images the
-    previous ones left robust. Slow: for presets that ask for it (`attack.attacks: [..., autoattack]`)."""
+    """Standard AutoAttack (Croce & Hein 2020; the RobustBench evaluation): APGD-CE, APGD-T and
+    FAB-T on min(9, C - 1) target classes, and Square (5000 queries), each attacking the images the
+    previous ones left robust; on any number of classes C >= 2 (see `standard_members`). Slow: for
+    presets that ask for it (`attack.attacks: [..., autoattack]`) and `sgtlab.benchmark`.
+
+        AutoAttackStandard(model, norm="Linf", eps=8/255, version="standard", n_classes=10, seed=0)(x, y)
+
+    (torchattacks' form; `n_classes` is read from the model.)
+    """
 
     name = "autoattack"
+    torchattacks_order = ("norm", "eps", "version", "n_classes", "seed")
+    torchattacks_names = {"n_classes": None, "verbose": None}  # the classes are read from the model
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, version: str = "standard"):
+        if version != "standard":
+            raise SgtlabError(f"AutoAttack: only version='standard' is run here, got {version!r}")
         self.seed = seed
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
         AutoAttack = require_pyautoattack("autoattack").AutoAttack
+        with torch.no_grad():
+            classes = int(model(x[:1]).shape[1])
+        members, targets = standard_members(classes)
 
         def make(e):
             aa = AutoAttack(model, norm="Linf", eps=e, version="standard", seed=self.seed, device=x.device)
             aa.verbose = False
+            aa.logger = _QUIET  # its class-count note misreads our choice of members (see standard_members)
+            aa.attacks_to_run = members
+            aa.apgd_targeted.n_target_classes = targets
+            aa.fab.n_target_classes = targets
             return _Evaluation(aa)
 
         return self._run(model, make, x, y, eps)
+
+
+_QUIET = logging.getLogger("sgtlab.autoattack")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 class _Evaluation:

@@ -8,6 +8,7 @@ respect to the input only, so parameter `.grad` fields are never touched.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from sgtlab.device import eval_mode  # noqa: F401  (re-exported: the one eval-mode context)
 from sgtlab.errors import SgtlabError
+from sgtlab.attacks.targets import TorchattacksModes
 from sgtlab.registry import Registry
 
 Eps = float | torch.Tensor
@@ -49,7 +51,11 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, eps: Eps) -> None:
         raise SgtlabError(f"images must be a float tensor N x C x H x W, got {getattr(x, 'shape', type(x))}")
     if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
         raise SgtlabError(f"labels must be a tensor of shape ({len(x)},), got {getattr(y, 'shape', type(y))}")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise SgtlabError(f"labels must be integer class indices, got {y.dtype} (use y.long())")
     check_eps(eps, len(x))
+    if isinstance(eps, (int, float)) and eps > 1:
+        raise SgtlabError(f"eps must be in [0, 1] (pixel units: {eps:g}/255 is {eps / 255:.6g}), got {eps:g}")
     if x.numel():
         lo, hi = torch.aminmax(x.detach())
         lo, hi = torch.stack([lo, hi]).tolist()
@@ -76,11 +82,14 @@ def rows(v: Eps | None, idx: torch.Tensor) -> Eps | None:
     return v
 
 
-def ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, d mean-CE / d x). Mean reduction as torchattacks (sign steps do not see the scale)."""
+def ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            targeted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, d mean-CE / d x). Mean reduction as torchattacks (sign steps do not see the scale);
+    `targeted`: y are target labels and the loss is -CE (a step towards them), as torchattacks."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    grad, = torch.autograd.grad(F.cross_entropy(logits, y), x)
+    loss = F.cross_entropy(logits, y)
+    grad, = torch.autograd.grad(-loss if targeted else loss, x)
     return logits.detach(), grad
 
 
@@ -106,15 +115,38 @@ DEFAULT_EPS = 8 / 255
 
 
 def _bind_model_and_eps(init):
-    """Let every attack's constructor also take torchattacks' form: a model as the first argument
-    and `eps=` (`PGD(model, eps=0.3, steps=10)`), binding them so the attack is called as `atk(x, y)`."""
+    """Let every attack's constructor also take torchattacks' form: a model as the first argument,
+    then eps and the attack's other arguments in torchattacks' positional order and names (the
+    class's `torchattacks_order` and `torchattacks_names`: `PGD(model, 8/255, 2/255, 10)`,
+    `Square(model, n_queries=300)`) and `targeted=True` (the labels given are target labels),
+    binding them so the attack is called as `atk(x, y)`."""
     @functools.wraps(init)
     def wrapped(self, *args, **kwargs):
-        model = None
+        model, cls = None, type(self)
+        targeted = kwargs.pop("targeted", False)
         if args and isinstance(args[0], nn.Module):
             model, args = args[0], args[1:]
+            order = cls.torchattacks_order  # empty (a plug-in that names none): its own order
+            if order and len(args) > len(order):
+                raise SgtlabError(f"{cls.__name__}(model, {', '.join(order)}) takes at most {len(order)} values "
+                                  f"after the model, got {len(args)}")
+            for name, value in zip(order, args):
+                if name in kwargs:
+                    raise SgtlabError(f"{cls.__name__}: {name} given twice (by position and by name)")
+                kwargs[name] = value
+            args = args if not order else ()
+            for theirs, ours in getattr(cls, "torchattacks_names", {}).items():
+                if theirs in kwargs:
+                    value = kwargs.pop(theirs)
+                    if ours is not None:  # None: an argument without effect here (verbose)
+                        kwargs[ours] = value
+            norm = kwargs.pop("norm", "Linf")
+            if norm != "Linf":
+                raise SgtlabError(f"{cls.__name__}: sgtlab's attacks are L-inf (norm='Linf'), got norm={norm!r}")
         eps = kwargs.pop("eps", None)
         init(self, *args, **kwargs)
+        if targeted:
+            self.set_mode_targeted_by_label()
         if model is not None or eps is not None:
             if model is None:
                 raise SgtlabError(f"{type(self).__name__}(eps=...) binds an eps to a model: pass the model first, "
@@ -126,20 +158,49 @@ def _bind_model_and_eps(init):
     return wrapped
 
 
-class Attack:
+def _signature(cls, init) -> inspect.Signature:
+    """`(self, model=None, eps=8/255, <torchattacks' order>, *, <the rest>, targeted=False)`."""
+    own = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self"}
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("model", P.POSITIONAL_OR_KEYWORD, default=None)]
+    for name in cls.torchattacks_order:
+        mine = cls.torchattacks_names.get(name) or name
+        if name in ("eps", "norm"):
+            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=DEFAULT_EPS if name == "eps" else "Linf"))
+        elif mine in own:
+            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=own.pop(mine).default))
+    kind = P.KEYWORD_ONLY if cls.torchattacks_order else P.POSITIONAL_OR_KEYWORD
+    params += [P(n, kind, default=p.default) for n, p in own.items() if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)]
+    if "eps" not in cls.torchattacks_order:
+        params.append(P("eps", P.KEYWORD_ONLY, default=DEFAULT_EPS))
+    if cls.supports_targeted:
+        params.append(P("targeted", P.KEYWORD_ONLY, default=False))
+    return inspect.Signature(params)
+
+
+class Attack(TorchattacksModes):
     """Base class: subclasses set `name` and implement `perturb`.
 
     Two ways to call any attack: `Attack(**params)(model, x, y, eps)`, or torchattacks' way,
-    `Attack(model, eps=..., **params)(x, y)` (eps defaults to 8/255 as in torchattacks)."""
+    `Attack(model, eps=..., **params)(x, y)` (eps defaults to 8/255 as in torchattacks), with
+    torchattacks' modes: `targeted=True` or `set_mode_targeted_by_label()` (the labels given are the
+    targets), `set_mode_targeted_random()`, `set_mode_targeted_least_likely(kth_min=1)`,
+    `set_mode_targeted_by_function(f)` (`f(x, y) -> targets`), `set_mode_default()`; and
+    `set_normalization_used(mean, std)` for a model that expects normalised inputs (the attack then
+    takes and returns normalised images, as torchattacks' does)."""
 
     _model: nn.Module | None = None
     _eps: Eps | None = None
+    #: torchattacks' positional order after the model, and its names for our arguments (None: no effect)
+    torchattacks_order: tuple[str, ...] = ()
+    torchattacks_names: dict[str, str | None] = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_binds", False):
             cls.__init__ = _bind_model_and_eps(init)
+            cls.__init__.__signature__ = _signature(cls, init)  # help(PGD): torchattacks' form
 
     name = "attack"
     #: True when the attack can stop early per sample (the sweep asks for it: fewer gradient steps)
@@ -173,11 +234,33 @@ class Attack:
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, check: bool = True,
              **kw) -> torch.Tensor:
+        norm = self._normalization
+        if norm is not None:  # torchattacks: normalised images in, the [0, 1] image attacked, normalised out
+            from sgtlab.attacks.targets import Normalized, inverse_normalize, normalize
+
+            if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] != norm[0].shape[1]:
+                raise SgtlabError(f"set_normalization_used has {norm[0].shape[1]} channels, the images {x.shape[1]}")
+            adv = self._attack_plain(Normalized(model, *norm), model, inverse_normalize(x.detach(), *norm), y, eps,
+                                     check, **kw)
+            return normalize(adv, *norm)
+        return self._attack_plain(model, model, x, y, eps, check, **kw)
+
+    def _attack_plain(self, model: nn.Module, inner: nn.Module, x, y, eps, check: bool, **kw) -> torch.Tensor:
         if check:
             check_inputs(x, y, eps)
         if len(x) == 0:
             return x.detach().clone()
-        with eval_mode(model):
+        with eval_mode(inner):
+            if check:
+                with torch.no_grad():
+                    classes = model(x[:1]).shape[1]
+                low, top = (int(v) for v in torch.aminmax(y))
+                if low < 0 or top >= classes:
+                    raise SgtlabError(f"labels must be class indices in [0, {classes - 1}] (the model has {classes} "
+                                      f"outputs), got values in [{low}, {top}]")
+            if self.targeted:
+                y = self._targets(model, x.detach(), y.detach())
+                kw["targeted"] = True
             return self.perturb(model, x.detach(), y.detach(), eps, **kw).detach()
 
     def __repr__(self) -> str:
@@ -189,7 +272,8 @@ Attack.__init__ = _bind_model_and_eps(Attack.__init__)  # `__init_subclass__` wr
 
 
 def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step,
-            state: dict, early_stop: bool = False, first_grad: torch.Tensor | None = None) -> torch.Tensor:
+            state: dict, early_stop: bool = False, first_grad: torch.Tensor | None = None,
+            targeted: bool = False) -> torch.Tensor:
     """The loop shared by the iterative gradient attacks.
 
     `step(x_adv, grad, x, state) -> x_adv` may update `state` (per-sample tensors with N rows, or
@@ -199,10 +283,12 @@ def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
     of the full loop (per-sample computation in eval mode), so early stopping is never weaker.
     `first_grad`: the gradient at `x_adv` for the first step, when the caller has it already (the
     sweep passes it only for clean-correct samples, so the first step needs no early-stop check).
+    `targeted`: y are target labels, each step descends their CE, and a sample is done once it is
+    classified as its target.
     """
     if not early_stop:
         for i in range(steps):
-            grad = first_grad if (i == 0 and first_grad is not None) else ce_grad(model, x_adv, y)[1]
+            grad = first_grad if (i == 0 and first_grad is not None) else ce_grad(model, x_adv, y, targeted)[1]
             x_adv = step(x_adv, grad, x, state)
         return x_adv
     out = torch.empty_like(x)
@@ -211,8 +297,8 @@ def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
         if i == 0 and first_grad is not None:
             x_adv = step(x_adv, first_grad, x, state)
             continue
-        logits, grad = ce_grad(model, x_adv, y)
-        still = logits.argmax(1) == y
+        logits, grad = ce_grad(model, x_adv, y, targeted)
+        still = (logits.argmax(1) != y) if targeted else (logits.argmax(1) == y)
         if not bool(still.all()):  # one host sync per step buys skipping every fooled sample
             done = ~still
             out[idx[done]] = x_adv[done]

@@ -11,9 +11,21 @@ from sgtlab.errors import SgtlabError
 
 @register_attack("mifgsm")
 class MIFGSM(Attack):
+    """MI-FGSM (Dong et al. 2018), as torchattacks' MIFGSM:
+
+        MIFGSM(model, eps=8/255, alpha=None, steps=10, decay=1.0, *, targeted=False)
+        x_adv = atk(x, y)                       # or MIFGSM(steps=10)(model, x, y, eps)
+
+    model: the `nn.Module` to attack (inputs in [0, 1]). eps: the L-inf budget in pixel units.
+    alpha: the step size; default eps / steps (torchattacks: 2/255; pass it for its images).
+    steps: iterations. decay: the momentum factor mu. targeted: the labels given are targets.
+    """
+
     name = "mifgsm"
     supports_early_stop = True
+    supports_targeted = True
     uses_clean_grad = True
+    torchattacks_order = ("eps", "alpha", "steps", "decay")
 
     def __init__(self, steps: int = 10, alpha: float | None = None, decay: float = 1.0):
         check_positive("steps", steps)
@@ -22,7 +34,7 @@ class MIFGSM(Attack):
         self.steps, self.alpha, self.decay = steps, alpha, decay
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, early_stop: bool = False,
-                clean_grad: torch.Tensor | None = None, **_) -> torch.Tensor:
+                clean_grad: torch.Tensor | None = None, targeted: bool = False, **_) -> torch.Tensor:
         eps = as_eps(eps, x)
         alpha = eps / self.steps if self.alpha is None else self.alpha
         state = {"eps": eps, "alpha": alpha, "momentum": torch.zeros_like(x)}
@@ -34,7 +46,8 @@ class MIFGSM(Attack):
             s["momentum"] = grad
             return project(x_adv.detach() + s["alpha"] * grad.sign(), x, s["eps"])
 
-        return iterate(model, x, y, x.clone(), self.steps, step, state, early_stop, first_grad=clean_grad)
+        return iterate(model, x, y, x.clone(), self.steps, step, state, early_stop,
+                       first_grad=None if targeted else clean_grad, targeted=targeted)
 
 
 def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, steps: int = 10,
