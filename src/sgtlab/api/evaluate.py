@@ -88,16 +88,23 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     return result
 
 
-def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = None, method: str = "grad",
-                  **options) -> torch.Tensor:
+def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = None, method: Any = "grad",
+                  *, target: torch.Tensor | None = None, **options) -> torch.Tensor:
     """Saliency maps N x H x W of `method` (`grad`, `input-x-grad`, `smoothgrad`, `ig`; captum's
-    `attribute(x, target=y)` summed |.| over channels). `x`: images N x C x H x W in [0, 1], with
-    target labels `y` (None: the predicted classes); or data `(x, y)`, a `TensorDataset`, a
-    `DataLoader`. `options`: the method's (`samples`, `noise` for smoothgrad, `steps` for ig,
-    `batch_size`, `reduce=False` for the N x C x H x W attribution). The model's modes are restored."""
+    `attribute(x, target=y)` summed |.| over channels; or any captum attribution class or object,
+    e.g. `LayerGradCam(model, model.conv)`, a dotted name of one, or a callable `(model, x, target)
+    -> maps`). `x`: images N x C x H x W in [0, 1], with target labels `y` (captum's name `target=`
+    too; None: the predicted classes); or data `(x, y)`, a `TensorDataset`, a `DataLoader`.
+    `options`: the method's (`samples`, `noise` for smoothgrad, `steps`/`n_steps` and `baselines`
+    for ig, a captum attribution's own `attribute` options, `batch_size`, `reduce=False` for the N x
+    C x H x W attribution). The model's modes are restored."""
     from sgtlab.data.inputs import as_data, check_images, check_labels, output_classes
     from sgtlab.explain import saliency_maps as maps
 
+    if target is not None:
+        if y is not None:
+            raise SgtlabError("give the labels once: y or target (captum's name), not both")
+        y = target
     model = _model(model)
     if isinstance(x, torch.Tensor) and y is None:
         check_images(x)
@@ -113,19 +120,28 @@ def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = Non
     return maps(model, data.x, data.y, method, **options)
 
 
-def saliency_metrics(model: nn.Module | str | Path, data, methods: str | Sequence[str] = ("grad",),
+def saliency_metrics(model: nn.Module | str | Path, data, methods: Any = ("grad",),
                      metrics: str | Sequence[str] = "all", n: int | None = 256, *, out: str | Path | None = None,
                      tensorboard: bool = False, **options) -> dict[str, Any]:
     """Saliency-map quality (entropy, size, Gini, AOPC, masked accuracy, low-saliency robustness,
-    localisation on Decoy-MNIST) of each saliency method on the first `n` images, as `sgtlab explain`:
+    localisation on Decoy-MNIST) of each saliency method on the first `n` images, as `sgtlab explain`.
+    `methods`: names, captum attribution classes or objects (`LayerGradCam(model, model.conv)`),
+    callables `(model, x, target) -> maps`, or a dict label -> any of these; results are keyed by
+    the name or label (a class's or function's name by default). Result:
     a dict with `summary[method][metric]`, `curves`, `per_image`, `examples`. `options`: those of
     `sgtlab.evaluate.interpretability.interpretability_metrics` (`method_options`, `eps`, `qs`, `seed`,
     `batch_size`, ...). `out`: write OUT/interpretability.json (a run folder: as `sgtlab explain RUN`)."""
     from sgtlab.data.inputs import model_data
     from sgtlab.evaluate.interpretability import interpretability_metrics
+    from sgtlab.explain import saliency_method
 
     model = _model(model)
     data = model_data(model, data)
+    if isinstance(methods, dict):  # {label: method}
+        methods = [saliency_method(m, label) for label, m in methods.items()]
+    else:
+        methods = [saliency_method(m) for m in ([methods] if isinstance(methods, str) or not
+                                                 isinstance(methods, (list, tuple)) else methods)]
     tracker = _tracker(out, tensorboard)
     result = interpretability_metrics(model, data, methods, metrics, n, **options)
     if out is not None:

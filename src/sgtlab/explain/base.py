@@ -18,8 +18,44 @@ from sgtlab.errors import SgtlabError
 from sgtlab.registry import Registry
 
 SaliencyFn = Callable[..., torch.Tensor]
-SALIENCY: Registry[SaliencyFn] = Registry("saliency method")
+
+
+class _SaliencyRegistry(Registry[SaliencyFn]):
+    """Registered names, and a dotted name of a captum attribution or of a function
+    (`captum.attr.DeepLift`, `mypackage.methods.my_map`), registered under that name on first use."""
+
+    def get(self, name: str) -> SaliencyFn:
+        if isinstance(name, str) and name not in self._items and ("." in name or ":" in name):
+            from sgtlab.explain.custom import import_dotted, method_fn
+
+            obj = import_dotted(name)
+            if obj is not None:
+                self._items[name] = method_fn(obj, name)
+        return super().get(name)
+
+
+SALIENCY: Registry[SaliencyFn] = _SaliencyRegistry("saliency method")
 register_saliency = SALIENCY.register
+
+
+def saliency_method(method, label: str | None = None) -> str:
+    """The registry name of `method`: a name (registered or dotted) as it is; a captum attribution
+    (class or object) or a callable `(model, x, target) -> maps` registered under its label (class
+    or function name; a later object of the same label replaces an earlier one of this kind)."""
+    if isinstance(method, str):
+        SALIENCY.get(method)
+        return method
+    from sgtlab.explain.custom import label_of, method_fn
+
+    label = label or label_of(method)
+    fn = method_fn(method, label)
+    fn._custom = True
+    old = SALIENCY._items.get(label)
+    if old is not None and not getattr(old, "_custom", False):
+        raise SgtlabError(f"saliency method label {label!r} is a built-in method's name; give the object another "
+                          f"name (methods={{'my-label': obj}})")
+    SALIENCY._items[label] = fn
+    return label
 
 
 def saliency_names() -> list[str]:
@@ -55,6 +91,8 @@ def check_images(x) -> None:
 
 def _check_options(method: str, fn: SaliencyFn, options: dict) -> None:
     params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return  # a captum attribution or a callable: its own `attribute` checks its options
     allowed = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -70,6 +108,7 @@ def saliency_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = No
     Returns N x H x W (`|s|` summed over channels; `reduce=False`: the raw N x C x H x W
     attribution), detached, on `x`'s device. The model's mode and parameter flags are restored.
     `options` go to the method (e.g. `samples`, `noise` for smoothgrad; `steps` for ig)."""
+    method = saliency_method(method)
     fn = SALIENCY.get(method)
     _check_options(method, fn, options)
     check_images(x)
@@ -87,7 +126,10 @@ def saliency_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = No
             else:
                 tb = y[i:i + batch_size].to(dev)
             # requires_grad set here (on a detached copy) rather than by captum, which warns each time
-            a = fn(model, xb.detach().requires_grad_(True), tb, **options).detach()
+            # per-image tensor options (captum's `baselines` of the images' shape) go by batch too
+            opts = {k: (v[i:i + batch_size] if isinstance(v, torch.Tensor) and v.shape == x.shape else v)
+                    for k, v in options.items()}
+            a = fn(model, xb.detach().requires_grad_(True), tb, **opts).detach()
             out.append(a.abs().sum(1) if reduce else a)
     if not out:
         shape = (0, *x.shape[2:]) if reduce else tuple(x.shape)
