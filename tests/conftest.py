@@ -52,3 +52,22 @@ def mnist5k_test():
     from sgtlab.data import load_dataset
 
     return load_dataset("mnist5k", "test")
+
+
+@pytest.fixture
+def autoattack_small_budgets(monkeypatch):
+    """Standard AutoAttack with its members' budgets cut (5 iterations, 40 Square queries), so a test
+    runs every member on every image in seconds; returns a dict that holds the last AutoAttack built."""
+    import pyautoattack.autoattack as ref
+
+    real = ref.AutoAttack._set_version
+    seen = {}
+
+    def smaller(self, version):
+        real(self, version)
+        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 5
+        self.square.n_queries = 40
+        seen["aa"] = self
+
+    monkeypatch.setattr(ref.AutoAttack, "_set_version", smaller)
+    return seen

@@ -193,7 +193,7 @@ BAD = [
     ((X, Y + 5), "class indices \\[0, 2\\]"),
     ((X, -Y - 1), "class indices"),
     ((X, Y, Y), "pair"),
-    ("images.npy", "cannot read a str"),
+    ("images.npy", "'images.npy' is not a data set name; give a name"),
     (X, "cannot read a Tensor"),
 ]
 

@@ -147,34 +147,15 @@ def _few_classes(classes):
     return model, x, y
 
 
-@pytest.fixture
-def small_budgets(monkeypatch):
-    """AutoAttack with its members' budgets cut (5 iterations, 40 queries), so every member runs on
-    every image and the test stays fast; the slow test below runs the real budgets."""
-    import pyautoattack.autoattack as ref
-
-    real = ref.AutoAttack._set_version
-    seen = {}
-
-    def smaller(self, version):
-        real(self, version)
-        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 5
-        self.square.n_queries = 40
-        seen["aa"] = self
-
-    monkeypatch.setattr(ref.AutoAttack, "_set_version", smaller)
-    return seen
-
-
 @pytest.mark.parametrize("classes", [3, 4])
-def test_autoattack_on_few_classes_folds_into_the_ensemble(classes, small_budgets):
+def test_autoattack_on_few_classes_folds_into_the_ensemble(classes, autoattack_small_budgets):
     import sgtlab
 
     model, x, y = _few_classes(classes)
     eps = 8 / 255
     result = sgtlab.robustness(model, (x, y), [eps], attacks=["pgd", "autoattack", "ensemble"])
     acc = result.robust_accuracy
-    aa = small_budgets["aa"]
+    aa = autoattack_small_budgets["aa"]
     assert aa.apgd_targeted.n_target_classes == aa.fab.n_target_classes == classes - 1
     assert ("apgd-t" in aa.attacks_to_run) == (classes >= 4)
     assert 0 <= acc["autoattack"][eps] <= 1

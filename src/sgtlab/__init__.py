@@ -10,6 +10,7 @@ inside the model) and data given as `(x, y)` tensors, a `TensorDataset` or a `Da
     saliency_maps(model, x, y=None, method="grad")                             saliency maps
     saliency_metrics(model, data, methods=("grad",), metrics="all")            saliency quality
     report(runs, out)                                                          the experiment report
+    benchmark(model, dataset, threat_model="Linf", eps=None, n=1000)           RobustBench-style, as JSON
     list_models(), list_datasets(), list_methods(), list_attacks()            registered names
 
 Attacks as torchattacks objects: `sgtlab.attacks.PGD(model, eps=8/255)(x, y)`. The functions are
@@ -26,7 +27,7 @@ _API = {
     "load_model": "sgtlab.api.models", "list_models": "sgtlab.api.models", "list_datasets": "sgtlab.api.models",
     "list_methods": "sgtlab.api.models", "list_attacks": "sgtlab.api.models",
     "robustness": "sgtlab.api.evaluate", "saliency_maps": "sgtlab.api.evaluate",
-    "saliency_metrics": "sgtlab.api.evaluate", "report": "sgtlab.api.report",
+    "saliency_metrics": "sgtlab.api.evaluate", "report": "sgtlab.api.report", "benchmark": "sgtlab.api.benchmark",
     "SgtlabError": "sgtlab.errors",
 }
 

@@ -31,7 +31,7 @@ def _tracker(out, tensorboard: bool):
     return Tracker(out)
 
 
-def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float],
+def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float] | None = None,
                attacks: str | Sequence[str] | dict = ("fgsm", "pgd", "mifgsm"), *, n: int | None = None,
                batch_size: int | None = None, seed: int = 0, checks: bool = False, out: str | Path | None = None,
                progress: bool = False, tensorboard: bool = False, from_scratch: bool = False,
@@ -40,9 +40,11 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     `RobustnessResult` (`.robust_accuracy[attack][eps]`, `.clean_accuracy`, `.per_sample()`, `.table()`).
 
     `model`: an `nn.Module` (inputs in [0, 1]) or a run folder. `data`: `(x, y)`, a `TensorDataset`, a
-    `DataLoader`. `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
-    `checks=True`: also the gradient-masking checks (in `result.info["checks"]`; they judge the
-    evaluation and do not change the robust accuracies). `suite=True` (or `{restarts: 5,
+    `DataLoader`, or a data-set spec (`"cifar10"`, `"folder:PATH,size=32"`: its test split). `eps`:
+    None for the data's standard grid (by its name, else its kind). `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
+    `checks=True` (or `{"n": images, "queries": Square's}`): also the gradient-masking checks on a
+    class-stratified subset (in `result.info["checks"]`, their time in `["checks_seconds"]`; they
+    judge the evaluation and do not change the robust accuracies). `suite=True` (or `{restarts: 5,
     square_queries: 300}`): also the headline suite `reproduce` runs, at the data's headline eps on
     the grid, on every image no cheaper attack fooled, folded into the ensemble
     (`sgtlab.evaluate.headline_suite`). `from_scratch`: each eps on its own (default: the nested
@@ -53,11 +55,19 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     from sgtlab.evaluate.headline_suite import check_suite
     from sgtlab.evaluate.robustness import check_eps_grid, resolve_attacks, robustness_sweep
 
+    from sgtlab.api.data import named_data
+    from sgtlab.data.budgets import budgets_for, check_unit_eps
+
     model = _model(model)
-    grid = check_eps_grid([eps] if isinstance(eps, (int, float)) else list(eps))
+    grid = check_eps_grid([eps] if isinstance(eps, (int, float)) else list(eps)) if eps is not None else None
+    if grid is not None:
+        check_unit_eps("eps", grid)  # pixel units: 8 for 8/255 is refused
     plan = resolve_attacks([attacks] if isinstance(attacks, str) else attacks)
     suite_opts = check_suite(suite, "suite")  # None: no suite; checked before any work
-    data = model_data(model, data)
+    checks_opts = _checks_options(checks)
+    data = model_data(model, named_data(data, "test"))
+    if grid is None:  # the data's standard grid: its name's, else its kind's (0.05..0.4 grey, 1/255..16/255 colour)
+        grid = check_eps_grid(list(budgets_for(data.name, tuple(data.shape)).eps_grid))
     tracker = _tracker(out, tensorboard)
     result = robustness_sweep(model, data, plan, grid, n=n, batch_size=batch_size, progress=progress, seed=seed,
                               from_scratch=from_scratch, autocast=autocast,
@@ -72,10 +82,17 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
         headline = budgets_for_shape(tuple(x.shape[1:])).headline_eps
         headline_suite(model, (x, y), result, suite_eps(result.eps, headline), batch_size=batch_size, seed=seed,
                        progress=progress, **suite_opts)
-    if checks:
+    if checks_opts is not None:
+        import time
+
+        from sgtlab.data.subsets import stratified_subset
         from sgtlab.evaluate.masking_checks import gradient_masking_checks
 
-        result.info["checks"] = gradient_masking_checks(model, data, n=n, batch_size=batch_size, seed=seed)
+        sub, _ = stratified_subset(data, checks_opts["n"] or n, seed)  # class-stratified, as reproduce's
+        t0 = time.perf_counter()
+        result.info["checks"] = gradient_masking_checks(model, sub, n=None, batch_size=batch_size, seed=seed,
+                                                        square_queries=checks_opts["queries"])
+        result.info["checks_seconds"] = round(time.perf_counter() - t0, 3)
     if out is not None:
         result.save(out)
         if checks:
@@ -86,6 +103,26 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
         tracker.robustness(result.robust_accuracy, result.clean_accuracy)
         tracker.close()
     return result
+
+
+def _checks_options(checks: bool | dict) -> dict | None:
+    """`checks`: False, True (every image of the sweep's `n`, Square with 1000 queries) or
+    `{"n": images, "queries": Square's queries}`; checked before any work."""
+    if checks is False or checks is None:
+        return None
+    opts = {"n": None, "queries": 1000}
+    if isinstance(checks, dict):
+        unknown = sorted(set(checks) - set(opts))
+        if unknown:
+            raise SgtlabError(f"checks takes n and queries, got {', '.join(map(str, unknown))}")
+        opts.update(checks)
+    elif checks is not True:
+        raise SgtlabError(f"checks must be True, False or {{'n': images, 'queries': Square's queries}}, got {checks!r}")
+    for k in ("n", "queries"):
+        v = opts[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise SgtlabError(f"checks {k} must be a positive integer, got {v!r}")
+    return opts
 
 
 def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = None, method: Any = "grad",
@@ -115,7 +152,9 @@ def saliency_maps(model: nn.Module | str | Path, x, y: torch.Tensor | None = Non
                                   f"[{lo.item():.4g}, {hi.item():.4g}]")
         output_classes(model, x)
         return maps(model, x, None, method, **options)
-    data = as_data((x, y) if isinstance(x, torch.Tensor) else x)
+    from sgtlab.api.data import named_data
+
+    data = as_data((x, y) if isinstance(x, torch.Tensor) else named_data(x, "test"))
     check_labels(data.y, output_classes(model, data.x))
     return maps(model, data.x, data.y, method, **options)
 
@@ -135,8 +174,13 @@ def saliency_metrics(model: nn.Module | str | Path, data, methods: Any = ("grad"
     from sgtlab.evaluate.interpretability import interpretability_metrics
     from sgtlab.explain import saliency_method
 
+    from sgtlab.api.data import named_data
+    from sgtlab.data.budgets import budgets_for
+
     model = _model(model)
-    data = model_data(model, data)
+    data = model_data(model, named_data(data, "test"))
+    # the low-saliency curve's budget: the data's (by name, else kind), as `sgtlab explain` picks it
+    options.setdefault("eps", budgets_for(data.name, tuple(data.shape)).low_saliency_eps)
     if isinstance(methods, dict):  # {label: method}
         methods = [saliency_method(m, label) for label, m in methods.items()]
     else:

@@ -60,7 +60,11 @@ def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5,
     epoch's metrics (`train` losses, `test_accuracy` when `test` is given, `lr`, `seconds`).
 
     `train`, `test`: `(x, y)` tensors, a `TensorDataset` or a `DataLoader` (read once into memory),
-    images N x C x H x W in [0, 1] (normalisation belongs inside the model), integer labels.
+    images N x C x H x W in [0, 1] (normalisation belongs inside the model), integer labels; or a
+    data-set spec (`"mnist"`, `"folder:PATH,size=32"`, `"npz:PATH"`: its train split, and its test
+    split as `test` unless given). Adversarial methods train at the data's budget unless `train_eps`
+    is given (0.3 for small grey digits, 8/255 for colour images); `config.json` records the values
+    used (k, train_eps, step sizes); an option the method does not use is refused.
     `out`: a run folder (checkpoint every epoch, metrics.jsonl, config.json), which every other
     command and function reads; `resume=True` continues a run in `out`. `tensorboard=True`: also log
     to OUT/tensorboard. `options`: any `sgtlab train` option (`batch_size`, `lr`, `optimizer`, `seed`,
@@ -71,10 +75,15 @@ def fit(model: nn.Module, train, test=None, method: str = "st", epochs: int = 5,
     from sgtlab.train.loop import train_model
     from sgtlab.train.resolve import check_method_options, resolve_train
 
+    from sgtlab.api.data import named_data, test_split_of
+
     check_model(model)
     METHODS.get(method)  # unknown name -> the list of methods
     train_opts, method_cfg = split_options(options)
-    train_data = as_data(train, what="train data")
+    if test is None:
+        test = test_split_of(train)  # fit(model, "cifar10"): its test split measures each epoch
+    train_data = as_data(named_data(train, "train", "train data"), what="train data")
+    test = named_data(test, "test", "test data")
     test_data = as_data(test, what="test data", shape=tuple(train_data.x.shape[1:])) if test is not None else None
     classes = output_classes(model, train_data.x)
     check_labels(train_data.y, classes, "train data")
