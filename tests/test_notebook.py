@@ -117,3 +117,34 @@ def test_data_by_name(trained, tmp_path):
     assert set(sgtlab.saliency_metrics(model, spec, metrics=["entropy"], n=8)["summary"]) == {"grad"}
     with pytest.raises(sgtlab.SgtlabError, match="not a data set name"):
         sgtlab.robustness(model, "tiles.npz")
+
+
+def test_benchmark_command_on_a_factory(tmp_path, monkeypatch, capsys, autoattack_small_budgets):
+    import numpy as np
+
+    from sgtlab.cli import main
+
+    x, y = colour_tiles(32, 4)
+    np.savez(tmp_path / "tiles.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=x.numpy(), y_test=y.numpy())
+    (tmp_path / "zoo.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef make():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["benchmark", "zoo:make", "--dataset", f"npz:{tmp_path / 'tiles.npz'}", "--n", "8",
+                 "--checks-n", "8", "--checks-queries", "10", "--eps", "8/255"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == "zoo:make" and res["eps_text"] == "8/255" and res["n"] == 8
+    assert main(["benchmark", "zoo:make", "--n", "8"]) == 2
+    assert "needs --dataset" in capsys.readouterr().err
+
+
+def test_cli_eps_lists_take_fractions_and_ranges():
+    from sgtlab.cli.options import parse_float_list
+    from sgtlab.reporting.eps import eps_text
+
+    assert parse_float_list("2/255,8/255") == [2 / 255, 8 / 255]
+    assert parse_float_list("1/255:4/255:1/255") == [k / 255 for k in range(1, 5)]  # exact k/255
+    assert parse_float_list("0.1:0.3:0.1") == [0.1, 0.2, 0.3]
+    with pytest.raises(sgtlab.SgtlabError, match="cannot read"):
+        parse_float_list("a/255")
+    assert eps_text(2 / 255, (3, 32, 32)) == "2/255" and eps_text(0.3, (1, 28, 28)) == "0.3"

@@ -11,7 +11,7 @@ from sgtlab.cli.handler import OneLineParser, run_command
 from sgtlab.errors import SgtlabError
 from sgtlab.validate import one_line
 
-COMMANDS = ("train", "evaluate", "attack", "explain", "reproduce", "report")
+COMMANDS = ("train", "evaluate", "attack", "explain", "reproduce", "report", "benchmark")
 IMPORT_HELP = ("import this Python module first (repeatable): a plug-in that registers models, data sets, "
                "training methods or attacks")
 

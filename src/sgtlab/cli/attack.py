@@ -21,7 +21,8 @@ def add_parser(sub):
     p.add_argument("--attacks", default="fgsm,pgd,mifgsm",
                    help="comma-separated attack names: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, square, ensemble "
                         "(ensemble = per-sample worst case over the others) (default: %(default)s)")
-    p.add_argument("--eps", default=None, help="eps list '0.1,0.3' or range 'start:stop:step' (stop included) "
+    p.add_argument("--eps", default=None, help="eps list '0.1,0.3' or '2/255,8/255', or range 'start:stop:step' "
+                   "('1/255:8/255:1/255'; stop included) "
                                                "(default: the data set's standard grid, e.g. 0.05..0.4 for MNIST, "
                                                "1/255..16/255 for CIFAR-10)")
     p.add_argument("--n", type=int64, default=None,
@@ -69,6 +70,10 @@ def run(args) -> int:
 
     # every argument is checked before the model is loaded or any image attacked
     eps = check_eps_grid(parse_float_list(args.eps)) if args.eps is not None else None
+    if eps is not None:
+        from sgtlab.data.budgets import check_unit_eps
+
+        check_unit_eps("--eps", eps)  # pixel units: 8 for 8/255 is refused
     check_seed(args.seed, "--seed")
     attacks = parse_name_list(args.attacks)
     resolve_attacks(attacks)  # unknown names -> error listing the valid ones
@@ -110,10 +115,10 @@ def _attack(args, attacks, eps, out) -> int:
             raise SgtlabError("--tensorboard writes into the run folder: give a run folder or --out")
     model, meta, data = load_model_and_data(args.run, args.dataset, args.data_dir, None, args.device,
                                             verify=args.verify)
-    if eps is None:
-        from sgtlab.data.budgets import budgets
+    if eps is None:  # the one budget resolver: the data set's name, else its kind
+        from sgtlab.data.budgets import budgets_for
 
-        eps = list(budgets(args.dataset or meta["arch"].get("dataset") or data.name).eps_grid)
+        eps = list(budgets_for(args.dataset or meta["arch"].get("dataset") or data.name, tuple(data.shape)).eps_grid)
     from sgtlab.data.subsets import indices_hash, stratified_subset
 
     data, idx = stratified_subset(data, args.n, seed=0)  # the same images as `reproduce` attacks
@@ -169,7 +174,7 @@ def _attack(args, attacks, eps, out) -> int:
         print(json.dumps(obj))
         return 0
     print(f"{data.name}, robust accuracy (%) under L-inf attacks")
-    print(result.table())
+    print(_table(result, tuple(data.shape)))
     if checks is not None:
         print("gradient-masking checks:")
         for name, c in checks.items():
@@ -180,3 +185,15 @@ def _attack(args, attacks, eps, out) -> int:
     for path in files.values():
         print(f"wrote {path}")
     return 0
+
+
+def _table(result, shape) -> str:
+    """`result.table()` with eps as a reader writes them: k/255 on colour images, 0.3 on grey digits."""
+    from sgtlab.reporting.eps import eps_text
+
+    head = ["attack"] + [eps_text(e, shape) for e in result.eps]
+    lines = [head] + [[a] + [f"{100 * v:.1f}" for v in d.values()] for a, d in result.robust_accuracy.items()]
+    width = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    out = [f"clean accuracy: {100 * result.clean_accuracy:.1f} % ({result.n} images)"]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, width)) for r in lines]
+    return "\n".join(out)

@@ -58,8 +58,31 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra):
 
 def parse_float_list(text: str) -> list[float]:
     """'0.1,0.3' or a range 'start:stop:step' (stop included) -> finite floats, at most
-    sgtlab.validate.MAX_GRID of them."""
-    return parse_grid(text)
+    sgtlab.validate.MAX_GRID of them; fractions too: '2/255,8/255', and a range of fractions with
+    one denominator, '1/255:8/255:1/255', gives exactly k/255 for each k."""
+    if "/" not in text:
+        return parse_grid(text)
+    if ":" in text:
+        parts = [_fraction_parts(t, text) for t in text.split(":")]
+        dens = {d for _, d in parts}
+        if len(parts) == 3 and len(dens) == 1:  # exact k/d values
+            d = dens.pop()
+            return [k / d for k in parse_grid(":".join(repr(n) for n, _ in parts))]
+        return parse_grid(":".join(repr(n / d) for n, d in parts))
+    return parse_grid(",".join(repr(n / d) for n, d in (_fraction_parts(t, text) for t in text.split(",") if t.strip())))
+
+
+def _fraction_parts(token: str, text: str) -> tuple[float, float]:
+    """'8/255' -> (8.0, 255.0); '0.1' -> (0.1, 1.0)."""
+    num, _, den = token.strip().partition("/")
+    try:
+        n, d = float(num), float(den) if den else 1.0
+    except ValueError:
+        raise SgtlabError(f"cannot read {text[:80]!r} as numbers: give '0.1,0.3', '2/255,8/255' or "
+                          f"'start:stop:step'") from None
+    if d == 0 or d != d or n != n:
+        raise SgtlabError(f"{token.strip()!r} in {text[:80]!r} is not a finite number")
+    return n, d
 
 
 def parse_name_list(text: str) -> list[str]:
