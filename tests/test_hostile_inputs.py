@@ -178,7 +178,7 @@ CASES = [
     ("preset-binary", ["reproduce", "--preset", "{root}/binary.yaml", "--dry-run"], "preset"),
     ("preset-python-tag", ["reproduce", "--preset", "{root}/tag.yaml", "--dry-run"], "not valid YAML"),
     ("preset-alias-bomb", ["reproduce", "--preset", "{root}/bomb.yaml", "--dry-run"], "the limit"),
-    ("preset-directory", ["reproduce", "--preset", "{root}/dir.yaml", "--dry-run"], "cannot read"),
+    ("preset-directory", ["reproduce", "--preset", "{root}/dir.yaml", "--dry-run"], "is a folder"),
     ("workers-zero", ["reproduce", "--workers", "0", "--dry-run"], "--workers must be >= 1"),
     ("reproduce-out-file", ["reproduce", *TINY, "--out", "{root}/afile"], "is a file"),
     ("reproduce-out-under-file", ["reproduce", *TINY, "--out", "{root}/afile/sub"], "cannot create"),

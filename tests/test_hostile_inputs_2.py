@@ -117,6 +117,10 @@ def test_a_symlinked_checkpoint_or_result_is_refused(w):
     os.symlink(outside, run / "robustness.json")
     _refused(w["server"](["attack", run, "--n", "8", "--attacks", "fgsm", "--eps", "0.1", "--device", "cpu"],
                          cwd=case), "symbolic link")
+    os.unlink(run / "robustness.json")
+    os.replace(run / "metrics.jsonl", case / "metrics.jsonl")  # appended to in place by training
+    os.symlink(outside, run / "metrics.jsonl")
+    _refused(w["server"](["train", "--out", run, "--resume", *TRAIN, "--epochs", "2"], cwd=case), "symbolic link")
     assert outside.read_bytes() == OUTSIDE
 
 

@@ -199,6 +199,11 @@ def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path
 # -- folder locks ----------------------------------------------------------------------------------
 
 LOCK_FILE = ".sgtlab.lock"
+# files sgtlab writes or appends to in run and experiment folders: a symbolic link in the place of
+# one is refused when the folder is locked, before any work (metrics.jsonl is appended to in place)
+WRITTEN = ("config.json", "metrics.jsonl", "checkpoint.safetensors", "provenance.json", "robustness.json",
+           "robustness_per_sample.csv", "checks.json", "interpretability.json", "interpretability.csv",
+           "result.json", "run.json", "results.csv", "experiment.json", "report.md")
 
 
 @contextmanager
@@ -223,6 +228,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     try:
         cmd = " ".join(["sgtlab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(("sgtlab", "__main__.py")) \
             else " ".join(sys.argv)
+        for name in WRITTEN:
+            refuse_link(folder / name)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}: "
                       f"{cmd[:200]}\n".encode("utf-8", "backslashreplace"), 0)
