@@ -8,8 +8,9 @@ from sgtlab.attacks.base import ATTACKS, Attack, attack_names, build_attack, eva
 from sgtlab.attacks.fgsm import FGSM, fgsm
 from sgtlab.attacks.pgd import PGD, pgd
 from sgtlab.attacks.mifgsm import MIFGSM, mifgsm
+from sgtlab.attacks.fmn import FMN, fmn
 from sgtlab.attacks import autoattack as _autoattack  # noqa: F401  (registers apgd-ce, apgd-dlr, square)
 from sgtlab.attacks.ensemble import Ensemble
 
-__all__ = ["ATTACKS", "Attack", "Ensemble", "FGSM", "MIFGSM", "PGD", "attack_names", "build_attack",
-           "eval_mode", "fgsm", "mifgsm", "pgd", "register_attack"]
+__all__ = ["ATTACKS", "Attack", "Ensemble", "FGSM", "FMN", "MIFGSM", "PGD", "attack_names", "build_attack",
+           "eval_mode", "fgsm", "fmn", "mifgsm", "pgd", "register_attack"]
