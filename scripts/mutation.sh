@@ -61,6 +61,13 @@ tests_for() {
     evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|fast/aopc_local)
       echo tests/test_interpretability.py tests/test_saliency_evidence.py tests/test_science_evaluate.py \
       -k not%metrics_api%and%not%decoy_mnist%and%not%sanity_check_flags%and%not%alexnet%and%not%pictures%and%not%imputation_stops ;;
+    # the hostile-input round (issue 28): the in-process tests (the CLI cases run in forked children,
+    # which mutmut's per-function test selection does not see)
+    io) echo tests/test_io.py tests/test_locks.py \
+      tests/test_hostile_inputs_2.py::test_atomic_writes_and_reads_do_not_follow_links ;;
+    data/spec) echo tests/test_data_formats.py -k spec%or%option%or%skip%or%split ;;
+    data/cache) echo tests/test_data_formats.py \
+      tests/test_hostile_inputs_2.py::test_the_cache_is_one_per_resolved_folder_locked_and_cleaned ;;
     *) echo "no test selection for module $1" >&2; return 1 ;;
   esac
 }
