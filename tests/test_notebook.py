@@ -148,3 +148,27 @@ def test_cli_eps_lists_take_fractions_and_ranges():
     with pytest.raises(sgtlab.SgtlabError, match="cannot read"):
         parse_float_list("a/255")
     assert eps_text(2 / 255, (3, 32, 32)) == "2/255" and eps_text(0.3, (1, 28, 28)) == "0.3"
+
+
+def test_a_run_names_the_plug_in_it_needs(tmp_path, monkeypatch, capsys):
+    """A run made with --import records it; a later command without it says "add --import ..." and
+    imports nothing by itself (a subprocess: this process has the plug-in imported already)."""
+    import os
+    import subprocess
+    import sys
+
+    from plugin_module import plugin_source
+
+    from sgtlab import plugins
+    from sgtlab.cli import main
+
+    (tmp_path / "recplug.py").write_text(plugin_source("rec", register=True))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(plugins.ENV, "")  # restored at teardown: no later test imports the plug-in
+    run = tmp_path / "run"
+    assert main(["--import", "recplug", "train", "--dataset", "rec-bars", "--epochs", "1", "--out", str(run),
+                 "--no-progress"]) == 0
+    env = {k: v for k, v in os.environ.items() if k != plugins.ENV}
+    r = subprocess.run([sys.executable, "-m", "sgtlab", "evaluate", str(run)], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 2 and "add --import recplug" in r.stderr and "\n" not in r.stderr.strip()

@@ -55,7 +55,19 @@ def make_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
                 mean=list(info.mean), std=list(info.std), dataset=cfg.dataset, input_size=list(info.shape[1:]))
     model = build_model(arch["model"], arch["in_channels"], arch["num_classes"], arch["mean"], arch["std"],
                         arch["input_size"])
+    imports = plugin_imports()
+    if imports:  # a later command on the run that lacks them says "add --import ..." (it never imports them)
+        arch["imports"] = imports
     return model, arch
+
+
+def plugin_imports() -> list[str]:
+    """The --import modules of this process (plug-ins that may register the run's model, data or method)."""
+    import os
+
+    from sgtlab.plugins import ENV
+
+    return [n for n in os.environ.get(ENV, "").split(",") if n]
 
 
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
