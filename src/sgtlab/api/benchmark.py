@@ -73,12 +73,12 @@ def benchmark(model: nn.Module | str | Path, dataset: Any = None, threat_model: 
             robust_ok.append(((model(adv).argmax(1) == yb) & clean_ok[-1].to(dev)).cpu())
     k_clean, k_rob, m = int(torch.cat(clean_ok).sum()), int(torch.cat(robust_ok).sum()), len(x)
     flags: list[str] = []
-    check_results = None
+    check_results, timings = None, {}
     if checks_opts is not None:
         from sgtlab.evaluate.masking_checks import gradient_masking_checks
 
         check_results = gradient_masking_checks(model, sub, n=checks_opts["n"] or m, eps=eps, batch_size=batch_size,
-                                                seed=seed, square_queries=checks_opts["queries"])
+                                                seed=seed, square_queries=checks_opts["queries"], timings=timings)
         flags = sorted(name for name, c in check_results.items() if c.get("passed") is False)
     result = {
         "model": run_name, "dataset": sub.name, "threat_model": threat_model, "eps": eps,
@@ -86,6 +86,7 @@ def benchmark(model: nn.Module | str | Path, dataset: Any = None, threat_model: 
         "clean_accuracy": k_clean / m, "clean_ci": list(wilson_interval(k_clean, m)),
         "robust_accuracy": k_rob / m, "robust_ci": list(wilson_interval(k_rob, m)),
         "attack": "autoattack-standard", "flags": flags, "checks_run": check_results is not None,
+        "checks_seconds": timings if check_results is not None else None,
         "seconds": round(time.perf_counter() - t0, 2)}
     if out is not None:
         from sgtlab.io import write_json_atomic

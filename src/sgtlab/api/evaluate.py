@@ -43,7 +43,7 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
     `DataLoader`, or a data-set spec (`"cifar10"`, `"folder:PATH,size=32"`: its test split). `eps`:
     None for the data's standard grid (by its name, else its kind). `attacks`: names (`sgtlab.list_attacks()`) or a dict label -> attack object.
     `checks=True` (or `{"n": images, "queries": Square's}`): also the gradient-masking checks on a
-    class-stratified subset (in `result.info["checks"]`, their time in `["checks_seconds"]`; they
+    class-stratified subset (in `result.info["checks"]`, each check's seconds in `["checks_seconds"]`; they
     judge the evaluation and do not change the robust accuracies). `suite=True` (or `{restarts: 5,
     square_queries: 300}`): also the headline suite `reproduce` runs, at the data's headline eps on
     the grid, on every image no cheaper attack fooled, folded into the ensemble
@@ -89,10 +89,10 @@ def robustness(model: nn.Module | str | Path, data, eps: float | Sequence[float]
         from sgtlab.evaluate.masking_checks import gradient_masking_checks
 
         sub, _ = stratified_subset(data, checks_opts["n"] or n, seed)  # class-stratified, as reproduce's
-        t0 = time.perf_counter()
+        t0, timings = time.perf_counter(), {}
         result.info["checks"] = gradient_masking_checks(model, sub, n=None, batch_size=batch_size, seed=seed,
-                                                        square_queries=checks_opts["queries"])
-        result.info["checks_seconds"] = round(time.perf_counter() - t0, 3)
+                                                        square_queries=checks_opts["queries"], timings=timings)
+        result.info["checks_seconds"] = {**timings, "total": round(time.perf_counter() - t0, 3)}
     if out is not None:
         result.save(out)
         if checks:

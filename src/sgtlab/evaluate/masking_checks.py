@@ -18,6 +18,7 @@ check flags only a difference larger than that; each check records the `tol` it 
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -47,12 +48,14 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
                             eps: float | None = None, eps_large: float = 0.5, n: int | None = 500,
                             tol: float | None = None, square_queries: int = 1000, batch_size: int | None = None,
                             grid: list[float] | None = None, progress: bool = False,
-                            seed: int = 0, outcomes: dict[str, torch.Tensor] | None = None
-                            ) -> dict[str, dict[str, Any]]:
+                            seed: int = 0, outcomes: dict[str, torch.Tensor] | None = None,
+                            timings: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """The checks on the first `n` images of `data` (give a seeded class-stratified subset, e.g.
     `sgtlab.data.subsets.stratified_subset`); `tol=None`: tolerances from n (see the module doc);
     `grid`: the eps grid of the FGSM-curve check (default: the data's standard grid). `outcomes`: a
-    dict to fill with each attack's robust outcome per image at `eps` (`{"pgd-50": bool tensor, ...}`).
+    dict to fill with each attack's robust outcome per image at `eps` (`{"pgd-50": bool tensor, ...}`);
+    `timings`: a dict to fill with each check's seconds (the attacks it ran; `chance_at_large_eps`
+    reads the first check's sweep, 0 s).
     The checks judge the evaluation; they are not part of a headline (that is the same suite on
     every image: `sgtlab.evaluate.headline_suite`)."""
     from sgtlab.data.inputs import as_data
@@ -69,13 +72,17 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
         return float(tol) if tol is not None else tolerance(m, *acc)
 
     kw = dict(batch_size=batch_size, progress=progress)
+    clock = {"iterative_not_weaker_than_fgsm": time.perf_counter()}
     base = robustness_sweep(model, (x, y), ["fgsm", "pgd", "mifgsm"], [eps, eps_large], seed=seed, **kw)
+    clock["fgsm_curve_not_rising"] = time.perf_counter()
     acc = base.robust_accuracy
     grid = sorted(set([float(e) for e in (grid or budgets_for_shape(tuple(x.shape[1:])).eps_grid)]))
     fgsm_curve = robustness_sweep(model, (x, y), ["fgsm"], grid, seed=seed, from_scratch=True,
                                   **kw).robust_accuracy["fgsm"]
+    clock["more_steps_not_weaker"] = time.perf_counter()
     strong_run = robustness_sweep(model, (x, y), {"pgd-50": PGD(steps=50), "pgd-10x5": PGD(restarts=5)}, [eps],
                                   seed=seed + 1000, **kw)
+    clock["gradient_free_not_stronger"] = time.perf_counter()
     strong = strong_run.robust_accuracy
     per_image = {a: base.robust(a, eps) for a in ("fgsm", "pgd", "mifgsm")}
     per_image.update({a: strong_run.robust(a, eps) for a in ("pgd-50", "pgd-10x5")})
@@ -122,6 +129,9 @@ def gradient_masking_checks(model: nn.Module, data: TensorData | tuple[torch.Ten
                                                 "best_white_box": white}
     if outcomes is not None:
         outcomes.update(per_image)
+    if timings is not None:
+        names, ends = list(clock), list(clock.values())[1:] + [time.perf_counter()]
+        timings.update({n: round(e - clock[n], 3) for n, e in zip(names, ends)}, chance_at_large_eps=0.0)
     for c in checks.values():
         c["n"] = m
         if "tol" in c:
