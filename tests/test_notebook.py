@@ -172,3 +172,20 @@ def test_a_run_names_the_plug_in_it_needs(tmp_path, monkeypatch, capsys):
     r = subprocess.run([sys.executable, "-m", "sgtlab", "evaluate", str(run)], capture_output=True, text=True,
                        cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 2 and "add --import recplug" in r.stderr and "\n" not in r.stderr.strip()
+
+
+def test_train_step_refusals_and_a_run_at_chance_says_so():
+    x, y = colour_tiles(16, 5)
+    net = OwnCNN()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with pytest.raises(sgtlab.SgtlabError, match="method 'sgt' does not use train_eps; its options: k, lam"):
+        sgtlab.train_step(net, x, y, opt, "sgt", train_eps=0.1)
+    with pytest.raises(sgtlab.SgtlabError, match=r"in \[0, 1\]"):
+        sgtlab.train_step(net, x, y, opt, "at-pgd", train_eps=8)
+    parts = sgtlab.train_step(net, x, y, opt, "at-pgd", train_steps=1)  # eps: 8/255 from the colour images
+    assert torch.isfinite(parts["loss"])
+
+    constant = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, CLASSES))
+    nn.init.zeros_(constant[1].weight)
+    with pytest.warns(sgtlab.errors.SgtlabWarning, match="at or below chance"):
+        sgtlab.fit(constant, (x, y), (x, y), method="st", epochs=1, lr=1e-12, batch_size=16)
