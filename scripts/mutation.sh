@@ -65,7 +65,7 @@ tests_for() {
     # which mutmut's per-function test selection does not see)
     io) echo tests/test_io.py tests/test_locks.py \
       tests/test_hostile_inputs_2.py::test_atomic_writes_and_reads_do_not_follow_links ;;
-    data/spec) echo tests/test_data_formats.py -k spec%or%option%or%skip%or%split ;;
+    data/spec) echo tests/test_data_spec.py ;;
     data/cache) echo tests/test_data_formats.py \
       tests/test_hostile_inputs_2.py::test_the_cache_is_one_per_resolved_folder_locked_and_cleaned ;;
     *) echo "no test selection for module $1" >&2; return 1 ;;

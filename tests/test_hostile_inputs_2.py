@@ -471,14 +471,3 @@ def test_skip_bad_is_parsed_strictly_and_skips_dangling_links(w):
     res = srv(["train", "--out", "o", "--dataset", "folder:imgs,size=16,skip-bad", *NPZ_TRAIN], cwd=case)
     assert res["rc"] == 0 and "skipped 1" in res["stderr"], res["stderr"]
 
-
-def test_data_options_parse_booleans_strictly():
-    from sgtlab.data.spec import parse_spec
-    from sgtlab.errors import DataError
-
-    opts = {"skip_bad": bool, "size": int}
-    for text, want in (("", True), ("=true", True), ("=yes", True), ("=1", True), ("=false", False), ("=0", False),
-                       ("=off", False), ("=No", False)):
-        assert parse_spec(f"folder:d,size=16,skip-bad{text}", opts) == (Path("d"), {"skip_bad": want, "size": 16})
-    with pytest.raises(DataError, match="true or false"):
-        parse_spec("folder:d,skip-bad=maybe", opts)
