@@ -21,16 +21,24 @@ SaliencyFn = Callable[..., torch.Tensor]
 
 
 class _SaliencyRegistry(Registry[SaliencyFn]):
-    """Registered names, and a dotted name of a captum attribution or of a function
-    (`captum.attr.DeepLift`, `mypackage.methods.my_map`), registered under that name on first use."""
+    """Registered names, and methods given as objects or dotted names (`captum.attr.DeepLift`,
+    `mypackage.methods.my_map`): those are kept apart (`custom`), found by `get` under their label
+    but not listed among the registered names."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.custom: dict[str, SaliencyFn] = {}
 
     def get(self, name: str) -> SaliencyFn:
+        if isinstance(name, str) and name in self.custom:
+            return self.custom[name]
         if isinstance(name, str) and name not in self._items and ("." in name or ":" in name):
             from sgtlab.explain.custom import import_dotted, method_fn
 
             obj = import_dotted(name)
             if obj is not None:
-                self._items[name] = method_fn(obj, name)
+                self.custom[name] = method_fn(obj, name)
+                return self.custom[name]
         return super().get(name)
 
 
@@ -48,13 +56,10 @@ def saliency_method(method, label: str | None = None) -> str:
     from sgtlab.explain.custom import label_of, method_fn
 
     label = label or label_of(method)
-    fn = method_fn(method, label)
-    fn._custom = True
-    old = SALIENCY._items.get(label)
-    if old is not None and not getattr(old, "_custom", False):
-        raise SgtlabError(f"saliency method label {label!r} is a built-in method's name; give the object another "
+    if label in SALIENCY:
+        raise SgtlabError(f"saliency method label {label!r} is a registered method's name; give the object another "
                           f"name (methods={{'my-label': obj}})")
-    SALIENCY._items[label] = fn
+    SALIENCY.custom[label] = method_fn(method, label)  # a later object of the same label replaces it
     return label
 
 
