@@ -190,36 +190,14 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
     return sorted(runs, key=lambda r: order[r.seed])  # stable: methods keep their preset order
 
 
-# which methods read which option (the others leave it unused: it stays as given)
-USES_TRAIN_EPS = ("at-fgsm", "at-pgd", "sga", "asgt")
-USES_PGD = {"at-pgd": "train_eps", "sga": "train_eps", "asgt": "train_eps", "scaat": "eps_irr"}
-
-
 def resolve_train(tc: TrainConfig, given: set[str] | None = None) -> TrainConfig:
     """The values a run will really use, written out (config.json and the run's identity then say
-    `k: 0.5`, not `k: null`): the data set's default model, the method's default k, the data set's
-    training eps (when the entry did not set `train_eps`; `given` names the options that were set,
-    by default those that differ from MethodConfig's defaults), PGD's and FGSM's step sizes."""
-    from sgtlab.data import dataset_info
-    from sgtlab.data.budgets import budgets
-    from sgtlab.train.methods._shared import DEFAULT_K
+    `k: 0.5`, not `k: null`): the one resolver `sgtlab.train.resolve.resolve_train` that `train` and
+    `fit` use too (the data set's default model, the method's default k, the data set's training eps
+    unless the entry set `train_eps`, PGD's and FGSM's step sizes)."""
+    from sgtlab.train.resolve import resolve_train as resolve
 
-    tc = copy.deepcopy(tc)
-    mc = tc.method_cfg
-    if given is None:
-        default = MethodConfig()
-        given = {f.name for f in dataclasses.fields(mc) if getattr(mc, f.name) != getattr(default, f.name)}
-    if tc.model is None:
-        tc.model = dataset_info(tc.dataset).default_model
-    if mc.k is None and tc.method in DEFAULT_K:
-        mc.k = DEFAULT_K[tc.method]
-    if tc.method in USES_TRAIN_EPS and "train_eps" not in given:
-        mc.train_eps = budgets(tc.dataset).train_eps
-    if mc.train_alpha is None and tc.method in USES_PGD:
-        mc.train_alpha = 2.5 * getattr(mc, USES_PGD[tc.method]) / mc.train_steps  # PGD's default
-    if mc.fgsm_alpha is None and tc.method == "at-fgsm":
-        mc.fgsm_alpha = 1.25 * mc.train_eps if mc.random_start else mc.train_eps
-    return tc
+    return resolve(tc, given)
 
 
 def resolve_eval(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
