@@ -8,7 +8,6 @@ respect to the input only, so parameter `.grad` fields are never touched.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 
 from sgtlab.device import eval_mode  # noqa: F401  (re-exported: the one eval-mode context)
 from sgtlab.errors import SgtlabError
-from sgtlab.attacks.targets import TorchattacksModes
+from sgtlab.attacks.targets import TorchattacksModes, torchattacks_signature
 from sgtlab.registry import Registry
 
 Eps = float | torch.Tensor
@@ -158,26 +157,6 @@ def _bind_model_and_eps(init):
     return wrapped
 
 
-def _signature(cls, init) -> inspect.Signature:
-    """`(self, model=None, eps=8/255, <torchattacks' order>, *, <the rest>, targeted=False)`."""
-    own = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self"}
-    P = inspect.Parameter
-    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("model", P.POSITIONAL_OR_KEYWORD, default=None)]
-    for name in cls.torchattacks_order:
-        mine = cls.torchattacks_names.get(name) or name
-        if name in ("eps", "norm"):
-            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=DEFAULT_EPS if name == "eps" else "Linf"))
-        elif mine in own:
-            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=own.pop(mine).default))
-    kind = P.KEYWORD_ONLY if cls.torchattacks_order else P.POSITIONAL_OR_KEYWORD
-    params += [P(n, kind, default=p.default) for n, p in own.items() if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)]
-    if "eps" not in cls.torchattacks_order:
-        params.append(P("eps", P.KEYWORD_ONLY, default=DEFAULT_EPS))
-    if cls.supports_targeted:
-        params.append(P("targeted", P.KEYWORD_ONLY, default=False))
-    return inspect.Signature(params)
-
-
 class Attack(TorchattacksModes):
     """Base class: subclasses set `name` and implement `perturb`.
 
@@ -200,7 +179,7 @@ class Attack(TorchattacksModes):
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_binds", False):
             cls.__init__ = _bind_model_and_eps(init)
-            cls.__init__.__signature__ = _signature(cls, init)  # help(PGD): torchattacks' form
+            cls.__init__.__signature__ = torchattacks_signature(cls, init, DEFAULT_EPS)  # help(PGD)
 
     name = "attack"
     #: True when the attack can stop early per sample (the sweep asks for it: fewer gradient steps)

@@ -8,6 +8,7 @@ draws, so a seeded targeted or normalised attack gives torchattacks 3.5.1's imag
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
@@ -68,6 +69,26 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 def inverse_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return x * std.to(x.device) + mean.to(x.device)
+
+
+def torchattacks_signature(cls, init, default_eps: float) -> inspect.Signature:
+    """`(self, model=None, eps=8/255, <torchattacks' order>, *, <the rest>, targeted=False)`."""
+    own = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self"}
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("model", P.POSITIONAL_OR_KEYWORD, default=None)]
+    for name in cls.torchattacks_order:
+        mine = cls.torchattacks_names.get(name) or name
+        if name in ("eps", "norm"):
+            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default_eps if name == "eps" else "Linf"))
+        elif mine in own:
+            params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=own.pop(mine).default))
+    kind = P.KEYWORD_ONLY if cls.torchattacks_order else P.POSITIONAL_OR_KEYWORD
+    params += [P(n, kind, default=p.default) for n, p in own.items() if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)]
+    if "eps" not in cls.torchattacks_order:
+        params.append(P("eps", P.KEYWORD_ONLY, default=default_eps))
+    if cls.supports_targeted:
+        params.append(P("targeted", P.KEYWORD_ONLY, default=False))
+    return inspect.Signature(params)
 
 
 class TorchattacksModes:
