@@ -142,8 +142,8 @@ def main() -> int:
     if ran:
         print("suite images per budget: " + "; ".join(f"eps {e}: " + ", ".join(f"{k} {v}" for k, v in d.items())
                                                         for e, d in ran.items()))
-    if "ran" in stored:
-        print("sweep images per attack: " + json.dumps(stored["ran"]))
+    if "images_attacked" in stored:  # per attack and eps (recorded by the sweep since issue 29)
+        print("sweep images attacked: " + json.dumps(stored["images_attacked"]))
     acc = stored.get("robust_accuracy", {}).get("ensemble", {})
     print(f"clean {100 * stored['clean_accuracy']:.1f} %; ensemble " + ", ".join(f"{e}: {100 * v:.1f} %"
                                                                             for e, v in acc.items()))
