@@ -134,7 +134,7 @@ def _explain(args, methods, metrics, qs, pgd_qs, road_fractions) -> int:
 
     from sgtlab.cli.common import load_model_and_data
     from sgtlab.data.subsets import data_hash
-    from sgtlab.evaluate.interpretability import METRICS, interpretability_metrics, summary_rows
+    from sgtlab.evaluate.interpretability import METRICS, resolve_metrics, interpretability_metrics, summary_rows
     from sgtlab.experiments.store import INTERPRETABILITY, check_replace, csv_text, writable_run
     from sgtlab.figures import interpretability_figures
     from sgtlab.io import write_json_atomic, write_text_atomic
@@ -143,6 +143,8 @@ def _explain(args, methods, metrics, qs, pgd_qs, road_fractions) -> int:
     loaded = [load_model_and_data(r, args.dataset, args.data_dir, args.n, args.device, verify=args.verify)
               for r in args.runs]
     names = _labels(args.runs)
+    for _, _, d in loaded:  # a request that cannot run fails as such, before the finished-result guard
+        resolve_metrics(metrics, {"patch_mask", "digit_mask"} <= set(getattr(d, "extras", {}) or {}))
     base = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_IDENTITY and not k.startswith("_")}
     requests = {name: {**base, "data": data_hash(d.x, d.y)} for name, (_, _, d) in zip(names, loaded)}
     if args.out:  # a finished result of another evaluation is kept (unless --overwrite)

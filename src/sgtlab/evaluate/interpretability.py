@@ -45,7 +45,9 @@ QUICK_OPTIONS = dict(method_options={"smoothgrad": {"samples": 4}, "ig": {"steps
                      road_n=32, sanity_n=8, captum_n=16, captum_perturb=4)
 
 
-def _resolve_metrics(metrics: str | Sequence[str], has_regions: bool) -> list[str]:
+def resolve_metrics(metrics: str | Sequence[str], has_regions: bool) -> list[str]:
+    """The metric names `metrics` ("all" or names) stands for on data with (or without) region masks;
+    an unknown name, or localisation without regions, is refused."""
     if metrics == "all":
         return [m for m in METRICS if m != "localisation" or has_regions]
     names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -124,7 +126,7 @@ def saliency_quality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, methods
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != (len(x),):
         raise SgtlabError(f"images N x C x H x W and labels (N,) are needed, got {getattr(x, 'shape', x)} and "
                           f"{getattr(y, 'shape', y)}")
-    names = _resolve_metrics(metrics, regions is not None)
+    names = resolve_metrics(metrics, regions is not None)
     if sanity_n < 2 or captum_n < 1 or captum_perturb < 1:
         raise SgtlabError(f"sanity_n must be >= 2, captum_n and captum_perturb >= 1; got {sanity_n}, {captum_n}, "
                           f"{captum_perturb}")
