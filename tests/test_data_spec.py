@@ -68,3 +68,13 @@ def test_an_empty_label_list_gives_two_empty_int_splits():
     s = stratified_split(np.zeros(0, np.int64), 0.2)
     for k in ("train", "test"):
         assert s[k].shape == (0,) and s[k].dtype == np.int64
+
+
+def test_with_absolute_path_keeps_commas_in_the_path_and_the_options_as_written(tmp_path, monkeypatch):
+    from sgtlab.data.spec import with_absolute_path
+
+    monkeypatch.chdir(tmp_path)
+    opts = {"size": int, "skip_bad": bool}
+    assert with_absolute_path("folder:a,b,size=32,skip-bad", opts) == f"folder:{tmp_path / 'a,b'},size=32,skip-bad"
+    assert with_absolute_path("folder:/x/y", opts) == "folder:/x/y"
+    assert with_absolute_path(f"folder:{tmp_path}/./z/../w", opts) == f"folder:{tmp_path / 'w'}"

@@ -194,6 +194,25 @@ def test_attack_says_when_the_data_it_names_has_changed(w):
     assert sha(case / "run" / "robustness.json") == kept
 
 
+def test_a_run_stores_its_data_path_absolute_so_another_folder_reads_the_same_images(w):
+    """Trained on `npz:data.npz` from CASE; evaluated from CASE/elsewhere, which holds other (twice
+    as many) images under the same relative name: the run's own test images are read (same n, same accuracy)."""
+    case = _case(w, "data-absolute")
+    rng = np.random.default_rng(0)
+    np.savez(case / "data.npz", x=rng.integers(0, 256, (40, 12, 12), dtype=np.uint8), y=np.arange(40) % 2)
+    other = case / "elsewhere"
+    other.mkdir()
+    np.savez(other / "data.npz", x=rng.integers(0, 256, (80, 12, 12), dtype=np.uint8), y=np.arange(80) % 2)
+    srv = w["server"]
+    assert srv(["train", "--out", "run", "--dataset", "npz:data.npz,test=0.25", *NPZ_TRAIN], cwd=case)["rc"] == 0
+    config = json.loads((case / "run" / "config.json").read_text())
+    assert config["dataset"] == f"npz:{(case / 'data.npz').resolve()},test=0.25"
+    here = srv(["evaluate", "run", "--json", "--device", "cpu"], cwd=case)
+    there = srv(["evaluate", "../run", "--json", "--device", "cpu"], cwd=other)
+    assert here["rc"] == there["rc"] == 0, there["stderr"]
+    assert json.loads(here["stdout"].strip().splitlines()[-1]) == json.loads(there["stdout"].strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("command", ["attack", "explain"])
 def test_attack_and_explain_take_the_run_lock(w, command):
     from sgtlab.io import folder_lock

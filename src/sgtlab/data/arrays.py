@@ -171,4 +171,4 @@ def resolve(name: str) -> DatasetInfo:
                        f"arrays from {path}: {len(train)} train / {len(splits['test'])} test images")
 
 
-DATASETS.register_prefix("npz", resolve)
+DATASETS.register_prefix("npz", resolve, OPTIONS)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from sgtlab.data.spec import with_absolute_path
 from sgtlab.errors import DataError, SgtlabError
 from sgtlab.registry import Registry
 
@@ -97,6 +98,7 @@ class DatasetRegistry(Registry[DatasetInfo]):
     def __init__(self):
         super().__init__("data set", group="sgtlab.datasets")
         self._prefixes: dict[str, Callable[[str], DatasetInfo]] = {}
+        self._options: dict[str, dict[str, type]] = {}
         self._resolved: dict[str, DatasetInfo] = {}
 
     def add_entry_point(self, name: str, obj) -> None:
@@ -106,9 +108,17 @@ class DatasetRegistry(Registry[DatasetInfo]):
         if obj.name not in self._items:
             self.register(obj.name)(obj)
 
-    def register_prefix(self, prefix: str, resolve: Callable[[str], DatasetInfo]) -> None:
-        """`resolve(name)` builds the DatasetInfo of `prefix:REST` (raising DataError when it can't)."""
+    def register_prefix(self, prefix: str, resolve: Callable[[str], DatasetInfo],
+                        options: dict[str, type] | None = None) -> None:
+        """`resolve(name)` builds the DatasetInfo of `prefix:REST` (raising DataError when it can't);
+        `options`: the trailing `,key=value` items REST may end with (`data.spec.parse_spec`)."""
         self._prefixes[prefix] = resolve
+        self._options[prefix] = dict(options or {})
+
+    def absolute(self, name: str) -> str:
+        """`name` with the path of a `prefix:PATH` name made absolute; a registered name as it is."""
+        prefix = self.prefix_of(name) if isinstance(name, str) else None
+        return name if prefix is None else with_absolute_path(name, self._options[prefix])
 
     def prefix_of(self, name: str) -> str | None:
         head = name.split(":", 1)[0] if ":" in name else None

@@ -245,4 +245,4 @@ def resolve(name: str) -> DatasetInfo:
     return ImageFolder(name).info()
 
 
-DATASETS.register_prefix("folder", resolve)
+DATASETS.register_prefix("folder", resolve, OPTIONS)

@@ -19,6 +19,21 @@ SPLIT_SEED = 0
 def parse_spec(name: str, options: dict[str, type]) -> tuple[Path, dict]:
     """`prefix:PATH[,key=value...]` -> (PATH, {key: value}); keys and types from `options`
     (a bool option is a bare flag)."""
+    path, opts, _ = _split(name, options)
+    return path, opts
+
+
+def with_absolute_path(name: str, options: dict[str, type]) -> str:
+    """The same name with its PATH absolute (`npz:data.npz,test=0.2` -> `npz:/home/me/data.npz,test=0.2`):
+    what a run stores, so a later command from another folder reads the same files, not whatever
+    the relative path finds there. Options are kept as written."""
+    prefix = name.split(":", 1)[0]
+    path, _, tail = _split(name, options)
+    return f"{prefix}:{path.resolve()}{tail}"
+
+
+def _split(name: str, options: dict[str, type]) -> tuple[Path, dict, str]:
+    """(PATH, options, the trailing option items as written, with their commas)."""
     prefix, rest = name.split(":", 1)
     opts: dict = {}
     parts = rest.split(",")
@@ -38,7 +53,8 @@ def parse_spec(name: str, options: dict[str, type]) -> tuple[Path, dict]:
     if not path:
         keys = ", ".join(k.replace("_", "-") + ("" if t is bool else "=...") for k, t in options.items())
         raise DataError(f"{name}: give a path after '{prefix}:' (options after it: {keys})")
-    return Path(os.path.expanduser(path)), opts
+    tail = rest[len(",".join(parts)):]
+    return Path(os.path.expanduser(path)), opts, tail
 
 
 def _flag(value: str) -> bool:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sgtlab.data import TensorLoader, dataset_info, load_dataset
+from sgtlab.data import DATASETS, TensorLoader, dataset_info, load_dataset
 from sgtlab.device import resolve_device
 from sgtlab.errors import CheckpointError, SgtlabError, SgtlabWarning, TrainingDiverged
 from sgtlab.evaluate import accuracy
@@ -68,6 +68,14 @@ def plugin_imports() -> list[str]:
     from sgtlab.plugins import ENV
 
     return [n for n in os.environ.get(ENV, "").split(",") if n]
+
+
+def _absolute_data(cfg: TrainConfig) -> None:
+    """The data's paths made absolute in place (`folder:imgs` -> `folder:/home/me/imgs`, --data-dir):
+    a run read from another folder then finds the same images, not whatever a relative path finds."""
+    cfg.dataset = DATASETS.absolute(cfg.dataset)
+    if cfg.data_dir:
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
 
 
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
@@ -123,6 +131,9 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
     from sgtlab.train.resolve import fill_defaults
 
     cfg = fill_defaults(cfg)  # config.json and the checkpoint say the values used (k: 0.5, not null)
+    _absolute_data(cfg)  # and the data they name, from any folder
+    if isinstance(arch.get("dataset"), str):
+        arch = {**arch, "dataset": DATASETS.absolute(arch["dataset"])}
     out = Path(out) if out is not None else None
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     is_main = rank == 0
@@ -155,6 +166,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
             if isinstance(meta["config"].get("method_cfg"), dict):  # made before the eps warm-up: trained without
                 meta["config"]["method_cfg"].setdefault("eps_warmup", 0.0)
             saved = fill_defaults(TrainConfig.from_dict(meta["config"]))  # runs that saved k: null
+            _absolute_data(saved)  # runs that saved the paths as typed
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{ckpt_path} holds no usable training config ({type(e).__name__}); "
                                   f"delete it to start the run over") from None
