@@ -128,7 +128,8 @@ def test_the_command_line_says_in_one_line_that_graphs_were_not_used(tmp_path, c
     args = ["train", "--cuda-graphs", "--epochs", "1", "--train-subset", "64", "--eval-subset", "32",
             "--batch-size", "32", "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(args) == 0
-    err = capsys.readouterr().err.strip().splitlines()
+    # (64 images, one epoch: the run also says it ended at chance, a line of its own)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "at or below chance" not in line]
     assert err == ["sgtlab: warning: CUDA graphs not used: not on a CUDA device (cpu); running the model as it is"]
     assert main([*args, "--resume", "--epochs", "2"]) == 0  # resumable with the option
 

@@ -143,7 +143,8 @@ def test_warmup_zero_trains_as_before_and_a_warmup_changes_training(monkeypatch,
     """Warm-up 0: every step's attack gets the options themselves (as before the option existed), so
     training is the same bit for bit; a warm-up attacks with less at first and ends elsewhere."""
     off, w_off = _pgd_calls(monkeypatch, tmp_path / "off", eps_warmup=0.0)
-    assert len(off) == 12 and all(eps is not None and eps == 0.3 and alpha is None for eps, alpha in off)
+    # alpha: PGD's default step size 2.5 eps / steps (2 steps), written out by the resolver
+    assert len(off) == 12 and all(eps == 0.3 and alpha == pytest.approx(2.5 * 0.3 / 2) for eps, alpha in off)
     again, w_again = _pgd_calls(monkeypatch, tmp_path / "again", eps_warmup=0.0)
     assert all(torch.equal(w_off[k], w_again[k]) for k in w_off)
     on, w_on = _pgd_calls(monkeypatch, tmp_path / "on", eps_warmup=0.5)
