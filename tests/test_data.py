@@ -549,3 +549,22 @@ def test_loader_two_ranks_match_one_process(augment):
         merged[0::2], merged[1::2] = x0, x1
         assert torch.equal(merged, x)  # the same (augmented) images as one process
         assert torch.equal(torch.cat([y0, y1]).sort().values, y.sort().values)
+
+
+def test_loaded_data_carries_its_class_names_and_the_saliency_figures_use_them(tmp_path):
+    from PIL import Image
+
+    from sgtlab.evaluate.interpretability import interpretability_metrics
+
+    assert load_dataset("mnist5k", "test").subset(3).classes == tuple("0123456789")
+    assert dataset_info("fashion-mnist").classes[9] == "Ankle boot" and len(dataset_info("cifar10").classes) == 10
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + (c == "dog") * 20, np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    data = load_dataset(f"folder:{tmp_path / 'imgs'},size=8,test=0.5", "test")
+    assert data.classes == ("cat", "dog")
+    assert TensorData(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), "mine").classes == ()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    res = interpretability_metrics(model, data, ["grad"], ["entropy"], n_examples=4)
+    assert res["examples"]["class_names"] == [data.classes[i] for i in res["examples"]["labels"]]

@@ -72,6 +72,15 @@ class TensorData:
     def __repr__(self) -> str:
         return f"TensorData({self.name!r}, {len(self)} x {self.shape}, {self.pixels.dtype})"
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in label order, from the data set this split was read from (folder names
+        for image folders, the published names for MNIST, CIFAR, ...); () for data without names."""
+        info = DATASETS._resolved.get(self.name) if DATASETS.prefix_of(self.name) else None
+        if info is None and self.name in DATASETS.names():
+            info = DATASETS.get(self.name)
+        return info.classes if info is not None else ()
+
     def subset(self, n: int | None) -> "TensorData":
         """The first `n` samples (all when n is None)."""
         if n is None or n >= len(self):
@@ -89,6 +98,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     default_model: str
     description: str
+    classes: tuple[str, ...] = ()  # the class names, label order; () where the data does not name them
 
 
 class DatasetRegistry(Registry[DatasetInfo]):

@@ -238,9 +238,11 @@ def load_cifar100(split: str = "train", data_dir=None, download: bool = True, ve
     return load_cifar(CIFAR100 if labels == "fine" else CIFAR100_COARSE, split, data_dir, download, verify)
 
 
+# CIFAR-10's labels 0-9 (batches.meta of the release)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 register_dataset(DatasetInfo(
     NAME, load_cifar10, (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "resnet18-cifar",
-    "CIFAR-10, 50k/10k 32x32 colour images (python version: cifar-10-batches-py or the tar.gz)"))
+    "CIFAR-10, 50k/10k 32x32 colour images (python version: cifar-10-batches-py or the tar.gz)", CIFAR10_CLASSES))
 # the usual per-channel statistics of the CIFAR-100 training split
 _C100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 register_dataset(DatasetInfo(

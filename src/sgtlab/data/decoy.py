@@ -20,6 +20,7 @@ from functools import partial
 import torch
 
 from sgtlab.data.base import DatasetInfo, TensorData, load_dataset, register_dataset
+from sgtlab.data.mnist import DIGITS
 from sgtlab.errors import DataError
 
 PATCH = 4
@@ -69,8 +70,8 @@ def load_decoy(base: str, name: str, split: str = "train", data_dir=None, downlo
 register_dataset(DatasetInfo(
     "decoy-mnist", partial(load_decoy, "mnist", "decoy-mnist"), (1, 28, 28), 10, (0.1422,), (0.3161,), "sgt-cnn",
     "Decoy-MNIST (Ross et al. 2017): MNIST with a class-coded 4x4 gray patch in a random corner in "
-    "training, a random-coded one in test; needs the MNIST files"))
+    "training, a random-coded one in test; needs the MNIST files", DIGITS))
 register_dataset(DatasetInfo(
     "decoy-mnist5k", partial(load_decoy, "mnist5k", "decoy-mnist5k"), (1, 28, 28), 10, (0.1422,), (0.3161,),
-    "sgt-cnn", "Decoy-MNIST built on MNIST-5k (works offline)"))
+    "sgt-cnn", "Decoy-MNIST built on MNIST-5k (works offline)", DIGITS))
 

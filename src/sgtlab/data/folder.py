@@ -238,7 +238,8 @@ class ImageFolder:
         mean, std = train.mean_std(idx)
         return DatasetInfo(self.name, self.load, (self.channels, self.size, self.size), len(self.classes), mean, std,
                            default_model(self.channels, self.size),
-                           f"image folder {self.path}: {len(self.classes)} classes, {self.size} px, {self.origin}")
+                           f"image folder {self.path}: {len(self.classes)} classes, {self.size} px, {self.origin}",
+                           tuple(self.classes))
 
 
 def resolve(name: str) -> DatasetInfo:

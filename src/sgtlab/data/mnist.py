@@ -118,9 +118,13 @@ def check_idx_pair(name: str, images: np.ndarray, labels: np.ndarray, shape=(28,
         raise DataError(f"{name}: labels must be 0..{classes - 1}, got {int(labels.max())}")
 
 
+DIGITS = tuple("0123456789")
+# Fashion-MNIST's labels 0-9 (Xiao et al. 2017, the data set's README)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
 register_dataset(DatasetInfo(
     "mnist", partial(load_idx_dataset, "mnist"), (1, 28, 28), 10, (0.1307,), (0.3081,), "sgt-cnn",
-    "MNIST, 60k/10k handwritten digits (IDX files)"))
+    "MNIST, 60k/10k handwritten digits (IDX files)", DIGITS))
 register_dataset(DatasetInfo(
     "fashion-mnist", partial(load_idx_dataset, "fashion-mnist"), (1, 28, 28), 10, (0.2860,), (0.3530,), "sgt-cnn",
-    "Fashion-MNIST, 60k/10k clothing images (IDX files)"))
+    "Fashion-MNIST, 60k/10k clothing images (IDX files)", FASHION_CLASSES))

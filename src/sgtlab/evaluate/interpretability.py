@@ -277,6 +277,9 @@ def interpretability_metrics(model: nn.Module, data, methods: Sequence[str] | st
     extras = getattr(data, "extras", {}) or {}
     regions = {k: extras[k] for k in ("patch_mask", "digit_mask")} if {"patch_mask", "digit_mask"} <= set(extras) else None
     res = saliency_quality(model, data.x, data.y, methods, metrics, regions=regions, **options)
+    names = getattr(data, "classes", ())
+    if names and "examples" in res:  # the figures title each example with its class name
+        res["examples"]["class_names"] = [names[i] if 0 <= i < len(names) else str(i) for i in res["examples"]["labels"]]
     return {"dataset": getattr(data, "name", ""), **res}
 
 

@@ -41,6 +41,11 @@ def _as_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
     return img, "gray"
 
 
+def _titles(examples: Mapping[str, Any]) -> list:
+    """Each example's class name where the data names its classes, else its label."""
+    return examples.get("class_names") or examples["labels"]
+
+
 def saliency_grid(images: Any, rows: Mapping[str, Any], out: str | Path, *, labels: Sequence[Any] | None = None,
                   title: str | None = None, cmap: str = "hot") -> list[Path]:
     """Grid of saliency maps: the input images in the first row, then one row per entry of `rows`
@@ -199,7 +204,7 @@ def interpretability_figures(results: Mapping[str, Mapping[str, Any]], out_dir: 
     for method in methods:
         have = {m: r for m, r in results.items() if method in r["examples"]["maps"]}
         paths += saliency_grid(first["examples"]["images"], {m: r["examples"]["maps"][method] for m, r in have.items()},
-                               out_dir / f"maps_{method}", labels=first["examples"]["labels"],
+                               out_dir / f"maps_{method}", labels=_titles(first["examples"]),
                                title=f"{method} saliency maps")
         curves = {m: r["curves"].get(method, {}) for m, r in have.items()}
         for key, fn, what in CURVE_PLOTS:
@@ -217,7 +222,7 @@ def interpretability_figures(results: Mapping[str, Mapping[str, Any]], out_dir: 
                                  title=f"Sanity check, {name}: cascading randomisation ({san['n']} images)")
         if len(r["examples"]["maps"]) > 1:
             paths += saliency_grid(r["examples"]["images"], r["examples"]["maps"], out_dir / f"maps_{_slug(name)}",
-                                   labels=r["examples"]["labels"], title=f"{name}: saliency methods")
+                                   labels=_titles(r["examples"]), title=f"{name}: saliency methods")
     return paths
 
 
