@@ -174,7 +174,9 @@ def _attack(args, attacks, eps, out) -> int:
         print(json.dumps(obj))
         return 0
     print(f"{data.name}, robust accuracy (%) under L-inf attacks")
-    print(_table(result, tuple(data.shape)))
+    from sgtlab.reporting.eps import eps_text
+
+    print(result.table(lambda e: eps_text(e, tuple(data.shape))))  # k/255 on colour images, 0.3 on grey digits
     if checks is not None:
         print("gradient-masking checks:")
         for name, c in checks.items():
@@ -186,14 +188,3 @@ def _attack(args, attacks, eps, out) -> int:
         print(f"wrote {path}")
     return 0
 
-
-def _table(result, shape) -> str:
-    """`result.table()` with eps as a reader writes them: k/255 on colour images, 0.3 on grey digits."""
-    from sgtlab.reporting.eps import eps_text
-
-    head = ["attack"] + [eps_text(e, shape) for e in result.eps]
-    lines = [head] + [[a] + [f"{100 * v:.1f}" for v in d.values()] for a, d in result.robust_accuracy.items()]
-    width = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    out = [f"clean accuracy: {100 * result.clean_accuracy:.1f} % ({result.n} images)"]
-    out += ["  ".join(c.rjust(w) for c, w in zip(r, width)) for r in lines]
-    return "\n".join(out)

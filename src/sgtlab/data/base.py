@@ -76,9 +76,7 @@ class TensorData:
     def classes(self) -> tuple[str, ...]:
         """The class names in label order, from the data set this split was read from (folder names
         for image folders, the published names for MNIST, CIFAR, ...); () for data without names."""
-        info = DATASETS._resolved.get(self.name) if DATASETS.prefix_of(self.name) else None
-        if info is None and self.name in DATASETS.names():
-            info = DATASETS.get(self.name)
+        info = DATASETS.known(self.name)
         return info.classes if info is not None else ()
 
     def subset(self, n: int | None) -> "TensorData":
@@ -145,6 +143,12 @@ class DatasetRegistry(Registry[DatasetInfo]):
         if name not in self._resolved:
             self._resolved[name] = self._prefixes[prefix](name)
         return self._resolved[name]
+
+    def known(self, name: str) -> DatasetInfo | None:
+        """The info of a registered name or of a `prefix:PATH` already read; None otherwise (no files read)."""
+        if self.prefix_of(name) is not None:
+            return self._resolved.get(name)
+        return super().get(name) if name in self.names() else None
 
     def forget(self, name: str) -> None:
         """Drop a resolved `prefix:PATH` info (after its files changed)."""

@@ -7,6 +7,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -173,9 +174,10 @@ class RobustnessResult:
         write_json_atomic(paths["json"], self.to_dict())
         return paths
 
-    def table(self) -> str:
-        """A plain-text table: attack x eps, robust accuracy in %."""
-        head = ["attack"] + [f"{e:g}" for e in self.eps]
+    def table(self, eps_format: Callable[[float], str] = "{:g}".format) -> str:
+        """A plain-text table: attack x eps, robust accuracy in %; `eps_format` writes each eps
+        (e.g. as k/255 for colour images: `sgtlab.reporting.eps.eps_text`)."""
+        head = ["attack"] + [eps_format(e) for e in self.eps]
         lines = [head] + [[a] + [f"{100 * v:.1f}" for v in d.values()] for a, d in self.robust_accuracy.items()]
         width = [max(len(r[i]) for r in lines) for i in range(len(head))]
         out = [f"clean accuracy: {100 * self.clean_accuracy:.1f} % ({self.n} images)"]
