@@ -61,13 +61,27 @@ tests_for() {
     evaluate/perturb|evaluate/perturbation_metrics|evaluate/road|evaluate/sanity_checks|fast/aopc_local)
       echo tests/test_interpretability.py tests/test_saliency_evidence.py tests/test_science_evaluate.py \
       -k not%metrics_api%and%not%decoy_mnist%and%not%sanity_check_flags%and%not%alexnet%and%not%pictures%and%not%imputation_stops ;;
-    # the hostile-input round (issue 28): the in-process tests (the CLI cases run in forked children,
-    # which mutmut's per-function test selection does not see)
-    io) echo tests/test_io.py tests/test_locks.py \
+    # the hostile-input round (issue 28): the in-process tests only (the command-line cases run in
+    # forked children or `python -m sgtlab` subprocesses, which mutmut's per-function test selection
+    # does not see, and its stats run fails on them)
+    io) echo tests/test_io.py tests/test_mutation_io.py \
+      tests/test_locks.py::test_a_second_holder_is_refused_and_the_lock_ends_with_its_holder \
       tests/test_hostile_inputs_2.py::test_atomic_writes_and_reads_do_not_follow_links ;;
+    validate) echo tests/test_mutation_validate.py tests/test_untrusted_properties.py::test_set_overrides_and_preset_validation \
+      tests/test_untrusted_properties.py::test_any_preset_value tests/test_untrusted_properties.py::test_eps_grid_parser ;;
     data/spec) echo tests/test_data_spec.py ;;
-    data/cache) echo tests/test_data_formats.py \
+    data/folder|data/arrays|data/pcam|data/cache) echo tests/test_mutation_data.py \
+      tests/test_data_formats.py::test_npz_bad_contents_refused tests/test_data_formats.py::test_uint8_loader_gives_the_float_batches \
+      tests/test_data_formats.py::test_image_folder_corrupt_file_named_or_skipped \
+      tests/test_data_formats.py::test_image_folder_resize_crop_cache_reuse_and_rebuild \
+      tests/test_data_formats.py::test_image_folder_with_its_own_split_and_grey tests/test_data_formats.py::test_image_folder_bad_specs \
       tests/test_hostile_inputs_2.py::test_the_cache_is_one_per_resolved_folder_locked_and_cleaned ;;
+    # the runs of tiny reproduce experiments, in this process (one worker)
+    experiments/runner|experiments/store) echo tests/test_mutation_experiments.py tests/test_run_identity.py \
+      tests/test_final_loss_rows.py tests/test_report_flags.py tests/test_hostile_inputs_2.py::test_a_damaged_per_image_table_is_one_line ;;
+    # the report on hand-made experiment folders (not the publish case, which runs the CLI)
+    reporting/comparisons|reporting/text) echo tests/test_mutation_reporting.py tests/test_report_text.py \
+      tests/test_saliency_findings.py tests/test_report_flags.py -k not%publish ;;
     *) echo "no test selection for module $1" >&2; return 1 ;;
   esac
 }
