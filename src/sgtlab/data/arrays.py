@@ -93,8 +93,12 @@ def _check_members(path: Path, name: str) -> None:
                     continue
                 with z.open(info) as f:
                     version = np.lib.format.read_magic(f)
-                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                                       else np.lib.format._read_array_header(f, version))
+                    # numpy's public readers (its private `_read_array_header` is gone in numpy 2)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise ValueError(f"an .npy member of format version {version[0]}.{version[1]}")
+                    shape, _, dtype = read(f)
                     body = info.file_size - f.tell()
                 if dtype.hasobject:
                     continue  # refused, with its own message, by allow_pickle=False
