@@ -185,3 +185,345 @@ def test_npy_members_of_format_3_are_refused_in_one_line(tmp_path):
         z.writestr("x.npy", buf.getvalue())
     with pytest.raises(DataError, match=r"v3.npz is not a readable .npz file \(an .npy member of format version 3.0\)"):
         read_npz(tmp_path / "v3.npz", "n", 0.2)
+
+
+# -- pcam ------------------------------------------------------------------------------------------
+
+h5py = pytest.importorskip("h5py")
+from sgtlab.data import pcam  # noqa: E402
+
+
+def _h5(path: Path, key: str, value=None, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        if value is None:
+            f.create_group(key)
+        else:
+            f.create_dataset(key, data=value, **kw)
+    return path
+
+
+def _pcam_split(folder: Path, split: str, n: int = 5, seed: int = 0, y=None) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+    y = (np.arange(n) % 2).reshape(n, 1, 1, 1) if y is None else y
+    xn, yn = pcam.files(split)
+    _h5(folder / xn, "x", x)
+    _h5(folder / yn, "y", y)
+    return x, np.asarray(y).reshape(-1)
+
+
+def test_pcam_splits_are_read_in_chunks_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(pcam, "CHUNK", 2)
+    x, y = _pcam_split(tmp_path / "pcam", "train", 5)
+    xt, yt = _pcam_split(tmp_path, "test", 3, seed=1)
+    d = pcam.load_pcam("train", tmp_path)
+    assert d.pixels.dtype == torch.uint8 and d.name == "pcam"
+    assert np.array_equal(d.pixels.numpy(), x.transpose(0, 3, 1, 2)) and d.y.tolist() == y.tolist()
+    t = pcam.load_pcam("test", tmp_path)  # in DIR itself
+    assert np.array_equal(t.pixels.numpy(), xt.transpose(0, 3, 1, 2)) and t.y.tolist() == yt.tolist()
+    assert pcam.files("valid") == ("camelyonpatch_level_2_split_valid_x.h5", "camelyonpatch_level_2_split_valid_y.h5")
+    with pytest.raises(DataError, match="^PCAM splits are train, test, valid, got 'val'"):
+        pcam.load_pcam("val", tmp_path)
+    with pytest.raises(DataError, match=r"^pcam: missing camelyonpatch_level_2_split_valid_x.h5 and .*_valid_y.h5 in .*pcam or "):
+        pcam.load_pcam("valid", tmp_path)
+    assert pcam.locate("train", tmp_path) == tuple(tmp_path / "pcam" / n for n in pcam.files("train"))
+
+
+def test_pcam_says_to_gunzip_what_it_finds_compressed(tmp_path):
+    xn, yn = pcam.files("test")
+    (tmp_path / "pcam").mkdir()
+    (tmp_path / "pcam" / (xn + ".gz")).write_bytes(b"x")
+    (tmp_path / (yn + ".gz")).write_bytes(b"x")
+    with pytest.raises(DataError, match=rf"\({xn}.gz, {yn}.gz found: gunzip it\); download"):
+        pcam.locate("test", tmp_path)
+    with pytest.raises(DataError) as e:
+        pcam.locate("train", tmp_path)
+    assert "gunzip it" not in str(e.value) and "zenodo.org/record/2546921" in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, kw, expect", [
+    ("x", None, {}, "has a group, not a dataset 'x' .it holds x.; is it a PCAM file"),
+    ("z", np.zeros(3, np.uint8), {}, "has no dataset 'x' .it holds z.; is it a PCAM file"),
+    ("x", np.uint8(3), {}, "'x' is a single value, not an array of images"),
+])
+def test_pcam_data_sets_must_be_arrays_in_the_file(tmp_path, key, value, kw, expect):
+    p = _h5(tmp_path / "f.h5", key, value, **kw)
+    with pytest.raises(DataError, match=expect):
+        pcam._open(p, "x")
+
+
+def test_pcam_refuses_scalar_labels_external_storage_truncation_and_non_hdf5(tmp_path):
+    p = _h5(tmp_path / "y.h5", "y", np.int64(1))
+    with pytest.raises(DataError, match="'y' is a single value, not an array of labels"):
+        pcam._open(p, "y")
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"s" * 64)
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f.create_dataset("x", shape=(64,), dtype=np.uint8, external=[(str(outside), 0, 64)])
+    with pytest.raises(DataError, match="'x' is stored outside the file"):
+        pcam._open(tmp_path / "e.h5", "x")
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        f.create_dataset("x", shape=(1000,), dtype=np.uint8)  # declared, never written: no storage
+    with pytest.raises(DataError, match=r"'x' declares \(1000,\) \(1000 bytes\) but the file holds 0"):
+        pcam._open(tmp_path / "t.h5", "x")
+    with h5py.File(tmp_path / "c.h5", "w") as f:  # compressed: the storage is smaller, and that is fine
+        f.create_dataset("x", data=np.zeros(1000, np.uint8), compression="gzip")
+    f, d = pcam._open(tmp_path / "c.h5", "x")
+    assert d.shape == (1000,)
+    f.close()
+    f, d = pcam._open(_h5(tmp_path / "z.h5", "x", np.zeros(0, np.uint8)), "x")  # empty: nothing to hold
+    f.close()
+    (tmp_path / "n.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="n.h5 is not a readable HDF5 file"):
+        pcam._open(tmp_path / "n.h5", "x")
+
+
+def test_pcam_images_and_labels_are_checked(tmp_path):
+    def chunks(x, y):
+        _h5(tmp_path / "x.h5", "x", x)
+        _h5(tmp_path / "y.h5", "y", y)
+        return list(pcam._chunks(tmp_path / "x.h5", tmp_path / "y.h5"))
+
+    x = np.zeros((2, 96, 96, 3), np.uint8)
+    got = chunks(x, np.array([1, 0]))
+    assert len(got) == 1 and got[0][0].shape == (2, 3, 96, 96) and got[0][1].dtype == np.int64
+    for bad_x in (x.astype(np.float32), x[:, :, :, :1], x[0]):
+        with pytest.raises(DataError, match="'x' must be uint8 N x 96 x 96 x 3"):
+            chunks(bad_x, np.array([1, 0]))
+    for bad_y in (np.array([1]), np.zeros((2, 2), np.int64), np.array([0.0, 1.0])):
+        with pytest.raises(DataError, match=r"'y' must hold one integer label per image \(2\)"):
+            chunks(x, bad_y)
+    with pytest.raises(DataError, match=r"labels must be 0 or 1, got \[0, 2\]"):
+        chunks(x, np.array([2, 0]))
+    with pytest.raises(DataError, match=r"y.h5 has no dataset 'y'"):
+        _h5(tmp_path / "x.h5", "x", x)
+        _h5(tmp_path / "y.h5", "x", np.array([0, 1]))
+        list(pcam._chunks(tmp_path / "x.h5", tmp_path / "y.h5"))
+
+
+# -- the uint8 cache -------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+from sgtlab.data import cache  # noqa: E402
+
+
+def _images(n: int, c: int = 2, h: int = 3, w: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, c, h, w), dtype=np.uint8)
+
+
+def _chunks(x: np.ndarray, y: np.ndarray, size: int):
+    for s in range(0, len(x), size):
+        yield x[s:s + size], y[s:s + size]
+
+
+def test_a_built_cache_holds_the_images_labels_and_statistics(tmp_path):
+    x, y = _images(7), np.array([0, 1, 2, 0, 1, 2, 0])
+    folder = tmp_path / "c" / "data-abc"
+    c = cache.build_cache(folder, "fp1", (2, 3, 4), _chunks(x, y, 3), {"classes": ["a", "b", "c"], "source": "s"})
+    assert np.array_equal(c.x.numpy(), x) and c.y.dtype == torch.int64 and c.y.tolist() == y.tolist()
+    f = x.astype(np.float64) / 255
+    assert np.allclose(c.stats[:, :, 0], f.mean((2, 3))) and np.allclose(c.stats[:, :, 1], (f * f).mean((2, 3)))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta == {"classes": ["a", "b", "c"], "source": "s", "version": cache.VERSION, "fingerprint": "fp1",
+                    "n": 7, "shape": [2, 3, 4]}
+    assert c.meta == meta
+    assert sorted(os.listdir(folder)) == ["meta.json", "stats.npy", "x.u8", "y.npy"]
+    assert (folder / "x.u8").stat().st_size == x.size
+    assert sorted(os.listdir(folder.parent)) == [".data-abc.lock", "data-abc"]  # no temporaries left
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    again = cache.open_cache(folder, "fp1")
+    assert np.array_equal(again.x.numpy(), x) and again.meta == meta
+    assert cache.open_cache(folder, "fp2") is None
+    assert cache.build_cache(folder, "fp1", (2, 3, 4), iter(()), {}).meta == meta  # found: no rebuild
+    # a changed source: rebuilt in place, the old one moved aside and removed
+    c2 = cache.build_cache(folder, "fp2", (2, 3, 4), _chunks(x[:2], y[:2], 5), {})
+    assert len(c2.y) == 2 and c2.meta["fingerprint"] == "fp2"
+    assert sorted(os.listdir(folder.parent)) == [".data-abc.lock", "data-abc"]
+
+
+def test_image_statistics_by_block_match_the_whole():
+    x = _images(9, 3, 5, 2, seed=3)
+    whole = cache.image_stats(x, block=100)
+    assert np.allclose(cache.image_stats(x, block=2), whole)
+    f = x.astype(np.float64) / 255
+    assert np.allclose(whole[:, :, 0], f.mean((2, 3))) and np.allclose(whole[:, :, 1], (f * f).mean((2, 3)))
+    assert whole.shape == (9, 3, 2)
+
+
+def test_mean_and_std_of_any_subset_from_the_per_image_statistics(tmp_path):
+    x = _images(6, 2, 4, 4, seed=5)
+    c = cache.build_cache(tmp_path / "k", "f", (2, 4, 4), _chunks(x, np.zeros(6, np.int64), 6), {})
+    f = x.astype(np.float64) / 255
+    idx = np.array([0, 2, 5])
+    m, s = c.mean_std(idx)
+    sub = f[idx].transpose(1, 0, 2, 3).reshape(2, -1)
+    assert m == tuple(round(v, 4) for v in sub.mean(1)) and s == tuple(round(v, 4) for v in sub.std(1))
+    m, s = c.mean_std()
+    assert m == tuple(round(v, 4) for v in f.transpose(1, 0, 2, 3).reshape(2, -1).mean(1))
+    assert c.mean_std(np.array([], dtype=np.int64)) == ((0.5, 0.5), (0.25, 0.25))
+    flat = cache.build_cache(tmp_path / "f", "f", (1, 2, 2), _chunks(np.full((2, 1, 2, 2), 7, np.uint8),
+                                                                     np.zeros(2, np.int64), 2), {})
+    assert flat.mean_std()[1] == (0.001,)  # a constant channel: the floor, not 0
+
+
+def test_an_empty_cache_opens_with_no_images(tmp_path):
+    c = cache.build_cache(tmp_path / "e", "f", (1, 2, 2), iter(()), {"classes": ["a", "b"]})
+    assert c.x.shape == (0, 1, 2, 2) and c.x.dtype == torch.uint8 and len(c.y) == 0 and c.stats.shape == (0, 1, 2)
+    assert cache.open_cache(tmp_path / "e", "f").x.shape == (0, 1, 2, 2)
+
+
+def _built(tmp_path: Path, n: int = 3, classes=("a", "b")) -> Path:
+    folder = tmp_path / "b"
+    cache.build_cache(folder, "fp", (1, 2, 2), _chunks(_images(n, 1, 2, 2), np.arange(n) % 2, n),
+                      {"classes": list(classes)})
+    return folder
+
+
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.update(changes)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("changes", [
+    {"n": -1}, {"n": True}, {"n": "3"}, {"n": 4}, {"n": 2}, {"shape": [1, 2]}, {"shape": [1, 2, 2, 1]},
+    {"shape": "1,2,2"}, {"shape": [1, 2, True]}, {"shape": [1, 2, 0]}, {"shape": [1, 2, 4097]}, {"shape": [1, 2, 2.0]},
+    {"classes": []}, {"classes": "ab"}, {"classes": ["a"]}, {"version": cache.VERSION + 1}, {"fingerprint": "other"},
+])
+def test_a_cache_whose_meta_does_not_match_its_files_is_not_used(tmp_path, changes):
+    folder = _built(tmp_path)
+    assert cache.open_cache(folder, "fp") is not None
+    _edit_meta(folder, **changes)
+    assert cache.open_cache(folder, "fp") is None
+
+
+def test_meta_limits_are_inclusive(tmp_path):
+    folder = tmp_path / "m"
+    x = _images(1, 1, 1, 4096)
+    cache.build_cache(folder, "fp", (1, 1, 4096), _chunks(x, np.zeros(1, np.int64), 1), {"classes": None})
+    assert cache.open_cache(folder, "fp") is not None  # 4096 and 1 are allowed sizes; classes may be null
+    assert cache._read_meta(folder)["shape"] == [1, 1, 4096]
+    many = [str(i) for i in range(cache.MAX_CLASSES)]
+    _edit_meta(folder, classes=many)
+    assert cache._read_meta(folder) is not None
+    _edit_meta(folder, classes=many + ["x"])
+    assert cache._read_meta(folder) is None
+    _edit_meta(folder, classes=["a"], n=0)
+    assert cache._read_meta(folder)["n"] == 0
+
+
+def test_damaged_cache_files_are_not_used(tmp_path):
+    folder = _built(tmp_path)
+    (folder / "meta.json").write_text("[1, 2]")
+    assert cache.open_cache(folder, "fp") is None
+    (folder / "meta.json").write_text("{not json")
+    assert cache.open_cache(folder, "fp") is None
+    folder = _built(tmp_path / "2")
+    (folder / "meta.json").rename(folder / "m.json")
+    os.symlink(folder / "m.json", folder / "meta.json")
+    assert cache.open_cache(folder, "fp") is None  # a link is not followed
+    for name, value in (("y.npy", np.array([0, 1])), ("y.npy", np.array([0.0, 1.0, 0.0])),
+                        ("y.npy", np.array([0, 2, 1])), ("y.npy", np.array([0, -1, 1])),
+                        ("stats.npy", np.zeros((3, 1, 2), np.float32)), ("stats.npy", np.zeros((3, 2, 2))),
+                        ("stats.npy", np.zeros((2, 1, 2)))):
+        folder = _built(tmp_path / f"{name}-{value.dtype}-{value.shape}-{value.min()}-{value.max()}")
+        np.save(folder / name, value)
+        assert cache.open_cache(folder, "fp") is None, (name, value)
+    folder = _built(tmp_path / "x")
+    with open(folder / "x.u8", "ab") as f:
+        f.write(b"\0")
+    assert cache.open_cache(folder, "fp") is None
+    folder = _built(tmp_path / "nox")
+    (folder / "x.u8").unlink()
+    assert cache.open_cache(folder, "fp") is None
+    folder = _built(tmp_path / "big")
+    with open(folder / "meta.json", "ab") as f:
+        f.truncate((1 << 26) + 1)
+    assert cache._read_meta(folder) is None
+
+
+def test_labels_are_bounded_by_the_classes_or_the_limit():
+    meta = {"classes": ["a", "b"]}
+    assert cache._labels_ok(np.array([0, 1]), 2, meta)
+    assert not cache._labels_ok(np.array([0, 2]), 2, meta)
+    assert cache._labels_ok(np.array([0, 2]), 2, {})
+    assert cache._labels_ok(np.array([cache.MAX_CLASSES - 1]), 1, {"classes": None})
+    assert not cache._labels_ok(np.array([cache.MAX_CLASSES]), 1, {})
+    assert not cache._labels_ok(np.array([-1, 0]), 2, {})
+    assert not cache._labels_ok(np.array([0, 1]), 3, meta)
+    assert not cache._labels_ok(np.array([[0, 1]]), 2, meta)
+    assert cache._labels_ok(np.zeros(0, np.int64), 0, meta)
+
+
+def test_a_wrong_chunk_is_an_internal_error_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "w" / "c"
+    with pytest.raises(DataError, match=r"internal: a chunk of uint8 \(1, 2, 3\), expected uint8 \(1, 2, 2\)"):
+        cache.build_cache(folder, "fp", (1, 2, 2), iter([(np.zeros((1, 1, 2, 3), np.uint8), [0])]), {})
+    with pytest.raises(DataError, match=r"internal: a chunk of float32"):
+        cache.build_cache(folder, "fp", (1, 2, 2), iter([(np.zeros((1, 1, 2, 2), np.float32), [0])]), {})
+    assert os.listdir(folder.parent) == [".c.lock"]
+
+
+def test_stale_temporaries_of_this_cache_only_are_removed(tmp_path):
+    folder = tmp_path / "c"
+    keep = [tmp_path / ".other.tmp-1", tmp_path / ".c.tmpx", tmp_path / "c.tmp-1"]
+    gone = [tmp_path / ".c.tmp-1", tmp_path / ".c.old-99"]
+    for p in keep + gone:
+        p.mkdir()
+        (p / "x").write_text("x")
+    (tmp_path / ".c.tmp-file").write_text("a file, not a build")
+    cache.build_cache(folder, "fp", (1, 1, 1), _chunks(_images(1, 1, 1, 1), np.zeros(1, np.int64), 1), {})
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
+    assert (tmp_path / ".c.tmp-file").exists()
+
+
+def test_a_linked_build_lock_is_refused(tmp_path):
+    target = tmp_path / "t"
+    target.write_text("keep")
+    os.symlink(target, tmp_path / ".c.lock")
+    with pytest.raises(DataError, match=r"^cannot lock the cache .*c \(.*: .*\.c\.lock\); remove that file or set SGTLAB_CACHE"):
+        cache.build_cache(tmp_path / "c", "fp", (1, 1, 1), iter(()), {})
+    assert target.read_text() == "keep"
+
+
+def test_fingerprints_follow_resolved_paths_sizes_and_times(tmp_path, monkeypatch):
+    a = tmp_path / "a.png"
+    a.write_bytes(b"1")
+    fp = cache.fingerprint([a], "k")
+    monkeypatch.chdir(tmp_path)
+    assert cache.fingerprint([Path("a.png")], "k") == fp
+    assert cache.fingerprint([a], "other") != fp and cache.fingerprint([a]) != fp
+    missing = cache.fingerprint([tmp_path / "gone"], "k")
+    assert missing != fp and missing == cache.fingerprint([tmp_path / "gone"], "k")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    assert cache.fingerprint([tmp_path / "dangling"], "k") != cache.fingerprint([tmp_path / "dangling2"], "k")
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert cache.fingerprint([a], "k") != fp
+    t = cache.fingerprint([a], "k")
+    a.write_bytes(b"12")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert cache.fingerprint([a], "k") != t  # the size
+    import hashlib
+    h = hashlib.sha1(f"v{cache.VERSION}|k".encode())
+    assert cache.fingerprint([], "k") == h.hexdigest()
+
+
+def test_the_cache_lives_in_sgtlab_cache_beside_the_data_or_in_the_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGTLAB_CACHE", raising=False)
+    (tmp_path / "data").mkdir()
+    d = cache.cache_dir(tmp_path / "data", "size=8")
+    assert d.parent == tmp_path / ".sgtlab-cache" and d.name.startswith("data-") and len(d.name) == len("data-") + 12
+    assert os.listdir(tmp_path / ".sgtlab-cache") == []  # the probe is gone
+    assert cache.cache_dir(tmp_path / "data", "size=16") != d
+    monkeypatch.chdir(tmp_path)
+    assert cache.cache_dir(Path("data"), "size=8") == d  # resolved
+    monkeypatch.setenv("SGTLAB_CACHE", "~/cc")
+    assert cache.cache_root(tmp_path) == Path.home() / "cc"
+    monkeypatch.setenv("SGTLAB_CACHE", "")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / ".sgtlab-cache").write_text("a file in the way")
+    assert cache.cache_root(tmp_path / "ro") == Path.home() / ".cache" / "sgtlab" / "cache"
