@@ -527,3 +527,229 @@ def test_the_cache_lives_in_sgtlab_cache_beside_the_data_or_in_the_home(tmp_path
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / ".sgtlab-cache").write_text("a file in the way")
     assert cache.cache_root(tmp_path / "ro") == Path.home() / ".cache" / "sgtlab" / "cache"
+
+
+# -- image folders ---------------------------------------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from sgtlab.data import folder as fo  # noqa: E402
+
+
+def _img(path: Path, a: np.ndarray, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path, format=fmt)
+    return path
+
+
+def _tree(root: Path, counts: dict[str, int], size=(10, 12), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c, n in counts.items():
+        for i in range(n):
+            _img(root / c / f"{i:02d}.png", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return root
+
+
+def test_default_models_by_image_size():
+    assert fo.default_model(1, 28) == "sgt-cnn"
+    assert fo.default_model(1, 29) == "resnet18-cifar"
+    assert fo.default_model(3, 28) == "resnet18-cifar"
+    assert fo.default_model(3, 32) == "resnet18-cifar"
+    assert fo.default_model(3, 33) == "resnet18"
+    assert fo.default_model(1, 64) == "resnet18"
+
+
+def test_classes_and_files_skip_hidden_ones_and_system_files(tmp_path):
+    for d in ("b", "a", ".hidden", "a/sub", "a/.git"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "file.png").write_bytes(b"x")
+    for f in ("a/2.png", "a/1.png", "a/.ds", "a/Thumbs.db", "a/desktop.ini", "a/sub/0.png", "a/.git/x.png", "b/z.png"):
+        (tmp_path / f).write_bytes(b"x")
+    assert fo._classes(tmp_path) == ["a", "b"]
+    assert fo._files(tmp_path / "a") == [tmp_path / "a" / "1.png", tmp_path / "a" / "2.png", tmp_path / "a" / "sub" / "0.png"]
+    paths, labels = fo.list_images(tmp_path, ["a", "missing", "b"])
+    assert paths[-1] == tmp_path / "b" / "z.png" and labels.tolist() == [0, 0, 0, 2] and labels.dtype == np.int64
+
+
+def test_decode_cuts_the_centre_square_before_it_resizes(tmp_path):
+    a = np.zeros((2, 6, 3), np.uint8)
+    a[:, :, 0] = np.arange(6) * 40  # columns 0..5
+    wide = _img(tmp_path / "w.png", a)
+    out = fo.decode(wide, 2, 3)
+    assert out.shape == (3, 2, 2) and out[0].tolist() == [[80, 120], [80, 120]]  # columns 2 and 3
+    tall = _img(tmp_path / "t.png", a.transpose(1, 0, 2).copy())  # 6 rows x 2 columns
+    assert fo.decode(tall, 2, 3)[0].tolist() == [[80, 80], [120, 120]]
+    grey = fo.decode(wide, 2, 1)
+    assert grey.shape == (1, 2, 2) and grey.dtype == np.uint8
+    want = np.asarray(Image.fromarray(a).convert("L").crop((2, 0, 4, 2)))
+    assert np.array_equal(grey[0], want)
+    big = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    p = _img(tmp_path / "b.png", big)
+    want = np.asarray(Image.fromarray(big).crop((4, 0, 16, 12)).resize((5, 5), Image.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(fo.decode(p, 5, 3), want)
+    g = _img(tmp_path / "g.png", big[:, :, 0])  # grey file, three channels asked: replicated
+    out = fo.decode(g, 12, 3)
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[0], big[:, 4:16, 0])
+
+
+def test_decode_refuses_images_over_the_pixel_limit_from_the_header(tmp_path, monkeypatch):
+    p = _img(tmp_path / "p.png", np.zeros((3, 4, 3), np.uint8))
+    monkeypatch.setattr(fo, "MAX_PIXELS", 12)
+    assert fo.decode(p, 3, 3).shape == (3, 3, 3)
+    monkeypatch.setattr(fo, "MAX_PIXELS", 11)
+    with pytest.raises(ValueError, match=r"^an image of 4 x 3 pixels \(the limit is 11 pixels\)$"):
+        fo.decode(p, 3, 3)
+    img, err = fo._try_decode((p, 3, 3))
+    assert img is None and err == "ValueError: an image of 4 x 3 pixels (the limit is 11 pixels)"
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    img, err = fo._try_decode((tmp_path / "bad.png", 3, 3))
+    assert img is None and err.startswith("UnidentifiedImageError: ")
+    monkeypatch.setattr(fo, "MAX_PIXELS", 12)
+    img, err = fo._try_decode((p, 3, 1))
+    assert err is None and img.shape == (1, 3, 3)
+
+
+def test_decode_reads_jpegs_at_a_reduced_scale(tmp_path):
+    rng = np.random.default_rng(2)
+    a = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 64 x 64
+    p = _img(tmp_path / "j.jpg", a, "JPEG")
+    with Image.open(p) as im:
+        im.draft("RGB", (8, 8))
+        want = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+        assert im.size == (8, 8)
+    assert np.array_equal(fo.decode(p, 8, 3), want)
+
+
+def test_bad_files_stop_the_decoding_or_are_skipped_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(fo, "CHUNK", 2)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        if i in (1, 3):
+            p.write_bytes(b"broken")
+        else:
+            _img(p, np.full((4, 4, 3), 10 * i, np.uint8))
+        paths.append(p)
+    labels = np.arange(5)
+    bad: list[int] = []
+    got = list(fo._decoded_chunks(paths, labels, 4, 3, True, bad, "w"))
+    assert bad == [1, 3]
+    assert [c[1].tolist() for c in got] == [[0], [2], [4]]
+    assert [int(c[0][0, 0, 0, 0]) for c in got] == [0, 20, 40]
+    with pytest.raises(DataError, match=r"^w: .*1.png is not a readable image \(UnidentifiedImageError: .*\); remove it, or add ',skip-bad'"):
+        list(fo._decoded_chunks(paths, labels, 4, 3, False, [], "w"))
+    bad = []
+    assert list(fo._decoded_chunks(paths[1:2], labels[1:2], 4, 3, True, bad, "w")) == [] and bad == [0]
+
+
+def test_split_folders_by_their_names(tmp_path):
+    (tmp_path / "train").mkdir()
+    assert fo._split_dirs(tmp_path) is None
+    (tmp_path / "validation").mkdir()
+    assert fo._split_dirs(tmp_path) == {"train": tmp_path / "train", "test": tmp_path / "validation"}
+    (tmp_path / "test").mkdir()
+    (tmp_path / "val").mkdir()
+    assert fo._split_dirs(tmp_path)["test"] == tmp_path / "val"
+    (tmp_path / "val").rmdir()
+    assert fo._split_dirs(tmp_path)["test"] == tmp_path / "test"
+    (tmp_path / "train").rmdir()
+    assert fo._split_dirs(tmp_path) is None
+
+
+def test_an_image_folder_with_a_made_split(tmp_path, capsys):
+    root = _tree(tmp_path / "imgs", {"cat": 5, "dog": 5})
+    (root / "dog" / "zz.png").write_bytes(b"broken")  # the last file: a test image or a train one
+    f = fo.ImageFolder(f"folder:{root},size=8,test=0.4,skip-bad")
+    assert (f.size, f.channels, f.test, f.skip_bad) == (8, 3, 0.4, True)
+    assert f.classes == ["cat", "dog"] and f.origin == "a seeded stratified split, test fraction 0.4"
+    tr, te = f.load("train"), f.load("test")
+    assert len(tr) + len(te) == 10 and len(te) == 4 and torch.bincount(te.y).tolist() == [2, 2]
+    assert "skipped 1 unreadable file(s) (first: " in capsys.readouterr().err
+    meta = f.caches["train"].meta
+    assert meta["n_train"] == len(tr) and meta["skipped"] == [str(root / "dog" / "zz.png")]
+    assert meta["classes"] == ["cat", "dog"] and meta["size"] == 8 and meta["channels"] == 3
+    info = f.info()
+    assert info.shape == (3, 8, 8) and info.num_classes == 2 and info.classes == ("cat", "dog")
+    assert info.default_model == "resnet18-cifar"
+    assert info.description == f"image folder {root}: 2 classes, 8 px, a seeded stratified split, test fraction 0.4"
+    px = tr.pixels.numpy().astype(np.float64) / 255
+    want = px.transpose(1, 0, 2, 3).reshape(3, -1).mean(1)
+    assert np.allclose(info.mean, want, atol=1e-4)  # the training images only
+    assert info.loader("test").y.tolist() == te.y.tolist()
+    assert fo.resolve(f"folder:{root},size=8,test=0.4,skip-bad").mean == info.mean
+    again = fo.ImageFolder(f"folder:{root},size=8,test=0.4,skip-bad")  # from the cache, no second message
+    assert capsys.readouterr().err == "" and again.load("train").y.tolist() == tr.y.tolist()
+
+
+def test_defaults_and_bounds_of_the_options(tmp_path):
+    root = _tree(tmp_path / "i", {"a": 5, "b": 5}, size=(8, 8))
+    f = fo.ImageFolder(f"folder:{root},size=8")
+    assert (f.channels, f.test, f.skip_bad) == (3, 0.2, False) and len(f.load("test")) == 2
+    assert fo.DEFAULT_SIZE == 224 and fo.TEST_FRACTION == 0.2
+    assert fo.ImageFolder(f"folder:{root},size=1024").size == 1024
+    for opts, msg in (("size=7", "size must be in 8..1024, got 7"), ("size=1025", "size must be in 8..1024, got 1025"),
+                      ("channels=2", "channels must be 1 or 3, got 2"), ("test=0", r"test must be a fraction in \(0, 1\), got 0.0"),
+                      ("test=1", "got 1.0")):
+        with pytest.raises(DataError, match=msg):
+            fo.ImageFolder(f"folder:{root},{opts}")
+    assert fo.ImageFolder(f"folder:{root},size=8,channels=1").load().pixels.shape[1:] == (1, 8, 8)
+    with pytest.raises(DataError, match="i/a/00.png is not a folder; give a folder of class folders"):
+        fo.ImageFolder(f"folder:{root / 'a' / '00.png'},size=8")
+
+
+def test_an_image_folder_with_its_own_split(tmp_path):
+    _tree(tmp_path / "s" / "train", {"a": 2, "b": 3})
+    _tree(tmp_path / "s" / "test", {"a": 1, "b": 1}, seed=1)
+    f = fo.ImageFolder(f"folder:{tmp_path / 's'},size=8")
+    assert f.origin == "the folder's own split" and f.classes == ["a", "b"]
+    assert f.load("train").y.tolist() == [0, 0, 1, 1, 1] and f.load("test").y.tolist() == [0, 1]
+    assert f.caches["train"] is not f.caches["test"]
+    _tree(tmp_path / "t" / "train", {"a": 2, "b": 3})
+    _tree(tmp_path / "t" / "val", {"a": 1, "c": 1, "d": 1})
+    with pytest.raises(DataError, match=r"t/val has classes that .*t/train lacks: c, d$"):
+        fo.ImageFolder(f"folder:{tmp_path / 't'},size=8")
+    _tree(tmp_path / "u" / "train", {"a": 2, "b": 3})
+    (tmp_path / "u" / "val" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no image files under .*u/val/<class>/"):
+        fo.ImageFolder(f"folder:{tmp_path / 'u'},size=8")
+
+
+def test_too_few_or_too_many_classes_and_empty_splits_are_refused(tmp_path, monkeypatch):
+    one = _tree(tmp_path / "one", {"a": 4})
+    with pytest.raises(DataError, match=r"found 1 class folder\(s\) in .*one; the layout is PATH/<class>/<image>"):
+        fo.ImageFolder(f"folder:{one},size=8")
+    three = _tree(tmp_path / "three", {"a": 2, "b": 2, "c": 2})
+    monkeypatch.setattr(fo, "MAX_CLASSES", 2)
+    with pytest.raises(DataError, match="3 class folders in .*three, more than the 2 a model can have"):
+        fo.ImageFolder(f"folder:{three},size=8")
+    monkeypatch.setattr(fo, "MAX_CLASSES", 3)
+    assert len(fo.ImageFolder(f"folder:{three},size=8").classes) == 3
+    single = _tree(tmp_path / "single", {"a": 1, "b": 1})
+    with pytest.raises(DataError, match="the test split is empty .each class needs two images or more"):
+        fo.ImageFolder(f"folder:{single},size=8")
+    _tree(tmp_path / "own" / "train", {"a": 1, "b": 1})
+    (tmp_path / "own" / "val" / "a").mkdir(parents=True)
+    (tmp_path / "own" / "val" / "a" / "x.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="the test split is empty"):
+        fo.ImageFolder(f"folder:{tmp_path / 'own'},size=8,skip-bad")
+
+
+@pytest.mark.parametrize("n_train", [None, True, "3", -1, 11])
+def test_a_cache_without_a_valid_n_train_is_damaged(tmp_path, n_train):
+    root = _tree(tmp_path / "imgs", {"a": 5, "b": 5}, size=(8, 8))
+    f = fo.ImageFolder(f"folder:{root},size=8")
+    assert len(f.load("train")) == 8
+    meta_path = next((tmp_path / ".sgtlab-cache").glob("imgs-*/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["n_train"] = n_train
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="the image cache of .* is damaged .its meta.json has no valid n_train."):
+        fo.ImageFolder(f"folder:{root},size=8")
+    meta["n_train"] = 10  # every image in train: the test split is empty, refused as such
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="the test split is empty"):
+        fo.ImageFolder(f"folder:{root},size=8")
+    meta["n_train"] = 0
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="the train split is empty"):
+        fo.ImageFolder(f"folder:{root},size=8")
