@@ -1,0 +1,237 @@
+"""experiments.store and experiments.runner (issue 28's mutation round): the results table, run
+rows, identity checks and the replacement rule, on folders written here."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sgtlab.errors import SgtlabError
+from sgtlab.experiments import store
+from sgtlab.experiments.store import _parse_row
+from sgtlab.io import LinkRefused
+
+
+def test_csv_cells_are_parsed_back_to_their_types():
+    assert _parse_row({"a": "", "b": "True", "c": "False", "d": "-3", "e": "0.5", "f": "st", "g": None,
+                       "h": "1e-3", "i": "nan", "j": "-x", "k": "12"}) == \
+        {"a": None, "b": True, "c": False, "d": -3, "e": 0.5, "f": "st", "g": None, "h": 0.001,
+         "j": "-x", "k": 12, "i": pytest.approx(float("nan"), nan_ok=True)}
+    assert isinstance(_parse_row({"k": "12"})["k"], int) and isinstance(_parse_row({"k": "1.0"})["k"], float)
+
+
+def test_the_table_keeps_one_row_per_run_in_the_given_order(tmp_path):
+    assert store.read_results(tmp_path) == []
+    store.record_result(tmp_path, {"run": "b", "x": 1}, ["a", "b"])
+    store.record_result(tmp_path, {"run": "z", "y": "t"}, ["a", "b"])
+    store.record_result(tmp_path, {"run": "a", "x": 2.5}, ["a", "b"])
+    store.record_result(tmp_path, {"run": "b", "x": 3}, ["a", "b"])  # replaced, not added
+    rows = store.read_results(tmp_path)
+    assert rows == [{"run": "a", "x": 2.5, "y": None}, {"run": "b", "x": 3, "y": None},
+                    {"run": "z", "x": None, "y": "t"}]
+    assert (tmp_path / "results.csv").read_text().splitlines() == ["run,x,y", "a,2.5,", "b,3,", "z,,t"]
+    assert store.csv_text([{"b": 1}, {"a": 2, "b": 3}]) == "b,a\r\n1,\r\n3,2\r\n"
+
+
+def test_a_damaged_or_linked_table_is_one_line(tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"run,x\n\xff\xfe,1\n")
+    with pytest.raises(SgtlabError, match=r"results.csv is damaged \(UnicodeDecodeError\); delete it: it is rebuilt"):
+        store.read_results(tmp_path)
+    (tmp_path / "results.csv").write_text("run\n" + "a" * 200_000 + "\n")  # over csv's field limit
+    with pytest.raises(SgtlabError, match=r"damaged \(Error\)"):
+        store.read_results(tmp_path)
+    other = tmp_path / "o"
+    other.mkdir()
+    os.symlink(tmp_path / "results.csv", other / "results.csv")
+    with pytest.raises(LinkRefused):
+        store.read_results(other)
+    os.symlink(tmp_path / "nowhere.csv", tmp_path / "dangling")
+    d = tmp_path / "d"
+    d.mkdir()
+    os.symlink(tmp_path / "nowhere.csv", d / "results.csv")  # a dangling link is still refused
+    with pytest.raises(LinkRefused):
+        store.read_results(d)
+
+
+def test_stored_results_become_columns():
+    rob = {"clean_accuracy": 0.9, "robust_accuracy": {"pgd": {"0.1": 0.5, "0.30000": 0.2}, "fgsm": {"0.1": 0.6}}}
+    assert store.robustness_columns(rob) == {"clean_accuracy": 0.9, "rob:pgd:0.1": 0.5, "rob:pgd:0.3": 0.2,
+                                             "rob:fgsm:0.1": 0.6}
+    assert store.checks_columns({"a": {"passed": True}, "b": {"passed": None}}) == {"check:a": True, "check:b": None}
+    assert store.saliency_columns({"summary": {"grad": {"aopc": 0.1, "gini": 0.2}, "ig": {"aopc": 0.3}}}) == \
+        {"sal:grad:aopc": 0.1, "sal:grad:gini": 0.2, "sal:ig:aopc": 0.3}
+
+
+def test_the_final_loss_prefers_clean_ce_then_adversarial_then_total():
+    assert store.final_loss({"train": {"ce": 1, "ce_adv": 2, "loss": 3}}) == 1.0
+    assert store.final_loss({"train": {"ce": True, "ce_adv": 2.5, "loss": 3}}) == 2.5
+    assert store.final_loss({"train": {"ce": "x", "loss": 3}}) == 3.0
+    assert isinstance(store.final_loss({"train": {"loss": 3}}), float)
+    assert store.final_loss({"train": {}}) is None
+    assert store.final_loss({"train": [1]}) is None
+    assert store.final_loss({}) is None
+    assert store.final_loss(None) is None
+
+
+def _run(folder: Path, **files) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in files.items():
+        name = name.replace("_", ".", 1) if name != "metrics" else "metrics.jsonl"
+        (folder / name).write_text(value if isinstance(value, str) else json.dumps(value))
+    return folder
+
+
+ROB = {"clean_accuracy": 0.8, "robust_accuracy": {"pgd": {"0.1": 0.4}}, "n": 50}
+CFG = {"method": "sgt", "seed": 3, "dataset": "mnist", "model": "sgt-cnn", "epochs": 2}
+
+
+def test_a_run_folder_is_one_row(tmp_path):
+    run = _run(tmp_path / "r", config_json=CFG, robustness_json=ROB,
+               checks_json={"c": {"passed": False}}, interpretability_json={"summary": {"grad": {"gini": 0.5}}},
+               provenance_json={"sgtlab": "1.0", "run": "not this"},
+               metrics='{"epoch": 1, "test_accuracy": 0.5}\nnot json\n[1]\n{"epoch": 2, "test_accuracy": 0.7, '
+                       '"train": {"ce": 0.3}}\n{"broken\n')
+    row = store.row_from_run(run)
+    assert row == {"run": "not this", "label": "sgt", "method": "sgt", "seed": 3, "dataset": "mnist",
+                   "model": "sgt-cnn", "epochs": 2, "clean_accuracy": 0.8, "rob:pgd:0.1": 0.4, "n_test": 50,
+                   "sweep": "nested", "check:c": False, "sal:grad:gini": 0.5, "train_test_accuracy": 0.7,
+                   "final_loss": 0.3, "num_classes": None, "sgtlab": "1.0", "folder": str(run)}
+    assert store.row_from_run(_run(tmp_path / "s", robustness_json={**ROB, "from_scratch": True}), "nm")["sweep"] == \
+        "from-scratch"
+    row = store.row_from_run(_run(tmp_path / "t", config_json={}, metrics='{"test_accuracy": 0.6}\n'), "mine")
+    assert row["run"] == "mine" and row["clean_accuracy"] == 0.6 and row["method"] == "?" and row["label"] == "?"
+    assert "n_test" not in row and row["final_loss"] is None and row["folder"] == str(tmp_path / "t")
+
+
+def test_a_run_without_an_accuracy_or_not_a_run_is_one_line(tmp_path):
+    run = _run(tmp_path / "r", config_json=CFG, metrics='{"epoch": 1, "test_accuracy": null}\n')
+    with pytest.raises(SgtlabError, match=f"^{run} has no accuracy to report: run `sgtlab attack {run}`"):
+        store.row_from_run(run)
+    with pytest.raises(SgtlabError, match="has no accuracy"):
+        store.row_from_run(_run(tmp_path / "c", config_json=CFG))
+    (tmp_path / "empty").mkdir()
+    for p in (tmp_path / "empty", tmp_path / "missing", tmp_path / "r" / "config.json"):
+        with pytest.raises(SgtlabError, match="is not a run folder .no config.json, checkpoint.safetensors"):
+            store.row_from_run(p)
+    for name in ("config.json", "checkpoint.safetensors", "result.json", "robustness.json", "interpretability.json"):
+        d = tmp_path / f"only-{name}"
+        d.mkdir()
+        (d / name).write_text("{}")
+        assert store.is_run(d), name
+    assert not store.is_run(tmp_path / "empty")
+
+
+def test_a_finished_reproduce_run_gives_its_own_row(tmp_path):
+    run = _run(tmp_path / "runs" / "st-s0", result_json={"run": "st-s0", "clean_accuracy": 0.9, "seed": 0},
+               config_json=CFG)
+    assert store.row_from_run(run) == {"run": "st-s0", "clean_accuracy": 0.9, "seed": 0, "folder": str(run)}
+    assert store.row_from_run(run, "other")["run"] == "other"
+    bare = _run(tmp_path / "bare", result_json={"clean_accuracy": 0.9})
+    assert store.row_from_run(bare)["run"] == "bare"
+
+
+def test_damaged_or_linked_run_files_are_one_line(tmp_path):
+    run = _run(tmp_path / "r", config_json="{oops", robustness_json=ROB)
+    with pytest.raises(SgtlabError, match="config.json is damaged or unreadable"):
+        store.row_from_run(run)
+    run = _run(tmp_path / "l", robustness_json=ROB)
+    os.symlink(tmp_path / "r" / "robustness.json", run / "checks.json")
+    with pytest.raises(LinkRefused):
+        store.row_from_run(run)
+    run = _run(tmp_path / "m", robustness_json=ROB)
+    os.symlink(tmp_path / "nowhere", run / "metrics.jsonl")
+    with pytest.raises(LinkRefused):
+        store.row_from_run(run)
+    run = _run(tmp_path / "b", robustness_json=ROB)
+    (run / "metrics.jsonl").write_bytes(b'{"test_accuracy": 0.5, "x": "\xff"}\n')
+    assert store.row_from_run(run)["train_test_accuracy"] == 0.5  # undecodable bytes replaced
+    deep = "[" * 100000 + "]" * 100000
+    (run / "metrics.jsonl").write_text('{"test_accuracy": 0.25}\n' + deep + "\n")
+    assert store.row_from_run(run)["train_test_accuracy"] == 0.25
+
+
+def test_names_of_runs_from_folders_are_unique(tmp_path):
+    a = tmp_path / "x" / "run"
+    b = tmp_path / "y" / "run"
+    c = tmp_path / "x" / "other"
+    assert store._unique_names([a, c]) == ["run", "other"]
+    assert store._unique_names([a, b, c]) == ["x/run", "y/run", "x/other"]
+    assert store._unique_names([a, a]) == ["0:x/run", "1:x/run"]
+    assert store._unique_names([]) == []
+
+
+def test_rows_from_run_and_experiment_folders(tmp_path):
+    exp = tmp_path / "exp"
+    store.record_result(exp, {"run": "st-s0", "clean_accuracy": 0.5}, ["st-s0"])
+    r1 = _run(tmp_path / "a" / "run", robustness_json=ROB)
+    r2 = _run(tmp_path / "b" / "run", robustness_json=ROB)
+    rows = store.rows_from_folders([exp, r1, r2])
+    assert [r["run"] for r in rows] == ["st-s0", "a/run", "b/run"]
+    assert rows[0]["folder"] == str(exp / "runs" / "st-s0")
+    rows = store.rows_from_folders([exp, exp])
+    assert [r["run"] for r in rows] == ["st-s0", f"st-s0 ({exp / 'runs' / 'st-s0'})"]
+    (tmp_path / "bare" / "runs").mkdir(parents=True)
+    with pytest.raises(SgtlabError, match="bare is an experiment folder without finished runs .no results.csv."):
+        store.rows_from_folders([tmp_path / "bare"])
+    (tmp_path / "bare" / "runs").rmdir()
+    with pytest.raises(SgtlabError, match="is not a run folder"):
+        store.rows_from_folders([tmp_path / "bare"])
+    with pytest.raises(SgtlabError, match="^no runs to report$"):
+        store.rows_from_folders([])
+    _run(r1, config_json=CFG)
+    (r1 / "runs").mkdir()
+    assert store.rows_from_folders([r1])[0]["method"] == "sgt"  # a run folder with a runs/ inside is a run
+
+
+def test_a_finished_result_is_replaced_only_by_the_same_request_or_with_overwrite(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    req = {"eps": [0.1], "n": 50, "data": {"data": "/a"}}
+    old = lambda stored: stored.get("request")  # noqa: E731
+    store.check_replace(run, "robustness.json", req, old, False, "evaluation")  # nothing there yet
+    (run / "robustness.json").write_text(json.dumps({"request": req}))
+    store.check_replace(run, "robustness.json", req, old, False, "evaluation")  # the same: fine
+    with pytest.raises(SgtlabError, match=r"robustness.json holds a finished evaluation of another evaluation "
+                                          r"\(differs in eps: \[0.1\] -> \[0.2\], n: 50 -> 60\); it is kept: pass --overwrite"):
+        store.check_replace(run, "robustness.json", {**req, "n": 60, "eps": [0.2]}, old, False, "evaluation")
+    with pytest.raises(SgtlabError, match=r"\(the data it names has changed since\)"):
+        store.check_replace(run, "robustness.json", {**req, "data": {"data": "/b"}}, old, False, "evaluation")
+    with pytest.raises(SgtlabError, match=r"differs in attack: null -> pgd\)"):
+        store.check_replace(run, "robustness.json", {**req, "attack": "pgd"}, old, False, "evaluation")
+    store.check_replace(run, "robustness.json", {**req, "n": 60}, old, True, "evaluation")
+    (run / "robustness.json").write_text(json.dumps({"other": 1}))
+    with pytest.raises(SgtlabError, match=r"\(written by an older sgtlab or another command, so it cannot be compared\)"):
+        store.check_replace(run, "robustness.json", req, old, False, "saliency evaluation")
+    (run / "result.json").write_text("{}")
+    with pytest.raises(SgtlabError, match=r"is a finished run of `sgtlab reproduce`, whose checks.json belongs to its "
+                                          r"experiment: pass --out for this attack's results"):
+        store.check_replace(run, "checks.json", req, old, False, "attack")
+    store.check_replace(run, "checks.json", req, old, True, "attack")
+    os.symlink(tmp_path / "x", run / "link.json")
+    with pytest.raises(LinkRefused):
+        store.check_replace(run, "link.json", req, old, True, "attack")
+
+
+def test_differences_are_listed_by_dotted_key_and_briefly():
+    d = store._diffs({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}, {"a": 1, "b": {"c": 5, "d": 3}, "f": "x"})
+    assert d == [("b.c", 2, 5), ("e", [1], None), ("f", None, "x")]
+    assert store._diffs({"a": {"b": 1}}, {"a": 2}) == [("a", {"b": 1}, 2)]
+    assert store._brief("k", "x" * 50, [1, 2]) == f"k: {'x' * 40} -> [1, 2]"
+    assert store._brief("k", Path("/p"), None) == 'k: "/p" -> null'
+
+
+def test_a_run_may_take_attack_results_unless_it_is_a_finished_reproduce_run(tmp_path):
+    assert not store.writable_run(tmp_path / "missing")
+    (tmp_path / "f").write_text("x")
+    assert not store.writable_run(tmp_path / "f")
+    assert store.writable_run(tmp_path)
+    (tmp_path / "result.json").write_text("{}")
+    assert not store.writable_run(tmp_path)
+    assert store.is_complete(tmp_path.parent.parent, tmp_path.name) is False
+    assert store.run_dir(tmp_path, "a") == tmp_path / "runs" / "a"
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    assert not store.is_complete(tmp_path, "a")
+    (tmp_path / "runs" / "a" / "result.json").write_text("{}")
+    assert store.is_complete(tmp_path, "a")
