@@ -235,3 +235,149 @@ def test_a_run_may_take_attack_results_unless_it_is_a_finished_reproduce_run(tmp
     assert not store.is_complete(tmp_path, "a")
     (tmp_path / "runs" / "a" / "result.json").write_text("{}")
     assert store.is_complete(tmp_path, "a")
+
+
+# -- the runner, its stages replaced by stand-ins (the real ones: tests/test_run_identity.py) -------
+
+from sgtlab.experiments import runner  # noqa: E402
+from sgtlab.experiments.presets import apply_overrides, expand, load_preset  # noqa: E402
+from sgtlab.io import folder_lock, read_json  # noqa: E402
+
+TINY = ["train.epochs=1", "train.train_subset=64", "attack.n=40", "attack.eps=[0.1]", "attack.attacks=[fgsm]",
+        "attack.checks=false", "explain.methods=[]", "seeds=[0,1]",
+        "methods=[{label: ST, method: st}, {label: SGT, method: sgt}]"]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """fit, the model loader and the evaluation stages replaced by stand-ins that record their calls."""
+    import sgtlab.experiments.label_sanity as ls
+    import sgtlab.train as train_pkg
+    import sgtlab.train.checkpoint as ckpt
+
+    calls: dict[str, list] = {"fit": [], "rob": [], "sal": [], "sanity": []}
+
+    def fit(cfg, folder, resume=False, progress=True):
+        calls["fit"].append((cfg.method, cfg.seed, Path(folder), resume, progress))
+        return {"test_accuracy": 0.7 + cfg.seed / 100, "train": {"ce": 0.4, "loss": 0.9}}
+
+    def rob(model, cfg, attack, folder, progress, times):
+        calls["rob"].append((model, attack, Path(folder), progress))
+        times["attack"] = 1.234
+        return {"clean_accuracy": 0.9, "rob:fgsm:0.1": 0.5}
+
+    def sal(model, cfg, explain, attack, folder, progress):
+        calls["sal"].append((model, explain, attack, Path(folder)))
+        return {"sal:grad:gini": 0.3}
+
+    monkeypatch.setattr(train_pkg, "fit", fit)
+    monkeypatch.setattr(ckpt, "load_model", lambda folder, dev: ("model", {"arch": {"model": "tiny", "num_classes": 7}}))
+    monkeypatch.setattr(runner, "robustness_stage", rob)
+    monkeypatch.setattr(runner, "interpretability_stage", sal)
+    monkeypatch.setattr(runner, "provenance", lambda dev: {"sgtlab": "test", "device": dev})
+    monkeypatch.setattr(runner, "device", lambda d: f"dev-{d}")
+    monkeypatch.setattr(ls, "label_sanity_stage", lambda cfg, root: calls["sanity"].append((cfg, Path(root))))
+    return calls
+
+
+def _cfg(*more: str) -> dict:
+    return apply_overrides(load_preset("quick"), [*TINY, *more])
+
+
+def test_a_run_is_trained_evaluated_and_recorded_once(tmp_path, fake):
+    spec = expand(_cfg())[1]
+    row = runner.execute_run(spec, tmp_path)
+    folder = tmp_path / "runs" / spec.name
+    assert fake["fit"] == [(spec.train["method"], spec.seed, folder, True, False)]
+    assert fake["rob"] == [("model", spec.attack, folder, False)]
+    assert fake["sal"] == [("model", spec.explain, spec.attack, folder)]
+    assert {k: row[k] for k in ("run", "label", "method", "seed", "dataset", "model", "epochs", "train_subset",
+                                "config_hash", "clean_accuracy", "rob:fgsm:0.1", "sal:grad:gini", "train_test_accuracy",
+                                "final_loss", "num_classes", "seconds_attack", "sgtlab", "device")} == \
+        {"run": spec.name, "label": spec.label, "method": spec.train["method"], "seed": spec.seed,
+         "dataset": spec.train["dataset"], "model": "tiny", "epochs": 1, "train_subset": 64,
+         "config_hash": spec.config_hash(), "clean_accuracy": 0.9, "rob:fgsm:0.1": 0.5, "sal:grad:gini": 0.3,
+         "train_test_accuracy": 0.7, "final_loss": 0.4, "num_classes": 7, "seconds_attack": 1.23,
+         "sgtlab": "test", "device": f"dev-{spec.train['device']}"}
+    assert set(row) >= {"seconds_train", "seconds_explain", "seconds"}
+    assert row["seconds"] >= row["seconds_train"] >= 0 and row["seconds_explain"] >= 0
+    assert read_json(folder / "result.json") == row
+    assert read_json(folder / "run.json") == {"config_hash": spec.config_hash(), **json.loads(json.dumps(spec.identity()))}
+    assert runner.execute_run(spec.to_dict(), tmp_path) == row  # finished: read back, nothing redone
+    assert len(fake["fit"]) == 1 and len(fake["rob"]) == 1
+
+
+def test_a_run_folder_of_other_options_or_without_identity_is_refused(tmp_path, fake):
+    spec = expand(_cfg())[0]
+    folder = tmp_path / "runs" / spec.name
+    runner.check_identity(folder, spec)  # nothing there: fine
+    runner.execute_run(spec, tmp_path)
+    runner.check_identity(folder, spec)  # the same options: fine
+    other = expand(_cfg("train.lr=0.5", "train.momentum=0.5", "attack.n=30"))[0]
+    with pytest.raises(SgtlabError, match=rf"^{folder} holds a run made with other options \(attack.n: 40 -> 30; "
+                                          r"train.lr: .* -> 0.5; train.momentum: .* -> 0.5\); its results are not reused"):
+        runner.execute_run(other, tmp_path)
+    many = expand(_cfg(*[f"train.{k}={v}" for k, v in (("lr", 0.5), ("momentum", 0.5), ("weight_decay", 0.1),
+                                                        ("batch_size", 7), ("epochs", 3), ("train_subset", 65),
+                                                        ("eval_subset", 9))]))[0]
+    with pytest.raises(SgtlabError) as e:
+        runner.check_identity(folder, many)
+    assert str(e.value).split("(", 1)[1].split(")", 1)[0].count(";") == 5  # six differences named
+    ident = read_json(folder / "run.json")
+    (folder / "run.json").write_text(json.dumps({**ident, "config_hash": "0" * 16}))  # same options, other hash
+    with pytest.raises(SgtlabError, match=r"holds a run made with other options \(see run.json\)"):
+        runner.check_identity(folder, spec)
+    (folder / "run.json").unlink()
+    with pytest.raises(SgtlabError, match=rf"^{folder} holds a run without run.json \(made by an older sgtlab\)"):
+        runner.check_identity(folder, spec)
+    (folder / "result.json").unlink()
+    (folder / "checkpoint.safetensors").write_bytes(b"x")
+    with pytest.raises(SgtlabError, match="holds a run without run.json"):
+        runner.check_identity(folder, spec)
+    (folder / "checkpoint.safetensors").unlink()
+    runner.check_identity(folder, spec)
+
+
+def test_an_experiment_runs_what_is_missing_and_records_every_row_in_order(tmp_path, fake):
+    cfg = _cfg()
+    specs = expand(cfg)
+    runner.execute_run(specs[2], tmp_path)  # finished before a crash, never recorded in the table
+    rows = runner.run_experiment(cfg, tmp_path, progress=False)
+    assert [r["run"] for r in rows] == [s.name for s in specs]
+    assert len(fake["fit"]) == 4 and sorted(f[1] for f in fake["fit"]) == [0, 0, 1, 1]
+    assert fake["sanity"] == [(cfg, tmp_path)]
+    assert read_json(tmp_path / "experiment.json") == json.loads(json.dumps(cfg))
+    assert not (tmp_path / ".sgtlab.lock").exists()
+    again = runner.run_experiment(cfg, tmp_path, progress=False)
+    assert again == rows and len(fake["fit"]) == 4  # nothing redone
+
+
+def test_the_experiment_folder_is_locked_unless_the_caller_holds_it(tmp_path, fake):
+    cfg = _cfg("seeds=[0]")
+    with folder_lock(tmp_path, "experiment folder"):
+        with pytest.raises(SgtlabError, match="the experiment folder .* is in use by another sgtlab command"):
+            runner.run_experiment(cfg, tmp_path, progress=False)
+        assert fake["fit"] == []
+        assert len(runner.run_experiment(cfg, tmp_path, progress=False, lock=False)) == 2
+    bad = {**cfg, "seeds": "x"}
+    with pytest.raises(SgtlabError):
+        runner.run_experiment(bad, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()  # refused before the folder is made
+
+
+def test_a_changed_option_is_refused_before_any_run_and_another_experiment_too(tmp_path, fake):
+    cfg = _cfg("seeds=[0]")
+    runner.run_experiment(cfg, tmp_path, progress=False)
+    n = len(fake["fit"])
+    with pytest.raises(SgtlabError, match="holds a run made with other options"):
+        runner.run_experiment(_cfg("seeds=[0, 5]", "train.lr=0.5"), tmp_path, progress=False)
+    assert len(fake["fit"]) == n  # not even the new seed's runs
+    rows = runner.run_experiment(_cfg("seeds=[0, 5]", "description=more seeds"), tmp_path, progress=False)
+    assert len(rows) == 4 and len(fake["fit"]) == n + 2  # seeds may be added
+    assert read_json(tmp_path / "experiment.json")["seeds"] == [0, 5]
+    runner._check_same_experiment(tmp_path, {**read_json(tmp_path / "experiment.json"), "report": {"x": 1},
+                                             "minutes_2cpu": 3, "minutes_gpu": 1, "measured": "x", "methods": []})
+    cfg2 = read_json(tmp_path / "experiment.json")
+    with pytest.raises(SgtlabError, match=r"holds another experiment \(differs in: name, zz\); use another --out"):
+        runner._check_same_experiment(tmp_path, {**cfg2, "zz": 1, "name": "other"})
+    assert read_json(tmp_path / "experiment.json") == cfg2  # unchanged when refused
