@@ -212,3 +212,14 @@ class _Snake:
 def test_field_names_print_as_options():
     with pytest.raises(SgtlabError, match="^train-steps must be an integer"):
         check_fields(_Snake(train_steps="x"))
+
+
+def test_a_recursive_mapping_is_counted_not_refused_as_yaml():
+    # PyYAML builds a self-referencing mapping lazily (deep=False); the depth limit then stops it
+    with pytest.raises(SgtlabError, match=f"^p.x.x.x.x.x.x.x.x.x.x.x.x.x: nested more than {MAX_DEPTH} levels deep"):
+        load_yaml("&a {x: *a}", "p")
+
+
+def test_range_values_carry_ten_decimals():
+    assert parse_grid("0.12345678912:0.12345678912:1") == [0.1234567891]
+    assert parse_grid("0:0.2:0.1") == [0.0, 0.1, 0.2]  # not 0.30000000000000004-style noise
