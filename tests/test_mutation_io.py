@@ -256,3 +256,66 @@ def test_the_lock_removes_stale_temporaries_and_only_the_folders_it_made(tmp_pat
     with folder_lock(tmp_path / "n" / "m"):
         pass
     assert not (tmp_path / "n").exists()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_lock_file_replaced_meanwhile_is_opened_again(tmp_path, monkeypatch):
+    real = os.path.samestat
+    calls = []
+
+    def changed_once(a, b):
+        calls.append(1)
+        return len(calls) > 1 and real(a, b)
+
+    monkeypatch.setattr(sio.os.path, "samestat", changed_once)
+    fds = _open_fds()
+    with folder_lock(tmp_path / "r"):
+        assert len(calls) == 2 and _open_fds() == fds + 1  # the first descriptor was closed
+    assert _open_fds() == fds
+    calls.clear()
+    monkeypatch.setattr(sio.os.path, "samestat", lambda a, b: calls.append(1) and False)
+    with pytest.raises(SgtlabError, match="^cannot lock the run folder .*: its lock file keeps changing; try again$"):
+        with folder_lock(tmp_path / "r", "run folder"):
+            pass
+    assert len(calls) == 100 and _open_fds() == fds
+
+
+def test_a_lock_file_removed_meanwhile_is_opened_again(tmp_path, monkeypatch):
+    real = os.stat
+    seen = []
+
+    def gone_once(path, *a, **kw):
+        if str(path).endswith(LOCK_FILE) and not seen:
+            seen.append(path)
+            raise FileNotFoundError(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(sio.os, "stat", gone_once)
+    with folder_lock(tmp_path / "r") as f:
+        assert seen and (f / LOCK_FILE).read_text().startswith("pid ")
+
+
+def test_a_holder_that_wrote_nothing_is_another_process(tmp_path):
+    import fcntl
+
+    (tmp_path / "r").mkdir()
+    fd = os.open(tmp_path / "r" / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(SgtlabError, match=r"^the folder .*r is in use by another sgtlab command \(another process\); "
+                                              r"wait for it to end"):
+            with folder_lock(tmp_path / "r"):
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_a_process_of_another_user_is_alive(monkeypatch):
+    def denied(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(sio.os, "kill", denied)
+    assert sio._alive(12345)
