@@ -131,6 +131,46 @@ def test_killed_midway_and_restarted_finishes_with_each_run_once(tmp_path, worke
         assert epochs == [1, 2], (n, epochs)
 
 
+def test_ctrl_c_stops_every_worker_at_once_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while two workers train:
+    the command exits 130 with one line within seconds, and no worker goes on training or takes
+    the next run (it used to wait in the pool's shutdown while both runs trained to their end)."""
+    out = tmp_path / "int"
+    args = [sys.executable, "-m", "sgtlab", "reproduce", "--out", str(out), "--no-progress", "--workers", "2",
+            "--set", "methods=[{label: ST, method: st}]", "--set", "seeds=[0,1,2,3]", "--set", "train.epochs=50",
+            "--set", "train.train_subset=256", "--set", "attack.n=16", "--set", "attack.eps=[0.1]",
+            "--set", "attack.checks=false", "--set", "explain.n=8", "--set", "explain.methods=[grad]"]
+    runs = out / "runs"
+
+    def training():  # the runs whose first epoch is written: both workers are inside a run
+        return [n for n in ("st-seed0", "st-seed1") if (runs / n / "metrics.jsonl").exists()
+                and (runs / n / "metrics.jsonl").read_text().strip()]
+
+    # a shell without job control starts background commands with SIGINT ignored: restore it
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 240
+        while len(training()) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(training()) == 2 and proc.poll() is None, "the workers did not start training"
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=60)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    assert "to resume, run: sgtlab reproduce" in err and took < 30, (took, err)
+    logs = {n: (runs / n / "metrics.jsonl").read_text() for n in ("st-seed0", "st-seed1")}
+    time.sleep(1.5)  # a worker left behind would go on writing its run, or start the next one
+    assert {n: (runs / n / "metrics.jsonl").read_text() for n in logs} == logs
+    assert not (runs / "st-seed2").exists() and not (runs / "st-seed3").exists()
+    left = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    assert len(left.strip().splitlines()) == 1, left  # nobody is left in the command's process group
+
+
 def test_another_experiment_in_the_same_folder_is_refused(tmp_path):
     out = tmp_path / "x"
     (out).mkdir()

@@ -7,6 +7,7 @@ Ray is an optional extra (`pip install "sgtlab[ray]"`): only `RayExecutor` impor
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Callable, Iterable, Iterator
 
 from sgtlab.errors import SgtlabError
@@ -146,11 +147,37 @@ def _prepare_process(threads: int | None) -> None:
 
 def _init_worker(threads: int, gpus=None) -> None:
     _die_with_parent()
+    # Ctrl-C reaches the whole process group; the driver alone answers it (it stops the workers),
+    # or a worker would hand the KeyboardInterrupt back as a result and take the next run
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a named multiprocessing semaphore: a worker stopped by Ctrl-C would
+    # leave it behind, and the resource tracker prints a warning about it; a thread lock is enough
+    # in a worker (its progress goes to the driver, not to a shared terminal)
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     if gpus is not None:
         # this worker's GPU, taken before anything initialises CUDA: the run sees it as its only
         # device (cuda:0), as it would alone on a one-GPU machine
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     _prepare_process(threads)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate a process pool's workers and drop its queued work (Python 3.14 has
+    `ProcessPoolExecutor.terminate_workers`; before it, the pool's own process table)."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 class LocalExecutor:
@@ -192,10 +219,18 @@ class LocalExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield f.result()
-        finally:
-            # the first failure (or Ctrl-C) stops the sweep: queued runs are dropped, running ones end
-            # with the pool; each resumes from its last checkpoint next time
+        except Exception:
+            # the first failure stops the sweep: queued runs are dropped, running ones end first
             pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:
+            # Ctrl-C (or the consumer stopping: GeneratorExit): the running runs stop now, not when
+            # they end (minutes later); each resumes from its last checkpoint next time. The pool
+            # has already handed the next runs to the workers, so cancelling futures alone is not
+            # enough: the workers go
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
 
 
 def _run_task(fn: Callable[..., Any], threads: int | None, cwd: str, plugins: list[str], item: Any, *args) -> Any:
