@@ -31,6 +31,10 @@ def test_help_lists_commands_and_options():
     (["--method", "magic"], "choose one of: "),
     (["--dataset", "imagenet"], "choose one of: "),
     (["--lr", "0"], "learning rate must be > 0"),
+    # an option the method does not read, even typed with its default value
+    (["--method", "st", "--lam", "1.0"], "method 'st' does not use lam"),
+    (["--method", "sgt", "--train-eps", "0.3"], "method 'sgt' does not use train_eps"),
+    (["--method", "sgt", "--random-start"], "method 'sgt' does not use random_start"),
 ])
 def test_impossible_training_values_are_refused(tmp_path, args, message):
     r = run_cli("train", "--out", str(tmp_path / "run"), *args)

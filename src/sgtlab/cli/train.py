@@ -21,9 +21,15 @@ def add_parser(sub):
     g = p.add_argument_group("method options", "methods: " + ", ".join(
         f"{n} ({METHODS.get(n).description})" for n in METHODS.names()))
     add_dataclass_options(g, MethodConfig)
+    # a method option left out parses as None, so that one typed with its default value is known
+    # as given too (`--lam 1.0 --method st` is refused like `--lam 2`); the help keeps the default
+    for a in g._group_actions:
+        if a.help and "%(default)s" in a.help:
+            a.help = a.help.replace("%(default)s", str(a.default))
+        a.default = None
+    p.set_defaults(_method_options=[a.dest for a in g._group_actions])
     # data-set-aware: unless given, the training eps is the data set's (sgtlab.data.budgets: 0.3 for MNIST,
     # 8/255 for CIFAR-10)
-    p.set_defaults(train_eps=None)
     for a in g._group_actions:
         if a.dest == "train_eps":
             a.help = "L-inf budget of training attacks (pixel units; default: the data set's, 0.3 for MNIST, 8/255 for CIFAR-10)"
@@ -31,13 +37,14 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from sgtlab.train.resolve import check_method_options, given_options, resolve_train
+    from sgtlab.train.resolve import check_method_options, resolve_train
 
-    eps_given = args.train_eps is not None
-    if not eps_given:
-        args.train_eps = MethodConfig.train_eps  # a placeholder: resolve_train puts the data set's
+    given = {d for d in args._method_options if getattr(args, d) is not None}
+    defaults = MethodConfig()  # train_eps's is a placeholder: resolve_train puts the data set's
+    for d in args._method_options:
+        if getattr(args, d) is None:
+            setattr(args, d, getattr(defaults, d))
     mc = dataclass_from_args(MethodConfig, args)
-    given = (given_options(mc) - {"train_eps"}) | ({"train_eps"} if eps_given else set())
     cfg = dataclass_from_args(TrainConfig, args, method_cfg=mc).validate()
     check_method_options(args.method, given)  # --k with --method st: refused, naming st's options
     # config.json says what the run uses: the data set's model, eps (0.3 MNIST, 8/255 CIFAR-10), k, steps
