@@ -753,3 +753,75 @@ def test_a_cache_without_a_valid_n_train_is_damaged(tmp_path, n_train):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DataError, match="the train split is empty"):
         fo.ImageFolder(f"folder:{root},size=8")
+
+
+def _header(shape: tuple, descr: str) -> bytes:
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_a_lying_member_without_the_npy_name_is_checked_too(tmp_path):
+    # np.load reads any member with the .npy magic as an array: `x` as well as `x.npy`
+    raw = _header((1000000000000,), "<f4") + np.zeros(2, np.float32).tobytes()
+    with zipfile.ZipFile(tmp_path / "n.npz", "w") as z:
+        z.writestr("x", raw)
+        z.writestr("y.npy", _npy(np.zeros(2, np.int64)))
+    with pytest.raises(DataError, match=r"array 'x' declares shape \(1000000000000,\) \(4000000000000 bytes\) but holds 8 bytes"):
+        read_npz(tmp_path / "n.npz", "n", 0.2)
+
+
+def test_members_are_checked_past_other_files_and_object_arrays(tmp_path):
+    lying = _npy(np.zeros((2, 3), np.float32)).replace(b"(2, 3)", b"(9, 3)")
+    with zipfile.ZipFile(tmp_path / "o.npz", "w") as z:
+        z.writestr("notes.txt", b"not an array")
+        z.writestr("a.npy", _npy(np.array([None], dtype=object)))
+        z.writestr("x.npy", lying)
+        z.writestr("y.npy", _npy(np.zeros(2, np.int64)))
+    with pytest.raises(DataError, match=r"array 'x' declares shape \(9, 3\)"):
+        read_npz(tmp_path / "o.npz", "n", 0.2)
+
+
+def test_a_header_whose_size_overflows_64_bits_is_refused(tmp_path):
+    raw = _header((4294967296, 4294967296), "|u1")  # no data: a 64-bit product would wrap to 0 bytes
+    with zipfile.ZipFile(tmp_path / "h.npz", "w") as z:
+        z.writestr("x.npy", raw)
+        z.writestr("y.npy", _npy(np.zeros(0, np.int64)))
+    with pytest.raises(DataError, match=r"declares shape \(4294967296, 4294967296\) \(18446744073709551616 bytes\) "
+                                        r"but holds 0 bytes"):
+        read_npz(tmp_path / "h.npz", "n", 0.2)
+
+
+def test_errors_in_the_arrays_name_the_data_set(tmp_path):
+    y = np.zeros(4, np.int64)
+    with pytest.raises(DataError, match="^mine: images must have 3 or 4 dimensions"):
+        from_arrays(np.zeros((4, 2)), y, "mine")
+    with pytest.raises(DataError, match=r"^mine: 4 images but labels of shape \(3,\)"):
+        from_arrays(np.zeros((4, 2, 2)), y[:3], "mine")
+    with pytest.raises(DataError, match="^arrays: images must have"):
+        from_arrays(np.zeros((4, 2)), y)
+    with pytest.raises(DataError, match="^n: labels must be integers, got float64"):
+        read_npz(_npz(tmp_path / "f.npz", x=np.zeros((4, 2, 2)), y=np.zeros(4)), "n", 0.2)
+    with pytest.raises(DataError, match=r"^n: .*o.npz holds an object array \(pickled Python objects\), which sgtlab "
+                                        r"never loads; store numeric arrays$"):
+        read_npz(_npz(tmp_path / "o.npz", x=np.array([None, 1], dtype=object), y=y[:2]), "n", 0.2)
+
+
+def test_tensors_that_require_grad_are_taken():
+    x = torch.rand(10, 1, 2, 2, requires_grad=True)
+    d = from_arrays(x, torch.arange(10) % 2, x_test=x[:2], y_test=torch.tensor([0, 1]))
+    assert torch.equal(d["train"].pixels, x.detach()) and not d["train"].pixels.requires_grad
+
+
+def test_the_std_of_two_pixels_is_the_sample_std():
+    px = torch.tensor([0.0, 1.0]).reshape(2, 1, 1, 1)
+    assert arrays._mean_std(px) == ((0.5,), (round(0.5 ** 0.5, 4),))
+
+
+def test_resolve_takes_the_test_fraction_and_names_the_data(tmp_path):
+    x = np.random.default_rng(0).random((12, 1, 4, 4)).astype(np.float32)
+    name = f"npz:{_npz(tmp_path / 'a.npz', x=x, y=np.array([0, 1, 2] * 4))},test=0.5"
+    info = arrays.resolve(name)
+    assert info.name == name and len(info.loader("test")) == 6 and len(info.loader()) == 6  # default: train
+    train = info.loader("train")
+    assert (info.mean, info.std) == arrays._mean_std(train.pixels)

@@ -89,9 +89,11 @@ def _check_members(path: Path, name: str) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
                 with z.open(info) as f:
+                    # by content, not by name: np.load reads a member `x` with the magic as an array too
+                    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                        continue
+                    f.seek(0)
                     version = np.lib.format.read_magic(f)
                     # numpy's public readers (its private `_read_array_header` is gone in numpy 2)
                     read = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -104,7 +106,7 @@ def _check_members(path: Path, name: str) -> None:
                     continue  # refused, with its own message, by allow_pickle=False
                 declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 if declared != body:
-                    raise DataError(f"{name}: {path}: array {info.filename[:-4]!r} declares shape {shape} "
+                    raise DataError(f"{name}: {path}: array {info.filename.removesuffix('.npy')!r} declares shape {shape} "
                                     f"({declared} bytes) but holds {body} bytes; the file is damaged")
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise DataError(f"{name}: {path} is not a readable .npz file ({' '.join(str(e).split())[:150]})") from None
