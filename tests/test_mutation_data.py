@@ -825,3 +825,40 @@ def test_resolve_takes_the_test_fraction_and_names_the_data(tmp_path):
     assert info.name == name and len(info.loader("test")) == 6 and len(info.loader()) == 6  # default: train
     train = info.loader("train")
     assert (info.mean, info.std) == arrays._mean_std(train.pixels)
+
+
+def test_the_pcam_cache_is_reused_rebuilt_when_the_file_changes_and_says_what_it_holds(tmp_path, monkeypatch):
+    x, y = _pcam_split(tmp_path, "train", 3)
+    d = pcam.load_pcam(data_dir=tmp_path)  # the training split by default
+    assert np.array_equal(d.pixels.numpy(), x.transpose(0, 3, 1, 2))
+    xp = tmp_path / pcam.files("train")[0]
+    folder = cache.cache_dir(xp, "pcam")  # where earlier versions put it: found again, not rebuilt
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["source"] == str(xp) and meta["classes"] == ["normal", "tumour"]
+    monkeypatch.setattr(pcam, "_chunks", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert np.array_equal(pcam.load_pcam("train", tmp_path).pixels.numpy(), x.transpose(0, 3, 1, 2))
+    monkeypatch.undo()
+    x2, _ = _pcam_split(tmp_path, "train", 3, seed=7)  # the file changes: the cache follows
+    assert np.array_equal(pcam.load_pcam("train", tmp_path).pixels.numpy(), x2.transpose(0, 3, 1, 2))
+
+
+def test_pcam_messages_list_what_a_file_holds_and_where_files_were_looked_for(tmp_path):
+    with h5py.File(tmp_path / "k.h5", "w") as f:
+        for k in "gfedcba":
+            f.create_dataset(k, data=np.zeros(1, np.uint8))
+    with pytest.raises(DataError, match=r"has no dataset 'x' \(it holds a, b, c, d, e\); is it a PCAM file"):
+        pcam._open(tmp_path / "k.h5", "x")
+    with h5py.File(tmp_path / "e.h5", "w"):
+        pass
+    with pytest.raises(DataError, match=r"has no dataset 'x' \(it holds nothing\)"):
+        pcam._open(tmp_path / "e.h5", "x")
+    with pytest.raises(DataError, match=rf"^pcam: missing \S+_train_x.h5 and \S+_train_y.h5 in {tmp_path / 'pcam'} or "
+                                        rf"{tmp_path}; download camelyonpatch"):
+        pcam.locate("train", tmp_path)
+
+
+def test_a_single_declared_but_unwritten_value_is_refused(tmp_path):
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        f.create_dataset("x", shape=(1,), dtype=np.uint8)
+    with pytest.raises(DataError, match=r"'x' declares \(1,\) \(1 bytes\) but the file holds 0"):
+        pcam._open(tmp_path / "one.h5", "x")
