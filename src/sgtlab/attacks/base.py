@@ -189,6 +189,12 @@ class Attack(TorchattacksModes):
     #: True when `perturb` takes `clean_grad`, the input gradient at the clean images: its first step
     #: does not depend on eps, so the sweep computes it once for the whole eps grid
     uses_clean_grad = False
+    #: True when `perturb` draws no global random numbers (given the sweep's `init_delta`) and keeps no
+    #: state between calls: the sweep may then run its batches side by side (`sgtlab.fast.batch_threads`)
+    thread_safe = False
+    #: True when `perturb` takes `fooled` (see `iterate`): the samples its own forward passes showed
+    #: misclassified, which need no verdict pass when it attacked the model that judges
+    reports_fooled = False
 
     def __init__(self):
         """No parameters; wrapped below, so a plug-in without its own `__init__` binds too."""
@@ -252,7 +258,7 @@ Attack.__init__ = _bind_model_and_eps(Attack.__init__)  # `__init_subclass__` wr
 
 def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, steps: int, step,
             state: dict, early_stop: bool = False, first_grad: torch.Tensor | None = None,
-            targeted: bool = False) -> torch.Tensor:
+            targeted: bool = False, fooled: torch.Tensor | None = None) -> torch.Tensor:
     """The loop shared by the iterative gradient attacks.
 
     `step(x_adv, grad, x, state) -> x_adv` may update `state` (per-sample tensors with N rows, or
@@ -264,6 +270,9 @@ def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
     sweep passes it only for clean-correct samples, so the first step needs no early-stop check).
     `targeted`: y are target labels, each step descends their CE, and a sample is done once it is
     classified as its target.
+    `fooled` (early stop only): a bool tensor of N rows, set True for each sample whose returned image
+    the forward of `model` showed misclassified (done); the caller needs no verdict pass for those
+    when `model` is the model it judges by.
     """
     if not early_stop:
         for i in range(steps):
@@ -281,6 +290,8 @@ def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
         if not bool(still.all()):  # one host sync per step buys skipping every fooled sample
             done = ~still
             out[idx[done]] = x_adv[done]
+            if fooled is not None:
+                fooled[idx[done]] = True
             keep = still.nonzero().squeeze(1)
             idx, x, y, x_adv, grad = idx[keep], x[keep], y[keep], x_adv[keep], grad[keep]
             for k, v in state.items():

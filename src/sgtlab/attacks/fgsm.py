@@ -31,6 +31,10 @@ class FGSM(Attack):
     def uses_clean_grad(self) -> bool:
         return not self.random_start
 
+    @property
+    def thread_safe(self) -> bool:  # the random start draws from the global generator
+        return not self.random_start
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *,
                 clean_grad: torch.Tensor | None = None, targeted: bool = False, **_) -> torch.Tensor:
         eps = as_eps(eps, x)

@@ -25,6 +25,8 @@ class MIFGSM(Attack):
     supports_early_stop = True
     supports_targeted = True
     uses_clean_grad = True
+    thread_safe = True
+    reports_fooled = True
     torchattacks_order = ("eps", "alpha", "steps", "decay")
 
     def __init__(self, steps: int = 10, alpha: float | None = None, decay: float = 1.0):
@@ -34,7 +36,9 @@ class MIFGSM(Attack):
         self.steps, self.alpha, self.decay = steps, alpha, decay
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, early_stop: bool = False,
-                clean_grad: torch.Tensor | None = None, targeted: bool = False, **_) -> torch.Tensor:
+                clean_grad: torch.Tensor | None = None, targeted: bool = False,
+                fooled: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """`fooled`: see `iterate`."""
         eps = as_eps(eps, x)
         alpha = eps / self.steps if self.alpha is None else self.alpha
         state = {"eps": eps, "alpha": alpha, "momentum": torch.zeros_like(x)}
@@ -47,7 +51,7 @@ class MIFGSM(Attack):
             return project(x_adv.detach() + s["alpha"] * grad.sign(), x, s["eps"])
 
         return iterate(model, x, y, x.clone(), self.steps, step, state, early_stop,
-                       first_grad=None if targeted else clean_grad, targeted=targeted)
+                       first_grad=None if targeted else clean_grad, targeted=targeted, fooled=fooled)
 
 
 def mifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, steps: int = 10,

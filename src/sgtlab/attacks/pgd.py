@@ -43,17 +43,27 @@ class PGD(Attack):
         self.takes_init_delta = random_start
         self.uses_clean_grad = not random_start and restarts == 1
 
+    @property
+    def thread_safe(self) -> bool:  # later restarts draw their starts from the global generator
+        return self.restarts == 1
+
+    @property
+    def reports_fooled(self) -> bool:
+        return self.restarts == 1
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, mask=None,
                 early_stop: bool = False, init_delta: torch.Tensor | None = None,
-                clean_grad: torch.Tensor | None = None, targeted: bool = False, **_) -> torch.Tensor:
+                clean_grad: torch.Tensor | None = None, targeted: bool = False,
+                fooled: torch.Tensor | None = None, **_) -> torch.Tensor:
         """`init_delta`: the first restart's random start (the sweep passes noise drawn for the whole
-        data set, so its samples start where a from-scratch run with the same seed starts)."""
+        data set, so its samples start where a from-scratch run with the same seed starts).
+        `fooled`: see `iterate` (one restart; with more, left as it is)."""
         eps = as_eps(eps, x)
         alpha = 2.5 * eps / self.steps if self.alpha is None else self.alpha
         if mask is not None:
             mask = mask.to(device=x.device, dtype=x.dtype).expand_as(x)
         if self.restarts == 1:
-            return self._once(model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad, targeted)
+            return self._once(model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad, targeted, fooled)
         best, best_loss = x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
         todo = torch.arange(len(x), device=x.device)
         for r in range(self.restarts):
@@ -74,7 +84,8 @@ class PGD(Attack):
                 break
         return best
 
-    def _once(self, model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad=None, targeted=False):
+    def _once(self, model, x, y, eps, alpha, mask, init_delta, early_stop, clean_grad=None, targeted=False,
+              fooled=None):
         if self.random_start:
             delta = uniform_delta(x, eps) if init_delta is None else init_delta
             if mask is not None:
@@ -90,7 +101,8 @@ class PGD(Attack):
             return project(x_adv.detach() + s["alpha"] * grad.sign(), x, s["eps"])
 
         first = clean_grad if not (self.random_start or targeted) else None
-        return iterate(model, x, y, x_adv, self.steps, step, state, early_stop, first_grad=first, targeted=targeted)
+        return iterate(model, x, y, x_adv, self.steps, step, state, early_stop, first_grad=first, targeted=targeted,
+                       fooled=fooled)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, *, steps: int = 10,

@@ -31,6 +31,7 @@ from sgtlab.data.base import TensorData
 from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate.robustness_result import RobustnessResult
+from sgtlab.fast.batch_threads import batch_workers, map_batches
 from sgtlab.fast.graphs import graphed
 
 __all__ = ["AttackSpec", "RobustnessResult", "check_eps_grid", "resolve_attacks", "robustness_sweep"]
@@ -137,18 +138,10 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                     if attack.takes_init_delta:
                         g = torch.Generator().manual_seed(seed + j)
                         start = torch.empty_like(x).uniform_(-e, e, generator=g)
-                    for b in range(0, len(todo), batch_size):
-                        idx = todo[b:b + batch_size]
-                        xb, yb = x[idx].to(device), y[idx].to(device)
-                        kw = {"early_stop": True} if attack.supports_early_stop else {}
-                        if start is not None:
-                            kw["init_delta"] = start[idx].to(device)
-                        if clean_grad is not None and attack.uses_clean_grad:
-                            kw["clean_grad"] = clean_grad[idx].to(device)
-                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
-                            adv = attack.perturb(attacked, xb, yb, e, **kw).to(xb.dtype)
-                        with torch.no_grad():
-                            fooled = (model(adv).argmax(1) != yb).cpu()
+                    batches = list(todo.split(batch_size))
+                    run = _batch_run(attack, model, attacked, x, y, e, start, clean_grad, device, autocast)
+                    workers = batch_workers(model, device, len(batches), attack.thread_safe)
+                    for idx, fooled in zip(batches, map_batches(run, batches, workers)):
                         hit = idx[fooled]
                         f[hit] = torch.minimum(f[hit], torch.tensor(e, dtype=f.dtype))
                         robust[hit, j] = False
@@ -164,6 +157,39 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                             info={"attacks_run": {k: repr(v) for k, v in plan.items() if v is not None},
                                   "images_attacked": attacked_n, "seed": seed},
                             outcomes=outcomes if from_scratch else None, radii=radii)
+
+
+def _batch_run(attack: Attack, model: nn.Module, attacked: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float,
+               start: torch.Tensor | None, clean_grad: torch.Tensor | None, device, autocast: str | None):
+    """The work on one batch at eps `e`: `run(idx)` -> which of the samples `idx` the attack fooled
+    (bool, CPU), as the float32 model judges. Grad mode and autocast are set here, since batches may
+    run in worker threads (`sgtlab.fast.batch_threads`), where they are per thread."""
+    # samples the attack's own early-stop forwards showed misclassified are judged already, when
+    # those forwards were the float32 model's (not bf16 autocast, not CUDA graphs)
+    trust = attack.supports_early_stop and attack.reports_fooled and autocast is None and attacked is model
+
+    def run(idx: torch.Tensor) -> torch.Tensor:
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        kw = {"early_stop": True} if attack.supports_early_stop else {}
+        if start is not None:
+            kw["init_delta"] = start[idx].to(device)
+        if clean_grad is not None and attack.uses_clean_grad:
+            kw["clean_grad"] = clean_grad[idx].to(device)
+        known = None
+        if trust:
+            known = kw["fooled"] = torch.zeros(len(idx), dtype=torch.bool, device=device)
+        with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
+            adv = attack.perturb(attacked, xb, yb, e, **kw).to(xb.dtype)
+        with torch.no_grad():
+            if known is None:
+                return (model(adv).argmax(1) != yb).cpu()
+            rest = (~known).nonzero().squeeze(1)  # the verdict pass for the others only
+            fooled = known.clone()
+            if len(rest):
+                fooled[rest] = model(adv[rest]).argmax(1) != yb[rest]
+            return fooled.cpu()
+
+    return run
 
 
 def _radii(attack: Attack, model: nn.Module, attacked: nn.Module, x: torch.Tensor, y: torch.Tensor,
