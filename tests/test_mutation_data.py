@@ -862,3 +862,110 @@ def test_a_single_declared_but_unwritten_value_is_refused(tmp_path):
         f.create_dataset("x", shape=(1,), dtype=np.uint8)
     with pytest.raises(DataError, match=r"'x' declares \(1,\) \(1 bytes\) but the file holds 0"):
         pcam._open(tmp_path / "one.h5", "x")
+
+
+def test_names_that_are_not_utf8_have_fingerprints_and_cache_folders(tmp_path):
+    odd = tmp_path / os.fsdecode(b"caf\xe9")  # a Latin-1 name: a surrogate in Python
+    odd.mkdir()
+    (odd / "a.png").write_bytes(b"1")
+    fp = cache.fingerprint([odd / "a.png"], "classes=" + odd.name)
+    assert fp != cache.fingerprint([odd / "a.png"], "classes=x")
+    assert cache.fingerprint([odd / "gone.png"]) != cache.fingerprint([tmp_path / "gone.png"])
+    d = cache.cache_dir(odd, "k=" + odd.name)
+    assert d.name.startswith(odd.name + "-") and d != cache.cache_dir(odd, "k")
+    assert cache.fingerprint([odd / "a.png"]) == cache.fingerprint([odd / "a.png"], "")  # no extra: ""
+
+
+def test_an_unwritable_place_beside_the_data_sends_the_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGTLAB_CACHE", raising=False)
+    real = cache.tempfile.NamedTemporaryFile
+    made = []
+
+    def only_elsewhere(*a, dir=None, **kw):  # a folder where no file can be made (read-only, full)
+        made.append(dir)
+        if dir is not None and Path(dir).parent == tmp_path / "ro":
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(cache.tempfile, "NamedTemporaryFile", only_elsewhere)
+    (tmp_path / "ro").mkdir()
+    assert cache.cache_root(tmp_path / "ro") == Path.home() / ".cache" / "sgtlab" / "cache"
+    assert cache.cache_root(tmp_path) == tmp_path / ".sgtlab-cache"
+    assert made == [tmp_path / "ro" / ".sgtlab-cache", tmp_path / ".sgtlab-cache"]
+
+
+def test_an_empty_cache_of_one_or_three_channels_has_their_statistics(tmp_path):
+    for c in (1, 3):
+        e = cache.build_cache(tmp_path / f"e{c}", "f", (c, 2, 2), iter(()), {})
+        assert e.mean_std() == ((0.5,) * c, (0.25,) * c)
+
+
+def test_meta_json_is_read_up_to_64_mb(tmp_path):
+    folder = _built(tmp_path)
+    text = (folder / "meta.json").read_text()
+    (folder / "meta.json").write_text(text + " " * ((1 << 26) - len(text)))
+    assert cache._read_meta(folder) is not None and cache.open_cache(folder, "fp") is not None
+    (folder / "meta.json").write_text(text + " " * ((1 << 26) - len(text) + 1))
+    assert cache._read_meta(folder) is None
+
+
+def test_meta_values_are_checked_where_they_are_read(tmp_path):
+    folder = _built(tmp_path)
+    for changes in ({"n": -1}, {"shape": [1, 2, 4097]}, {"shape": "123"}, {"shape": {"a": 1, "b": 2, "c": 3}}):
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, **changes}))
+        assert cache._read_meta(folder) is None, changes
+
+
+class _Planted:
+    def __reduce__(self):
+        return (os.mkdir, (str(_Planted.path),))
+
+
+def test_cache_files_holding_pickles_are_never_unpickled(tmp_path):
+    _Planted.path = tmp_path / "pickle-ran"
+    for name in ("y.npy", "stats.npy"):
+        folder = _built(tmp_path / name)
+        np.save(folder / name, np.array([_Planted()] * 3, dtype=object), allow_pickle=True)
+        assert cache.open_cache(folder, "fp") is None
+        assert not _Planted.path.exists()
+
+
+def test_the_images_are_mapped_read_only_and_labels_stored_as_int64(tmp_path):
+    folder = tmp_path / "a" / "b" / "c"  # parents made
+    c = cache.build_cache(folder, "fp", (1, 1, 2), iter([(np.zeros((2, 1, 1, 2), np.uint8), np.array([1, 0], np.int32))]), {})
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines() if str(folder / "x.u8") in line]
+    assert maps and all(m[1].startswith("r-") for m in maps)  # mapped read-only (not copy-on-write)
+    assert c.x.tolist() == [[[[0, 0]]], [[[0, 0]]]]
+    assert np.load(folder / "y.npy").dtype == np.int64 and c.y.tolist() == [1, 0]
+
+
+def test_the_build_happens_in_a_temporary_beside_the_cache(tmp_path):
+    folder = tmp_path / "c"
+    seen = []
+
+    def chunks():
+        seen.extend(p.name for p in tmp_path.iterdir())
+        yield np.zeros((1, 1, 1, 1), np.uint8), [0]
+
+    cache.build_cache(folder, "fp", (1, 1, 1), chunks(), {})
+    assert [n for n in seen if n.startswith(".c.tmp-")] and "c" not in seen
+
+
+def test_leftovers_that_cannot_be_removed_do_not_stop_a_build(tmp_path, monkeypatch):
+    real = os.unlink
+
+    def stuck(path, *a, **kw):  # a file the build may not remove (another user's, a busy mount)
+        if os.path.basename(path) == "stuck":
+            raise PermissionError(13, "Permission denied")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", stuck)
+    stale = tmp_path / ".c.tmp-killed"
+    stale.mkdir()
+    (stale / "stuck").write_text("x")
+    c = cache.build_cache(tmp_path / "c", "fp1", (1, 1, 1), _chunks(_images(2, 1, 1, 1), np.zeros(2, np.int64), 2), {})
+    assert len(c.y) == 2 and (stale / "stuck").exists()
+    (tmp_path / "c" / "stuck").write_text("x")  # the old cache, moved aside, cannot be removed in full
+    c = cache.build_cache(tmp_path / "c", "fp2", (1, 1, 1), _chunks(_images(3, 1, 1, 1), np.zeros(3, np.int64), 3), {})
+    assert len(c.y) == 3 and cache.open_cache(tmp_path / "c", "fp2") is not None
