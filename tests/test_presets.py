@@ -86,6 +86,9 @@ def test_overrides_reach_every_run():
     ("attack.suite={steps: 0}", r"attack.suite.steps must be an integer in 1\.\."),
     ("attack.suite={queries: 5}", "unknown attack.suite options: queries; known: restarts, square_queries, steps"),
     ("attack.autocast=fp16", "attack.autocast must be bf16"),
+    # an option the entry's method does not read, even at its default value
+    ("methods.0.lam=1.0", r"methods entry 'ST': method 'st' does not use lam; its options: none"),
+    ("methods.1.train_eps=0.3", r"methods entry 'SGT \(k=0.5\)': method 'sgt' does not use train_eps"),
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(SgtlabError, match=message):

@@ -16,6 +16,7 @@ from typing import Any
 from sgtlab.errors import SgtlabError
 from sgtlab.experiments.checks import check_experiment
 from sgtlab.train import MethodConfig, TrainConfig
+from sgtlab.train.resolve import check_method_options
 from sgtlab.validate import MAX_YAML_CHARS, list_names, load_yaml, one_line
 
 PRESET_DIR = "presets"
@@ -174,6 +175,10 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
         train = dict(cfg.get("train") or {})
         train.update(dataset=cfg["dataset"], model=cfg.get("model"), method=entry.pop("method", "st"))
         mcfg = {k: entry.pop(k) for k in list(entry) if k in method_fields}
+        try:  # {method: st, k: 0.3}: refused, naming the options st reads
+            check_method_options(train["method"], mcfg)
+        except SgtlabError as e:
+            raise SgtlabError(f"methods entry {label!r}: {e}") from None
         train.update(entry)  # remaining keys override training options for this method only
         for seed in seeds:
             tc = resolve_train(TrainConfig.from_dict({**train, "seed": seed, "method_cfg": mcfg}).validate(), set(mcfg))
