@@ -4,6 +4,7 @@ Wilson intervals); eps prints as k/255 on colour data."""
 from __future__ import annotations
 
 import html
+import json
 import math
 
 import pytest
@@ -76,6 +77,21 @@ def test_eps_prints_as_k_over_255_on_colour_data():
     rows = [{**row("st-s0", "st", 0.9), "dataset": "cifar10", "rob:pgd:0.0313725": 0.4}]
     assert per_run_table(rows, "pgd", [8 / 255]).header[-1] == "PGD eps 8/255"
     assert "pgd ≤8/255" in accuracy_table(rows).header
+
+
+def test_the_setup_sentence_gives_suite_and_check_budgets_as_k_over_255(tmp_path):
+    from sgtlab.reporting.data import setup_text
+
+    r = {**row("st-s0", "st", 0.9), "dataset": "cifar10", "run": "st-seed0"}
+    folder = tmp_path / "runs" / "st-seed0"
+    folder.mkdir(parents=True)
+    (folder / "robustness.json").write_text(json.dumps({
+        "attacks_run": {"pgd": "PGD(steps=10)"}, "n": 100,
+        "suite": {"eps": [8 / 255], "attacks": {"square": "Square"}},
+        "folded": {"checks:square@0.0313725": {"n": 50, "eps": 8 / 255}}}))
+    text = setup_text([r], tmp_path, "ensemble")
+    assert "at eps 8/255 on every image also Square" in text and "first 50 images at eps 8/255" in text
+    assert "0.0313" not in text
 
 
 class Net(torch.nn.Module):

@@ -15,6 +15,7 @@ import numpy as np
 
 from sgtlab.experiments.store import EXPERIMENT, run_dir
 from sgtlab.io import read_json
+from sgtlab.reporting.eps import eps_text
 from sgtlab.reporting.summary import mean_std
 
 #: the headline attack: the per-sample worst case over every attack that ran, else the strongest present
@@ -184,8 +185,9 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
         folded = {c: f for c, f in stored.get("folded", {}).items() if not c.startswith("suite:")}
         n_test = n_test or stored.get("n")
     members = ", ".join(describe_attack(v) for v in attacks_run.values()) if attacks_run else "the attacks run"
+    ds = r0.get("dataset")  # eps as k/255 on colour data
     if suite.get("attacks"):  # the headline suite (sgtlab.evaluate.headline_suite): every image, each headline eps
-        members += (f"; at eps {' and '.join(f'{e:g}' for e in suite['eps'])} on every image also "
+        members += (f"; at eps {' and '.join(eps_text(e, ds) for e in suite['eps'])} on every image also "
                     f"{' and '.join(suite['attacks'].values())}, each where no cheaper attack had fooled the image")
     if folded:  # attacks of the masking checks / AutoAttack, run on the first images at one eps each
         order = list(ATTACK_NAMES)
@@ -197,7 +199,7 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
             found.sort(key=lambda a: order.index(a[0]) if a[0] in order else len(order))
             names = [ATTACK_NAMES.get(a, a) + (f" ({note})" if note else "") for a, note in found]
             listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
-            members += f"; on the first {n} images at eps {e:g}, also {'the gradient-masking checks’ ' if source == 'checks' else ''}{listed}"
+            members += f"; on the first {n} images at eps {eps_text(e, ds)}, also {'the gradient-masking checks’ ' if source == 'checks' else ''}{listed}"
     what = (f"the per-image worst case over {members}" if attack == "ensemble"
             else describe_attack(attacks_run.get(attack, ATTACK_NAMES.get(attack, attack))))
     sweep = "nested sweep: accuracy at eps is the best attack over every eps' <= eps" if is_nested(rows) \
