@@ -969,3 +969,110 @@ def test_leftovers_that_cannot_be_removed_do_not_stop_a_build(tmp_path, monkeypa
     (tmp_path / "c" / "stuck").write_text("x")  # the old cache, moved aside, cannot be removed in full
     c = cache.build_cache(tmp_path / "c", "fp2", (1, 1, 1), _chunks(_images(3, 1, 1, 1), np.zeros(3, np.int64), 3), {})
     assert len(c.y) == 3 and cache.open_cache(tmp_path / "c", "fp2") is not None
+
+
+def test_no_images_give_int64_labels(tmp_path):
+    (tmp_path / "a").mkdir()
+    paths, labels = fo.list_images(tmp_path, ["a"])
+    assert paths == [] and labels.dtype == np.int64
+
+
+def test_decoding_leaves_other_warnings_alone(tmp_path):
+    import warnings
+
+    p = _img(tmp_path / "p.png", np.zeros((3, 4, 3), np.uint8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fo.decode(p, 3, 3)
+        warnings.warn("still shown", UserWarning)
+    assert [str(w.message) for w in caught] == ["still shown"]
+
+
+def test_one_pixel_wide_or_high_images_are_decoded(tmp_path):
+    line = np.arange(15, dtype=np.uint8).reshape(1, 5, 3) * 10
+    for a in (line, line.transpose(1, 0, 2).copy()):
+        out = fo.decode(_img(tmp_path / f"{a.shape[0]}.png", a), 1, 3)
+        assert out.shape == (3, 1, 1) and out[:, 0, 0].tolist() == a.reshape(5, 3)[2].tolist()  # the centre pixel
+
+
+def test_an_odd_margin_is_cut_by_rounding_down(tmp_path):
+    a = np.zeros((5, 2, 3), np.uint8)
+    a[:, :, 0] = (np.arange(5) * 40)[:, None]  # rows 0..4
+    assert fo.decode(_img(tmp_path / "t.png", a), 2, 3)[0].tolist() == [[40, 40], [80, 80]]  # rows 1 and 2
+
+
+def test_grey_jpegs_are_decoded_to_grey_by_the_jpeg_decoder(tmp_path):
+    # libjpeg's grey output (its Y channel) differs from Pillow's grey conversion of the RGB it decodes
+    a = np.random.default_rng(4).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    p = _img(tmp_path / "c.jpg", a, "JPEG")
+    with Image.open(p) as im:
+        im.draft("L", (32, 32))
+        want = np.asarray(im.convert("L"))
+    with Image.open(p) as im:
+        assert not np.array_equal(np.asarray(im.convert("L")), want)
+    assert np.array_equal(fo.decode(p, 32, 1)[0], want)
+
+
+def test_the_caches_of_two_sizes_live_side_by_side_and_change_with_the_images(tmp_path, monkeypatch):
+    root = _tree(tmp_path / "imgs", {"a": 5, "b": 5}, size=(8, 8))
+    f8 = fo.ImageFolder(f"folder:{root},size=8")
+    fo.ImageFolder(f"folder:{root},size=16")
+    key = f"size=8,channels=3,skip_bad=False,classes=2,decode={fo.DECODE}"
+    folder = cache.cache_dir(root, key + ",split")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["source"] == str(root) and meta["n_train"] == 8
+    monkeypatch.setattr(fo, "decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = fo.ImageFolder(f"folder:{root},size=8")
+    assert torch.equal(again.load().pixels, f8.load().pixels)
+    monkeypatch.undo()
+    p = sorted((root / "a").iterdir())[0]
+    _img(p, np.full((8, 8, 3), 77, np.uint8))  # the same files, one changed: decoded again
+    changed = fo.ImageFolder(f"folder:{root},size=8")
+    both = torch.cat([changed.load("train").pixels, changed.load("test").pixels])
+    assert (both.reshape(10, -1) == 77).all(1).sum() == 1
+    own = _tree(tmp_path / "own" / "train", {"a": 2, "b": 2}, size=(8, 8))
+    _tree(tmp_path / "own" / "val", {"a": 1, "b": 1}, size=(8, 8))
+    fo.ImageFolder(f"folder:{tmp_path / 'own'},size=8")
+    assert (cache.cache_dir(own, key) / "meta.json").exists()
+    assert (cache.cache_dir(tmp_path / "own" / "val", key) / "meta.json").exists()
+
+
+def test_errors_and_data_carry_the_data_set_name(tmp_path):
+    root = _tree(tmp_path / "imgs", {"a": 5, "b": 5}, size=(8, 8))
+    name = f"folder:{root},size=8"
+    f = fo.ImageFolder(name)
+    assert f.name == name and f.load().name == name and f.load("test").name == name
+    assert torch.equal(f.load().pixels, f.load("train").pixels)
+    info = f.info()
+    assert info.name == name
+    idx = np.arange(len(f.caches["train"].y))[f.slices["train"]]
+    assert (info.mean, info.std) == f.caches["train"].mean_std(idx)
+    (root / "b" / "zz.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match=rf"^{name}: .*zz.png is not a readable image"):
+        fo.ImageFolder(name)
+    _tree(tmp_path / "own" / "train", {"a": 2, "b": 2}, size=(8, 8))
+    _tree(tmp_path / "own" / "val", {"a": 1, "b": 1}, size=(8, 8))
+    (tmp_path / "own" / "val" / "b" / "zz.png").write_bytes(b"broken")
+    own = f"folder:{tmp_path / 'own'},size=8"
+    with pytest.raises(DataError, match=rf"^{own}: .*zz.png is not a readable image"):
+        fo.ImageFolder(own)
+    for bad in ("1", "1.5"):
+        with pytest.raises(DataError, match=rf"^{name},test={bad}: test must be a fraction in \(0, 1\), got {float(bad)}$"):
+            fo.ImageFolder(f"{name},test={bad}")
+    with pytest.raises(DataError, match=r"test must be a fraction in \(0, 1\), got 1.5$"):
+        fo.ImageFolder(f"{own},test=1.5")
+
+
+def test_a_skipped_first_test_image_leaves_the_training_split_whole(tmp_path, capsys):
+    root = _tree(tmp_path / "imgs", {"a": 5, "b": 5}, size=(8, 8))
+    classes = fo._classes(root)
+    paths, labels = fo.list_images(root, classes)
+    split = fo.stratified_split(labels, 0.2)
+    first_test = paths[split["test"][0]]
+    first_test.write_bytes(b"broken")
+    f = fo.ImageFolder(f"folder:{root},size=8,skip-bad")
+    assert len(f.load("train")) == 8 and len(f.load("test")) == 1
+    key = f"size=8,channels=3,skip_bad=True,classes=2,decode={fo.DECODE}"
+    err = capsys.readouterr().err
+    assert err == (f"sgtlab: folder:{root},size=8,skip-bad: skipped 1 unreadable file(s) (first: {first_test}); the list "
+                   f"is in {cache.cache_dir(root, key + ',split') / 'meta.json'}\n")
