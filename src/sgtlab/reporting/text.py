@@ -120,7 +120,7 @@ def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 0, *, compare
                     if g is None and _on_grid(grid, e) is not None:  # the claim's attack did not run: the headline's
                         att, g = attack, _on_grid(grid, e)
                     if g is None:
-                        missing.append(f"{att.upper()} eps {e:g}")
+                        missing.append(f"{att.upper()} eps {eps_text(e, opts.dataset)}")
                         continue
                     prim.append(test(a, b, att, g))
                 for att, e in c.also:
