@@ -72,6 +72,9 @@ def test_cifar100_python_api(tmp_path, form):
         assert torch.equal(d.pixels.reshape(len(data), -1), torch.from_numpy(data))
         c = load_dataset("cifar100-coarse", split, tmp_path, download=False, verify=False)
         assert c.y.tolist() == coarse and c.name == "cifar100-coarse"
+        # the release's names: fine label 0 apple ... 99 worm; coarse 0 aquatic mammals ... 19 vehicles 2
+        assert (d.classes[0], d.classes[30], d.classes[99], len(d.classes)) == ("apple", "dolphin", "worm", 100)
+        assert (c.classes[0], c.classes[19], len(c.classes)) == ("aquatic_mammals", "vehicles_2", 20)
     info = dataset_info("cifar100")
     assert info.num_classes == 100 and dataset_info("cifar100-coarse").num_classes == 20
     # the official md5 is checked unless verify=False; the message says how to load one's own files

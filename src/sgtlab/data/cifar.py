@@ -243,11 +243,32 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 register_dataset(DatasetInfo(
     NAME, load_cifar10, (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "resnet18-cifar",
     "CIFAR-10, 50k/10k 32x32 colour images (python version: cifar-10-batches-py or the tar.gz)", CIFAR10_CLASSES))
+# CIFAR-100's fine labels 0-99 and coarse labels 0-19, in the order of the release's `meta` file
+# (fine_label_names, coarse_label_names: alphabetical); fixed like CIFAR-10's, so they are not read
+# from a pickle
+CIFAR100_CLASSES = tuple("""
+    apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
+    bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud
+    cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl
+    hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree
+    motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+    plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea
+    seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper
+    table tank telephone television tiger tractor train trout tulip turtle wardrobe whale
+    willow_tree wolf woman worm
+""".split())
+CIFAR100_COARSE_CLASSES = tuple("""
+    aquatic_mammals fish flowers food_containers fruit_and_vegetables
+    household_electrical_devices household_furniture insects large_carnivores large_man-made_outdoor_things
+    large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people
+    reptiles small_mammals trees vehicles_1 vehicles_2
+""".split())
 # the usual per-channel statistics of the CIFAR-100 training split
 _C100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 register_dataset(DatasetInfo(
     "cifar100", load_cifar100, (3, 32, 32), 100, *_C100_STATS, "resnet18-cifar",
-    "CIFAR-100, 50k/10k 32x32 colour images, 100 fine labels (python version: cifar-100-python or the tar.gz)"))
+    "CIFAR-100, 50k/10k 32x32 colour images, 100 fine labels (python version: cifar-100-python or the tar.gz)",
+    CIFAR100_CLASSES))
 register_dataset(DatasetInfo(
     "cifar100-coarse", partial(load_cifar100, labels="coarse"), (3, 32, 32), 20, *_C100_STATS, "resnet18-cifar",
-    "CIFAR-100 with its 20 coarse (superclass) labels; the same files as cifar100"))
+    "CIFAR-100 with its 20 coarse (superclass) labels; the same files as cifar100", CIFAR100_COARSE_CLASSES))
