@@ -228,3 +228,187 @@ def test_claims_markdown_lists_each_verdict_with_its_reason():
     assert lines[4] == "- **C1** (S; on X): **supported**. Measured: M1"
     assert lines[5] == "- **C2** (S2; on Y): **no verdict** (W). Measured: –"
     assert md.endswith("–\n")
+
+
+# -- analyse, findings and claim verdicts on experiments written here ------------------------------
+
+from test_report_text import make_experiment  # noqa: E402
+
+from sgtlab.reporting import claims as C  # noqa: E402
+from sgtlab.reporting.summary import fmt_ms, mean_std  # noqa: E402
+
+GRID = [0.1, 0.2, 0.25, 0.3]
+
+
+def _keys(rs):
+    return [(r.a, r.b, r.attack, r.eps) for r in rs]
+
+
+def test_the_report_section_and_the_arguments_set_the_options_and_pairs(tmp_path):
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6] * 4, ("SGT", "sgt"): [0.4] * 4, ("MINE", "mine"): [0.5] * 4},
+                           seeds=(0, 1, 2, 3))
+    cfg = {"attack": {"headline_eps": [0.1, 0.3]}, "report": {"min_seeds": 4, "margin": 3, "compare": "ST"}}
+    an = T.analyse(rows, tmp_path, cfg)
+    assert an.opts == Options(min_seeds=4, margin=0.03, dataset="mnist5k") and an.dataset == "mnist5k"
+    assert list(an.pairs) == [("SGT", "ST"), ("MINE", "ST")]
+    assert an.grid == GRID and an.eps == [0.1, 0.3] and an.attack == "ensemble"
+    for (a, b), rs in an.pairs.items():
+        assert _keys(rs) == [(a, b, "ensemble", 0.1), (a, b, "ensemble", 0.3), (a, b, "ensemble", None)]
+        assert all(r.measured and r.grid == GRID and r.n_seeds == 4 for r in rs)
+    assert rs[-1].acc_a == pytest.approx(np.mean([rs[0].acc_a] * 3 + [rs[1].acc_a]))  # the mean over the grid
+    assert {id(r) for rs in an.pairs.values() for r in rs} <= {id(r) for r in an.results}
+    an = T.analyse(rows, tmp_path, cfg, min_seeds=2, margin=1, compare_pairs=["MINE:SGT"])
+    assert an.opts.min_seeds == 2 and an.opts.margin == 0.01
+    assert list(an.pairs) == [("MINE", "SGT"), ("SGT", "ST")]  # then the claims' pair
+    an = T.analyse(rows, tmp_path, {"attack": {"headline_eps": [0.1, 0.3]}})
+    assert an.opts == Options(min_seeds=5, margin=0.02, dataset="mnist5k") and list(an.pairs) == [("SGT", "ST")]
+
+
+def test_an_analysis_without_robustness_results_keeps_the_flags_and_options(tmp_path):
+    rows = [{"run": "r0", "label": "ST", "method": "st", "seed": 0, "dataset": "mnist", "clean_accuracy": 0.05}]
+    an = T.analyse(rows, tmp_path, {"report": {"min_seeds": 3}})
+    assert an == T.Analysis(None, [], "", [], {}, flagged=an.flagged, opts=Options(3, 0.02, "mnist"), dataset="mnist")
+    assert list(an.flagged) == ["r0"] and an.flagged["r0"]
+    assert T.findings(rows, an) == ["No robustness results yet."]
+    empty = T.analyse([], tmp_path, {})
+    assert empty.attack is None and empty.opts.dataset is None
+
+
+def test_a_single_run_and_a_label_whose_runs_are_all_flagged(tmp_path):
+    one = make_experiment(tmp_path / "one", {("ST", "st"): [0.6]}, seeds=(0,))
+    an = T.analyse(one, tmp_path / "one", {})
+    assert an.attack == "ensemble" and an.opts.dataset == "mnist5k" and an.pairs == {}
+    rows = make_experiment(tmp_path / "two", {("ST", "st"): [0.6] * 2, ("SGT", "sgt"): [0.4] * 2}, seeds=(0, 1),
+                           clean={"ST": 0.05})
+    an = T.analyse(rows, tmp_path / "two", {})
+    assert sorted(an.flagged) == ["st-seed0", "st-seed1"]
+    assert not any(r.measured for r in an.pairs[("SGT", "ST")])  # ST has no runs left to compare
+
+
+def test_flags_need_the_folder_for_the_classes_of_unknown_data(tmp_path):
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.3] * 2, ("SGT", "sgt"): [0.3] * 2}, seeds=(0, 1),
+                           dataset="mydata", clean={"ST": 0.45, "SGT": 0.46})
+    an = T.analyse(rows, tmp_path, {})
+    assert sorted(an.flagged) == ["sgt-seed0", "sgt-seed1", "st-seed0", "st-seed1"]  # 2 classes: at chance
+
+
+def test_a_claim_is_tested_at_its_own_attacks_then_the_standard_budgets_and_the_grid(tmp_path):
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3},
+                           attacks=("ensemble", "fgsm", "pgd", "mifgsm"))
+    an = T.analyse(rows, tmp_path, {"attack": {"headline_eps": [0.1, 0.3]}})
+    raises = next(t for t in an.claims if t.claim.text.startswith("SGT raises") and "MNIST" in t.claim.families)
+    assert (raises.a, raises.b, raises.missing) == ("SGT", "ST", "")
+    assert _keys(raises.primary) == [("SGT", "ST", "fgsm", 0.25)]
+    assert _keys(raises.secondary) == [("SGT", "ST", "pgd", 0.25), ("SGT", "ST", "mifgsm", 0.25),
+                                       ("SGT", "ST", "ensemble", 0.1), ("SGT", "ST", "ensemble", 0.3),
+                                       ("SGT", "ST", "ensemble", None)]
+    lowers = next(t for t in an.claims if t.claim.text.startswith("SGT lowers"))
+    assert _keys(lowers.primary) == [("SGT", "ST", "ensemble", 0.1), ("SGT", "ST", "ensemble", 0.3)]
+    assert _keys(lowers.secondary) == [("SGT", "ST", "ensemble", None)]
+    assert all(r.measured for r in raises.primary + raises.secondary + lowers.primary + lowers.secondary)
+    # fgsm not run: the headline attack at that eps; not on the grid at all: said what to add
+    rows = make_experiment(tmp_path / "b", {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3}, eps=(0.1, 0.3))
+    an = T.analyse(rows, tmp_path / "b", {})
+    raises = next(t for t in an.claims if t.claim.text.startswith("SGT raises") and "MNIST" in t.claim.families)
+    assert raises.primary == [] and raises.missing == "FGSM eps 0.25"
+    rows = make_experiment(tmp_path / "c", {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3}, eps=(0.1, 0.25, 0.3))
+    an = T.analyse(rows, tmp_path / "c", {})
+    raises = next(t for t in an.claims if t.claim.text.startswith("SGT raises") and "MNIST" in t.claim.families)
+    assert _keys(raises.primary) == [("SGT", "ST", "ensemble", 0.25)] and raises.missing == ""
+
+
+def test_findings_state_the_setup_each_pair_the_clean_accuracy_flags_and_checks(tmp_path):
+    clean = {"ST": 0.98, "SGT": 0.97}
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6] * 5, ("SGT", "sgt"): [0.4] * 5}, seeds=(0, 1, 2, 3, 4),
+                           clean=clean)
+    rows[0]["check:grad"] = False
+    rows[1]["clean_accuracy"] = 0.96  # sd over seeds
+    an = T.analyse(rows, tmp_path, {"attack": {"headline_eps": [0.1, 0.3]}})
+    an.flagged = {"x-seed9": "why"}  # as the flags would say
+    out = T.findings(rows, an)
+    n = sum(r.eligible for r in an.results)
+    assert n > 1
+    assert out[0] == (f"Setup of every comparison below: {an.setup}. Differences are in percentage points (pp) of robust "
+                      f"accuracy, paired by seed and test image. The replicate is the training seed: each method-level "
+                      f"interval is a random-effects t interval over seeds, carrying the noise of the test set that every "
+                      f"seed shares (sgtlab.inference; calibrated by simulation: scripts/calibrate_verdicts.py). A verdict "
+                      f"needs at least 5 seeds and neither method at the floor; p is Holm-corrected over the {n} such "
+                      f"comparisons of this report. An interval inside +-2 pp says there is no larger effect.")
+    rs = an.pairs[("SGT", "ST")]
+    assert out[1] == "SGT vs ST. " + "; ".join(f"{r.where()}: {r.text()}" for r in rs) + "."
+    st = mean_std([r["clean_accuracy"] for r in rows if r["label"] == "ST"])
+    sgt = mean_std([r["clean_accuracy"] for r in rows if r["label"] == "SGT"])
+    assert out[2] == f"Clean accuracy (mean ± sd over seeds): ST {fmt_ms(*st, percent=True)} %; SGT {fmt_ms(*sgt, percent=True)} %."
+    assert out[3] == "Left out of every comparison as under-trained: x-seed9 (why)."
+    assert out[4] == T.checks_finding(rows) and out[4].startswith("Gradient-masking checks flagged: st-seed0 (grad).")
+    assert len(out) == 5
+    an.flagged = {"a": "w1", "b": "w2"}
+    assert T.findings(rows, an)[3] == "Left out of every comparison as under-trained: a (w1); b (w2)."
+    for r in an.results:
+        r.p_holm = math.nan
+    one = [r for r in an.results if r.eligible][0]
+    an.results = [one]
+    assert "p is Holm-corrected over the 1 such comparison of this report. " in T.findings(rows, an)[0]
+    an.results = []
+    assert ("at the floor; no comparison of this report has that, so none gives a verdict. An interval"
+            in T.findings(rows, an)[0])
+    an.opts = Options(margin=0.035)
+    assert T.findings(rows, an)[0].endswith("An interval inside +-3.5 pp says there is no larger effect.")
+    del rows[0]["check:grad"]
+    assert len(T.findings(rows, an)) == 4  # no checks: no empty line
+
+
+def test_checks_findings_in_full():
+    assert T.checks_finding([{"run": "a", "check:g": False}]) == (
+        "Gradient-masking checks flagged: a (g). Robust accuracies of these runs may be overestimated; see the checks "
+        "table (a check flags only a difference larger than its images can show: the 95 % binomial half-width it prints).")
+    assert T.checks_finding([{"run": "a", "check:g": True}]) == (
+        "No gradient-masking check flagged a run (the gradient-free Square attack included): the attacks behave as "
+        "expected on every run.")
+
+
+def test_a_baseline_compares_every_other_label_and_later_items_count_too():
+    assert T.parse_compare(["A:B", "C"], ["A", "B", "C"]) == [("A", "B"), ("A", "C"), ("B", "C")]
+    assert T.parse_compare(["C", "A:B"], ["A", "B", "C"]) == [("A", "C"), ("B", "C"), ("A", "B")]
+
+
+def test_claim_verdicts_say_where_a_claim_was_made_and_what_was_not_measured(tmp_path):
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3}, dataset="cifar100")
+    an = T.analyse(rows, tmp_path, {})
+    v = T.claim_verdicts(rows, an)
+    asgt = [x for x in v if x["claim"] == "ASGT is more robust than SGT"]
+    assert asgt == [{"study": "Guesmi et al. 2024", "claim": "ASGT is more robust than SGT", "setting": "MNIST, PGD eps 0.2",
+                     "measured": "–", "verdict": "no verdict", "why": "made on MNIST; this experiment is on cifar100"}]
+    lowers = [x for x in v if x["claim"].startswith("SGT lowers")]
+    assert len(lowers) == 1 and lowers[0]["measured"].startswith("SGT minus ST. Primary: ")
+    assert "made on MNIST / CIFAR-10" not in str(v)  # the claim also made on CIFAR-100 gets its verdict there
+    raises = [x for x in v if x["claim"] == "SGT raises robust accuracy over ST"]
+    assert [x["why"] for x in raises] == ["made on MNIST; this experiment is on cifar100",
+                                          "made on CIFAR-10; this experiment is on cifar100"]
+    sal = [x for x in v if x["setting"] == "saliency-map quality"]
+    assert sal == [{"study": s, "claim": t, "setting": "saliency-map quality", "measured": "–",
+                    "verdict": "not measured here", "why": "a saliency-quality claim: see the saliency sections of this report"}
+                   for s, t in C.SALIENCY_CLAIMS]
+    rows = make_experiment(tmp_path / "m", {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3}, eps=(0.1, 0.3))
+    an = T.analyse(rows, tmp_path / "m", {})
+    v = T.claim_verdicts(rows, an)
+    at = [x for x in v if x["claim"] == "ASGT is more robust than AT-PGD, the same training attack without the saliency term"]
+    assert [(x["measured"], x["verdict"], x["why"]) for x in at] == [("–", "not measured here",
+                                                                      "no ASGT, AT-PGD runs in this experiment")]
+    fgsm = [x for x in v if x["claim"] == "AT-FGSM is weaker than SGT"][0]
+    assert fgsm["why"] == "no AT-FGSM runs in this experiment"
+    raises = [x for x in v if x["claim"] == "SGT raises robust accuracy over ST" and x["setting"].startswith("MNIST")][0]
+    t = next(t for t in an.claims if t.claim.text.startswith("SGT raises") and "MNIST" in t.claim.families)
+    assert raises["measured"] == ("SGT minus ST. Primary: none on this grid. Secondary: "
+                                  + "; ".join(f"{r.where()}: {r.text()}" for r in t.secondary))
+    assert raises["why"].endswith("not on the eps grid: FGSM eps 0.25 (add it with --set attack.eps=...)")
+    assert "; not on the eps grid" in raises["why"] or raises["why"].startswith("not on the eps grid")
+    lowers = [x for x in v if x["claim"].startswith("SGT lowers")][0]
+    t = next(t for t in an.claims if t.claim.text.startswith("SGT lowers"))
+    assert lowers["measured"] == ("SGT minus ST. Primary: " + "; ".join(f"{r.where()}: {r.text()}" for r in t.primary)
+                                  + ". Secondary: " + "; ".join(f"{r.where()}: {r.text()}" for r in t.secondary))
+    norob = [{**r, **{k: None for k in r if k.startswith("rob:")}} for r in rows]
+    norob = [{k: val for k, val in r.items() if not k.startswith("rob:")} for r in norob]
+    an = T.analyse(norob, tmp_path / "m", {})
+    v = T.claim_verdicts(norob, an)
+    assert [x["why"] for x in v if x["claim"].startswith("SGT lowers")] == ["no robustness runs in this experiment"]

@@ -90,7 +90,7 @@ def analyse(rows: list[dict], root: Path, cfg: dict, n_boot: int = 0, *, compare
     attack = headline_attack(rows)
     flagged = under_trained(rows, root)
     if attack is None:
-        return Analysis(None, [], "", [], {}, flagged=flagged, opts=opts)
+        return Analysis(None, [], "", [], {}, flagged=flagged, opts=opts, dataset=opts.dataset)
     eps = headline_eps(rows, cfg)
     cols = robust_columns(rows)
     grid = cols[attack]
