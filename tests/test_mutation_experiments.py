@@ -381,3 +381,34 @@ def test_a_changed_option_is_refused_before_any_run_and_another_experiment_too(t
     with pytest.raises(SgtlabError, match=r"holds another experiment \(differs in: name, zz\); use another --out"):
         runner._check_same_experiment(tmp_path, {**cfg2, "zz": 1, "name": "other"})
     assert read_json(tmp_path / "experiment.json") == cfg2  # unchanged when refused
+
+
+def test_tables_and_logs_that_are_fifos_are_named_in_the_refusal(tmp_path):
+    os.mkfifo(tmp_path / "results.csv")
+    with pytest.raises(SgtlabError, match=r"^the results table .*results.csv is not a regular file"):
+        store.read_results(tmp_path)
+    run = _run(tmp_path / "r", robustness_json=ROB)
+    os.mkfifo(run / "metrics.jsonl")
+    with pytest.raises(SgtlabError, match=r"^the metrics log .*metrics.jsonl is not a regular file"):
+        store.row_from_run(run)
+
+
+def test_cells_with_line_breaks_and_negative_integers_come_back_as_written(tmp_path):
+    store.record_result(tmp_path, {"run": "a", "note": "line 1\r\nline 2", "n": -3}, ["a"])
+    row = store.read_results(tmp_path)[0]
+    assert row["note"] == "line 1\r\nline 2" and row["n"] == -3 and isinstance(row["n"], int)
+    assert isinstance(_parse_row({"d": "-3"})["d"], int) and isinstance(_parse_row({"d": "3"})["d"], int)
+
+
+def test_a_refusal_names_at_most_four_differences(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    old = {k: 1 for k in "abcde"}
+    (run / "robustness.json").write_text(json.dumps({"request": old}))
+    with pytest.raises(SgtlabError, match=r"\(differs in a: 1 -> 2, b: 1 -> 2, c: 1 -> 2, d: 1 -> 2\); it is kept"):
+        store.check_replace(run, "robustness.json", {k: 2 for k in "abcde"}, lambda s: s["request"], False, "evaluation")
+
+
+def test_a_reproduce_runs_row_keeps_its_own_run_name(tmp_path):
+    run = _run(tmp_path / "folder-name", result_json={"run": "st-seed3", "clean_accuracy": 0.9})
+    assert store.row_from_run(run)["run"] == "st-seed3"
