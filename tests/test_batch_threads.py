@@ -119,3 +119,30 @@ def test_images_the_attack_showed_fooled_get_no_second_verdict_and_no_outcome_ch
     assert sum(forwards) > judged_skipping  # fewer verdict passes, the same outcomes
     for a in ATTACKS:
         assert torch.equal(skipping.first_fooled[a], judging_all.first_fooled[a]), a
+
+
+def test_the_suites_restarts_side_by_side_give_the_single_threaded_outcomes(trained_model, mnist5k_test,
+                                                                             monkeypatch, two_threads):
+    import sgtlab.evaluate.headline_suite as hs
+
+    def run():
+        res = robustness_sweep(trained_model, mnist5k_test, ["fgsm"], [0.1, 0.2], n=80, batch_size=16,
+                               progress=False, seed=2)
+        hs.headline_suite(trained_model, mnist5k_test.subset(80), res, [0.1, 0.2], restarts=2, square_queries=0,
+                          batch_size=16, seed=2)
+        return res
+
+    calls = []
+    real = hs.map_batches
+    monkeypatch.setattr(hs, "map_batches", lambda fn, jobs, workers: calls.append(workers) or real(fn, jobs, workers))
+    fast = run()
+    assert max(calls) == 2
+    monkeypatch.setattr(hs, "batch_workers", lambda *a, **k: 1)
+    monkeypatch.setattr(rob, "batch_workers", lambda *a, **k: 1)
+    torch.set_num_threads(1)
+    plain = run()
+    assert fast.folded.keys() == plain.folded.keys()
+    for col in fast.folded:
+        assert torch.equal(fast.folded[col][1], plain.folded[col][1]), col
+        assert torch.equal(fast.folded_ran[col], plain.folded_ran[col]), col
+    assert torch.equal(fast.first_fooled["ensemble"], plain.first_fooled["ensemble"])

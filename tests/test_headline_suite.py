@@ -68,6 +68,30 @@ def test_skipping_fooled_images_changes_no_images_outcome():
     assert skip.folded_ran["suite:square@0.3"].sum() < every.folded_ran["suite:square@0.3"].sum()
 
 
+def test_the_table_says_on_how_many_images_each_attack_and_suite_member_ran():
+    """`RobustnessResult.table` (what `sgtlab attack` prints) ends with the images each attack ran
+    on per eps: the sweep's nested counts and the suite's members at their budgets ("-" elsewhere)."""
+    x, y, values = _lottery_images()
+    eps = [0.1, 0.2, 0.3]
+    res = robustness_sweep(Lottery(), (x, y), ["pgd"], eps, progress=False, seed=5)
+    summary = headline_suite(Lottery(), (x, y), res, [0.1, 0.3], restarts=1, square_queries=20, seed=5)
+    counts = res.images_attacked()
+    assert counts["pgd"] == res.info["images_attacked"]["pgd"]
+    assert counts["pgd"]["0.1"] == int((values != 0.9).sum())  # every clean-correct image at the first eps
+    for member in ("pgd-restarts", "square"):
+        assert counts[f"suite:{member}"] == {e: summary["images"][e][member] for e in ("0.1", "0.3")}
+    lines = res.table().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("images attacked"))
+    rows = {line.split()[0]: line.split()[1:] for line in lines[at + 1:]}
+    assert lines[at].split()[2:] == ["0.1", "0.2", "0.3"]
+    assert rows["pgd"] == [str(counts["pgd"][f"{e:g}"]) for e in eps]
+    assert rows["suite:square"] == [str(counts["suite:square"]["0.1"]), "-", str(counts["suite:square"]["0.3"])]
+    assert int(rows["suite:square"][2]) < int(rows["suite:square"][0])  # fewer left robust at the larger budget
+    bare = robustness_sweep(Lottery(), (x, y), ["pgd"], eps, progress=False, seed=5)
+    bare.info.pop("images_attacked")
+    assert "images attacked" not in bare.table()  # results stored before the counts: the table as it was
+
+
 def test_skipping_changes_no_outcome_on_a_trained_model(trained_model, mnist5k_test):
     """The same comparison on the small trained CNN, PGD restarts only (Square's reference code draws
     its random stripes for a batch at once, so its per-image result depends on the batch, as with

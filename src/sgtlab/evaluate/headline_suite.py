@@ -35,6 +35,7 @@ from torch import nn
 from sgtlab.attacks import PGD, build_attack
 from sgtlab.device import eval_batch_size, eval_mode, model_device
 from sgtlab.errors import SgtlabError
+from sgtlab.fast.batch_threads import batch_workers, map_batches
 
 #: the suite of the presets unless they say otherwise (`attack.suite`); quick's timing: docs/attacks.md
 SUITE_DEFAULTS = {"restarts": 5, "square_queries": 300}
@@ -104,15 +105,29 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
     device = model_device(model)
     bs = eval_batch_size(batch_size, device)
 
-    def attack_remaining(robust: torch.Tensor, run) -> None:
-        """`run(xb, yb, idx)` -> adversarial images of the still-robust samples, batch by batch."""
-        todo = robust.nonzero().squeeze(1)
-        for b in range(0, len(todo), bs):
-            idx = todo[b:b + bs]
+    def attack_remaining(robust: torch.Tensor, run, thread_safe: bool = False, reports: bool = False) -> None:
+        """`run(xb, yb, idx, known)` -> adversarial images of the still-robust samples, batch by
+        batch; `known` (bool, per sample; with `reports`) is for the attack to mark the samples its
+        own float32 forward showed fooled (no verdict pass for them). Batches of a `thread_safe`
+        attack may run side by side (`sgtlab.fast.batch_threads`)."""
+        batches = list(robust.nonzero().squeeze(1).split(bs))
+
+        def one(idx: torch.Tensor) -> torch.Tensor:
             xb, yb = x[idx].to(device), y[idx].to(device)
-            adv = run(xb, yb, idx)
+            known = torch.zeros(len(idx), dtype=torch.bool, device=device) if reports else None
+            with torch.enable_grad():  # grad mode is per thread
+                adv = run(xb, yb, idx, known)
             with torch.no_grad():
-                fooled = (model(adv).argmax(1) != yb).cpu()
+                if known is None:
+                    return (model(adv).argmax(1) != yb).cpu()
+                rest = (~known).nonzero().squeeze(1)
+                fooled = known.clone()
+                if len(rest):
+                    fooled[rest] = model(adv[rest]).argmax(1) != yb[rest]
+                return fooled.cpu()
+
+        workers = batch_workers(model, device, len(batches), thread_safe)
+        for idx, fooled in zip(batches, map_batches(one, batches, workers)):
             robust[idx[fooled]] = False
 
     def pgd_restarts(robust: torch.Tensor, e: float, j: int) -> None:
@@ -122,12 +137,14 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
                 return
             g = torch.Generator().manual_seed(seed + RESTART_SEED * (r + 1) + j)
             start = torch.empty_like(x).uniform_(-e, e, generator=g)  # for every image: per-image starts
-            attack_remaining(robust, lambda xb, yb, idx: attack.perturb(
-                model, xb, yb, e, early_stop=True, init_delta=start[idx].to(device)))
+            attack_remaining(robust, lambda xb, yb, idx, known: attack.perturb(
+                model, xb, yb, e, early_stop=True, init_delta=start[idx].to(device), fooled=known),
+                thread_safe=attack.thread_safe, reports=attack.reports_fooled)
 
     def reference(name: str, **kw):
         attack = build_attack(name, seed=seed, **kw)
-        return lambda robust, e, j: attack_remaining(robust, lambda xb, yb, idx: attack.perturb(model, xb, yb, e))
+        # the reference code seeds and draws from the global generator: one batch after the other
+        return lambda robust, e, j: attack_remaining(robust, lambda xb, yb, idx, known: attack.perturb(model, xb, yb, e))
 
     members: list[tuple[str, str, Any]] = []
     if restarts:

@@ -182,4 +182,35 @@ class RobustnessResult:
         width = [max(len(r[i]) for r in lines) for i in range(len(head))]
         out = [f"clean accuracy: {100 * self.clean_accuracy:.1f} % ({self.n} images)"]
         out += ["  ".join(c.rjust(w) for c, w in zip(r, width)) for r in lines]
-        return "\n".join(out)
+        return "\n".join(out + self.images_attacked_lines(eps_format))
+
+    def images_attacked(self) -> dict[str, dict[str, int]]:
+        """On how many images each attack ran, per eps (`f"{eps:g}"`): the sweep's attacks
+        (`info["images_attacked"]`: the nested sweep attacks only images still robust at the smaller
+        budgets; a minimum-norm attack has one entry, `"all eps"`) and the headline suite's members
+        as `suite:NAME` (`info["suite"]`: only images no cheaper attack had fooled). Empty when not
+        recorded (results of older versions)."""
+        out = {a: dict(d) for a, d in (self.info.get("images_attacked") or {}).items()}
+        for e, counts in ((self.info.get("suite") or {}).get("images") or {}).items():
+            for member, k in counts.items():
+                if member != "n":
+                    out.setdefault(f"suite:{member}", {})[e] = k
+        return out
+
+    def images_attacked_lines(self, eps_format: Callable[[float], str] = "{:g}".format) -> list[str]:
+        """`images_attacked` as table lines under the accuracy table (none when not recorded): the
+        work behind each number, so a reader sees what the skipping saved and where an expensive
+        attack ran at all."""
+        counts = self.images_attacked()
+        if not counts:
+            return []
+        head = ["images attacked"] + [eps_format(e) for e in self.eps]
+        lines, whole = [head], []
+        for a, d in counts.items():
+            if "all eps" in d:  # a minimum-norm attack: one run for the grid
+                whole.append(f"{a}: one run for the whole grid on {d['all eps']} images")
+                continue
+            lines.append([a] + [str(d[f"{e:g}"]) if f"{e:g}" in d else "-" for e in self.eps])
+        width = [max(len(r[i]) for r in lines) for i in range(len(head))]
+        rows = ["  ".join(c.rjust(w) for c, w in zip(r, width)) for r in lines] if len(lines) > 1 else []
+        return rows + whole
