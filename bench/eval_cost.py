@@ -7,7 +7,8 @@ Evaluation: the preset's robustness stage (`sgtlab.experiments.stages.robustness
 `attack` section as the runner resolves it: the sweep (its attacks, eps grid, `n` images, steps),
 the headline suite at its headline budgets and the gradient-masking checks. Each phase is timed,
 and inside it every attack's `perturb` (outermost calls only; `other` is the clean pass, the
-verdict forwards and the bookkeeping), so the split says where the time goes; the suite's image
+verdict forwards and the bookkeeping; batches run side by side in threads count once, as wall
+time), so the split says where the time goes; the suite's image
 counts (how many images each member ran on) come from its `robustness.json`.
 
 One thread pair (2 threads), as the other benches. Needs the MNIST files ($SGTLAB_DATA or
@@ -23,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -56,28 +58,41 @@ def attack_classes() -> list[type]:
     return [c for c in seen if "perturb" in c.__dict__]
 
 
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) intervals."""
+    total, end = 0.0, -float("inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 @contextlib.contextmanager
 def timed_perturb(split: dict[tuple[str, str], float]):
-    """Add each outermost `perturb` call's seconds to `split[(phase, attack.name)]`; the phase is
-    `sweep` until the stage calls the headline suite (`suite`) or the checks (`checks`), which it
-    imports from their modules at call time (bench-only patching, undone on exit)."""
+    """Add the seconds during which some thread was in an outermost `perturb` call of an attack to
+    `split[(phase, attack.name)]` (the union of the calls' intervals: batches that run side by side
+    in worker threads, `sgtlab.fast.batch_threads`, count once, as wall time); the phase is `sweep`
+    until the stage calls the headline suite (`suite`) or the checks (`checks`), which it imports
+    from their modules at call time (bench-only patching, undone on exit)."""
     import sgtlab.evaluate.headline_suite as hs
     import sgtlab.evaluate.masking_checks as mc
 
-    depth, phase = [0], ["sweep"]
+    local, phase = threading.local(), ["sweep"]  # nesting depth per thread
+    intervals: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     originals = {c: c.__dict__["perturb"] for c in attack_classes()}
 
     def wrap(fn):
         def perturb(self, *a, **kw):
-            if depth[0]:
+            if getattr(local, "depth", 0):
                 return fn(self, *a, **kw)
-            depth[0] += 1
+            local.depth = 1
             t = time.perf_counter()
             try:
                 return fn(self, *a, **kw)
             finally:
-                depth[0] -= 1
-                split[(phase[0], self.name)] += time.perf_counter() - t
+                local.depth = 0
+                intervals[(phase[0], self.name)].append((t, time.perf_counter()))  # append: atomic
         return perturb
 
     def in_phase(name, fn):
@@ -94,6 +109,8 @@ def timed_perturb(split: dict[tuple[str, str], float]):
     try:
         yield
     finally:
+        for key, spans in intervals.items():
+            split[key] += covered(spans)
         for c, fn in originals.items():
             c.perturb = fn
         for (mod, name), fn in stage_fns.items():
