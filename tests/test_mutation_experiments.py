@@ -412,3 +412,75 @@ def test_a_refusal_names_at_most_four_differences(tmp_path):
 def test_a_reproduce_runs_row_keeps_its_own_run_name(tmp_path):
     run = _run(tmp_path / "folder-name", result_json={"run": "st-seed3", "clean_accuracy": 0.9})
     assert store.row_from_run(run)["run"] == "st-seed3"
+
+
+def test_a_crashed_run_is_resumed_in_its_folder_with_its_options(tmp_path, fake, monkeypatch):
+    import time as _time
+
+    import sgtlab.train as train_pkg
+    import sgtlab.train.checkpoint as ckpt
+
+    spec = expand(_cfg())[1]
+    folder = tmp_path / "runs" / spec.name
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"config_hash": spec.config_hash(), **spec.identity()}))
+    loads = []
+    monkeypatch.setattr(ckpt, "load_model", lambda f, dev: loads.append((f, dev)) or
+                        ("model", {"arch": {"model": "tiny", "num_classes": 7}}))
+    real_fit = train_pkg.fit
+
+    def slow_fit(cfg, f, resume=False, progress=True):
+        _time.sleep(0.03)
+        return real_fit(cfg, f, resume, progress)
+
+    monkeypatch.setattr(train_pkg, "fit", slow_fit)
+    t0 = _time.perf_counter()
+    row = runner.execute_run(spec, tmp_path, progress=True)
+    wall = _time.perf_counter() - t0
+    assert loads == [(folder, f"dev-{spec.train['device']}")]
+    assert fake["rob"][0][3] is True and fake["sal"][0][1] == spec.explain
+    assert 0.03 <= row["seconds_train"] <= row["seconds"] <= wall + 0.01
+    assert row["seconds_explain"] <= row["seconds"] and row["seconds"] == round(row["seconds"], 2)
+
+
+def test_the_stages_get_the_runs_training_config_and_progress(tmp_path, fake, monkeypatch):
+    got = []
+    monkeypatch.setattr(runner, "robustness_stage", lambda m, cfg, a, f, p, t: got.append(("rob", cfg.method, p)) or
+                        {"clean_accuracy": 0.5})
+    monkeypatch.setattr(runner, "interpretability_stage", lambda m, cfg, e, a, f, p: got.append(("sal", cfg.method, p))
+                        or {})
+    spec = expand(_cfg())[1]
+    runner.execute_run(spec, tmp_path, progress=True)
+    assert got == [("rob", spec.train["method"], True), ("sal", spec.train["method"], True)]
+
+
+def test_the_executor_gets_the_options_and_the_bar_counts_the_runs(tmp_path, fake, monkeypatch, capsys):
+    import sgtlab.experiments.executors as ex
+
+    calls = []
+
+    class Here:
+        def map(self, fn, items, *args):
+            return (fn(i, *args) for i in items)
+
+    def get_executor(name="local", **kw):
+        calls.append((name, kw))
+        return Here()
+
+    monkeypatch.setattr(ex, "get_executor", get_executor)
+    cfg = _cfg("name=tiny")
+    runner.execute_run(expand(cfg)[0], tmp_path)  # one of four finished before
+    runner.run_experiment(cfg, tmp_path, executor="ray", address="host:1", workers=3, gpus=[0, 1])
+    assert calls == [("ray", {"address": "host:1", "gpus": [0, 1]})]
+    err = capsys.readouterr().err
+    assert "tiny runs:  25%" in err and " 1/4 " in err and "tiny runs: 100%" in err and " 4/4 " in err
+    assert "run/s" in err and "clean 0.900" in err and "5/4" not in err
+    calls.clear()
+    runner.run_experiment(_cfg("name=tiny", "seeds=[0, 1, 2]"), tmp_path, workers=3, gpus=[1], progress=False, lock=False)
+    assert calls == [("local", {"workers": 3, "gpus": [1]})]
+    assert capsys.readouterr().err == ""
+    calls.clear()
+    unnamed = {k: v for k, v in _cfg("seeds=[7]").items() if k != "name"}
+    runner.run_experiment(unnamed, tmp_path / "a" / "b", executor="ray", address="h:2", workers=2, gpus=[3], lock=False)
+    assert calls == [("ray", {"address": "h:2", "gpus": [3]})]
+    assert "experiment runs: 100%" in capsys.readouterr().err
