@@ -412,3 +412,57 @@ def test_claim_verdicts_say_where_a_claim_was_made_and_what_was_not_measured(tmp
     an = T.analyse(norob, tmp_path / "m", {})
     v = T.claim_verdicts(norob, an)
     assert [x["why"] for x in v if x["claim"].startswith("SGT lowers")] == ["no robustness runs in this experiment"]
+
+
+def test_texts_scale_every_difference_to_percentage_points():
+    r = _res(seeds=3, method=CrossedResult(0.1, 0.01, 4.0, 0.05, 0.15, 0.01, 3, 100, 0, 0, 0, 0.5), correct_diff=-0.5)
+    assert "minimal detectable effect 50.0 pp" in r.text() and "(robust -50.0 pp on the images both" in r.text()
+
+
+def test_a_text_without_model_comparisons_warns_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _res(seeds=1).text().startswith("+nan pp (1 seed")
+
+
+def test_tables_without_test_ids_pair_by_their_index(tmp_path):
+    def plain(run, outcome, clean):
+        folder = run_dir(tmp_path, run)
+        folder.mkdir(parents=True)
+        lines = ["index,label,clean_pred,clean_correct,pgd@0.1"] + [f"{i},0,0,{c},{o}" for i, (o, c) in
+                                                                     enumerate(zip(outcome, clean))]
+        (folder / "robustness_per_sample.csv").write_text("\n".join(lines) + "\n")
+        return {"run": run, "seed": int(run[-1]), "clean_accuracy": 0.9}
+
+    ra = [plain("a-s0", [1, 0, 1], [1, 1, 0]), plain("a-s1", [1, 1, 1], [1, 1, 1])]
+    rb = [plain("b-s0", [0, 0, 1], [1, 1, 1]), plain("b-s1", [0, 1, 1], [1, 0, 1])]
+    res = cmp.compare(tmp_path, ra, rb, "A", "B", "pgd", 0.1, Options())
+    assert res.n_images == 3 and res.correct_diff == pytest.approx(np.mean([0.5, 0.5]))
+
+
+def test_a_seed_without_outcomes_on_one_side_is_left_out(tmp_path):
+    ids = np.arange(4)
+    ra = [_table(tmp_path, f"a-s{s}", ids, {"pgd@0.1": [1, 0, 1, 1]}) for s in range(3)]
+    rb = [_table(tmp_path, "b-s0", ids, {"pgd@0.1": [0, 0, 1, 1]}), _table(tmp_path, "b-s1", ids, {"fgsm@0.1": [0] * 4}),
+          _table(tmp_path, "b-s2", ids, {"pgd@0.1": [1, 0, 0, 1]})]
+    res = cmp.compare(tmp_path, ra, rb, "A", "B", "pgd", 0.1, Options())
+    assert res.seeds == [0, 2] and res.n_images == 4
+
+
+def test_images_an_attack_of_either_side_did_not_run_on_are_left_out(tmp_path):
+    ids = np.arange(4)
+    ra = [_table(tmp_path, f"a-s{s}", ids, {"pgd@0.1": [1, 0, 1, 1]}) for s in range(2)]
+    rb = [_table(tmp_path, "b-s0", ids, {"pgd@0.1": [0, None, 1, 1]}), _table(tmp_path, "b-s1", ids, {"pgd@0.1": [1] * 4})]
+    res = cmp.compare(tmp_path, ra, rb, "A", "B", "pgd", 0.1, Options())
+    assert res.n_images == 3 and res.acc_b == pytest.approx(np.mean([0, 1, 1, 1, 1, 1]))
+
+
+def test_trained_models_are_compared_from_two_shared_images_on(tmp_path):
+    for n, models in ((1, 0), (2, 2)):
+        ids = np.arange(n)
+        ra = [_table(tmp_path / str(n), f"a-s{s}", ids, {"pgd@0.1": [1] * n}) for s in range(2)]
+        rb = [_table(tmp_path / str(n), f"b-s{s}", ids, {"pgd@0.1": [0] * n}) for s in range(2)]
+        res = cmp.compare(tmp_path / str(n), ra, rb, "A", "B", "pgd", 0.1, Options())
+        assert res.n_images == n and len(res.models) == models
