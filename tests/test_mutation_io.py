@@ -108,7 +108,6 @@ def test_only_temporaries_of_dead_writers_or_old_untagged_ones_are_removed(tmp_p
 
 def test_a_process_is_alive_unless_it_does_not_exist():
     assert sio._alive(os.getpid())
-    assert sio._alive(1)  # init: alive (another user's when not root)
     assert not sio._alive(DEAD_PID)
     assert sio._owner() == f"{HOST}-{os.getpid()}"
 
@@ -319,3 +318,160 @@ def test_a_process_of_another_user_is_alive(monkeypatch):
 
     monkeypatch.setattr(sio.os, "kill", denied)
     assert sio._alive(12345)
+
+
+def test_reads_are_close_on_exec_non_blocking_and_say_what_is_wrong(tmp_path, monkeypatch):
+    import fcntl
+
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    seen = []
+    real_fstat = os.fstat
+
+    def spy(fd):
+        seen.append((fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK))
+        return real_fstat(fd)
+
+    monkeypatch.setattr(sio.os, "fstat", spy)
+    assert read_bytes_bounded(p, 10) == b"abc"
+    assert seen[0][0] and seen[0][1]
+    monkeypatch.undo()
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(SgtlabError, match=r"^the table .*fifo is not a regular file \(a device, FIFO or socket\); give a "
+                                          r"regular file$"):
+        read_bytes_bounded(tmp_path / "fifo", 10, "table")
+
+
+def test_short_reads_add_up_and_a_file_larger_than_it_says_is_refused(tmp_path, monkeypatch):
+    real_read = os.read
+    monkeypatch.setattr(sio.os, "read", lambda fd, n: real_read(fd, min(n, 3)))  # a pipe-like file system
+    p = tmp_path / "f"
+    p.write_bytes(b"0123456789")
+    assert read_bytes_bounded(p, 10) == b"0123456789"
+    # /proc files say 0 bytes and hold more: the count of what was read refuses them
+    with pytest.raises(SgtlabError, match=r"^the file /proc/self/status is more than the 10 bytes a file can be"):
+        read_bytes_bounded("/proc/self/status", 10)
+    monkeypatch.undo()
+    with pytest.raises(SgtlabError, match="is more than the 10 bytes"):
+        read_bytes_bounded("/proc/self/status", 10)
+
+
+def test_a_damaged_json_names_at_most_150_characters_of_why(tmp_path):
+    deep = tmp_path / ("d" * 120) / ("e" * 120)
+    deep.mkdir(parents=True)
+    (deep / "r.json").write_text('{"a": 1}')
+    with pytest.raises(SgtlabError) as e:
+        read_json(deep / "r.json", limit=2)
+    detail = str(e.value).split("unreadable (", 1)[1].split("); delete it", 1)[0]
+    assert len(detail) == 150 and detail.startswith("the results file ")
+
+
+def test_owners_and_stale_temporaries_use_the_host_name_without_dots(tmp_path, monkeypatch):
+    monkeypatch.setattr(sio.socket, "gethostname", lambda: "node.example.org")
+    assert sio._owner() == f"node_example_org-{os.getpid()}"
+    dead = _touch(tmp_path, f".a.json.node_example_org-{DEAD_PID}.abc.tmp")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+
+
+def test_alive_only_asks_with_signal_0(monkeypatch):
+    sent = []
+    monkeypatch.setattr(sio.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    assert sio._alive(4321) and sent == [(4321, 0)]
+
+
+def test_an_untagged_temporary_is_stale_only_after_the_age(tmp_path, monkeypatch):
+    now = 2_000_000_000.0
+    monkeypatch.setattr(sio.time, "time", lambda: now)
+    at = _touch(tmp_path, ".a.json.abc.tmp")
+    os.utime(at, (now - STALE_AGE, now - STALE_AGE))
+    over = _touch(tmp_path, ".a.json.abd.tmp")
+    os.utime(over, (now - STALE_AGE - 1, now - STALE_AGE - 1))
+    assert remove_stale_temporaries(tmp_path) == [over] and at.exists()
+
+
+def test_one_temporary_that_cannot_be_removed_does_not_stop_the_others(tmp_path, monkeypatch):
+    for pid in (DEAD_PID, DEAD_PID + 1):
+        _touch(tmp_path, f".a.json.{HOST}-{pid}.abc.tmp")
+    real = os.unlink
+    calls = []
+
+    def first_fails(path, *a, **kw):
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(sio.os, "unlink", first_fails)
+    removed = remove_stale_temporaries(tmp_path)
+    assert len(calls) == 2 and len(removed) == 1 and str(removed[0]) == calls[1]
+
+
+def test_the_lock_file_has_a_plain_files_mode_and_names_a_folder_in_its_place(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with folder_lock(tmp_path / "r") as f:
+            assert stat.S_IMODE((f / LOCK_FILE).stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+    (tmp_path / "d" / LOCK_FILE).mkdir(parents=True)
+    with pytest.raises(WriteError, match=r"^cannot lock the run folder .*d \(Is a directory: .*\.sgtlab\.lock\); check its"):
+        with folder_lock(tmp_path / "d", "run folder"):
+            pass
+
+
+def test_the_lock_files_refusals_in_full(tmp_path):
+    (tmp_path / "file").write_text("x")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(tmp_path / "file", run / LOCK_FILE)
+    with pytest.raises(SgtlabError, match=r"^the lock file .*\.sgtlab\.lock has other hard links, so writing it could "
+                                          r"change a file elsewhere; remove it"):
+        with folder_lock(run):
+            pass
+    os.unlink(run / LOCK_FILE)
+    os.mkfifo(run / LOCK_FILE)
+    with pytest.raises(SgtlabError, match=r"^the lock file .*\.sgtlab\.lock is not a regular file, so writing it"):
+        with folder_lock(run):
+            pass
+
+
+def test_a_holders_line_is_read_as_text_up_to_1000_bytes(tmp_path):
+    import fcntl
+
+    (tmp_path / "r").mkdir()
+    for text, shown in ((b"a" * 1100, "a" * 1000), (b"pid 7 \xff\xfe on x", "pid 7 \ufffd\ufffd on x")):
+        path = tmp_path / "r" / LOCK_FILE
+        path.write_bytes(text)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(SgtlabError) as e:
+                with folder_lock(tmp_path / "r"):
+                    pass
+            assert f"in use by another sgtlab command ({shown}); wait" in str(e.value)
+        finally:
+            os.close(fd)
+
+
+def test_a_lock_file_that_vanished_is_opened_again(tmp_path, monkeypatch):
+    real = os.stat
+    looks = []
+
+    def vanished_once(path, *a, **kw):
+        if str(path).endswith(LOCK_FILE):
+            looks.append(path)
+            if len(looks) == 1:
+                raise FileNotFoundError(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(sio.os, "stat", vanished_once)
+    with folder_lock(tmp_path / "r"):
+        assert len(looks) == 2
+
+
+def test_text_keeps_bytes_that_are_not_utf8_and_lines_keep_their_spaces(tmp_path):
+    write_text_atomic(tmp_path / "a.txt", "caf\udce9 é")
+    assert (tmp_path / "a.txt").read_bytes() == b"caf\xe9 \xc3\xa9"
+    append_line_atomic(tmp_path / "b.txt", "x \t\n")
+    append_line_atomic(tmp_path / "b.txt", "BOX")
+    assert (tmp_path / "b.txt").read_text() == "x \t\nBOX\n"
