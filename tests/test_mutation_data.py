@@ -911,10 +911,12 @@ def test_meta_json_is_read_up_to_64_mb(tmp_path):
 
 def test_meta_values_are_checked_where_they_are_read(tmp_path):
     folder = _built(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
     for changes in ({"n": -1}, {"shape": [1, 2, 4097]}, {"shape": "123"}, {"shape": {"a": 1, "b": 2, "c": 3}}):
-        meta = json.loads((folder / "meta.json").read_text())
         (folder / "meta.json").write_text(json.dumps({**meta, **changes}))
         assert cache._read_meta(folder) is None, changes
+    (folder / "meta.json").write_text(json.dumps({**meta, "shape": [1, 4096, 4096]}))
+    assert cache._read_meta(folder)["shape"] == [1, 4096, 4096]
 
 
 class _Planted:
