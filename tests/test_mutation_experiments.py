@@ -480,6 +480,9 @@ def test_the_executor_gets_the_options_and_the_bar_counts_the_runs(tmp_path, fak
     assert calls == [("local", {"workers": 3, "gpus": [1]})]
     assert capsys.readouterr().err == ""
     calls.clear()
+    runner.run_experiment(_cfg("name=tiny", "seeds=[0, 1, 2, 4]"), tmp_path, workers=2, progress=False)
+    assert calls == [("local", {"workers": 2, "gpus": None})]
+    calls.clear()
     unnamed = {k: v for k, v in _cfg("seeds=[7]").items() if k != "name"}
     runner.run_experiment(unnamed, tmp_path / "a" / "b", executor="ray", address="h:2", workers=2, gpus=[3], lock=False)
     assert calls == [("ray", {"address": "h:2", "gpus": [3]})]
