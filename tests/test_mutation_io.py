@@ -351,6 +351,8 @@ def test_short_reads_add_up_and_a_file_larger_than_it_says_is_refused(tmp_path, 
     # /proc files say 0 bytes and hold more: the count of what was read refuses them
     with pytest.raises(SgtlabError, match=r"^the file /proc/self/status is more than the 10 bytes a file can be"):
         read_bytes_bounded("/proc/self/status", 10)
+    with pytest.raises(SgtlabError, match="is more than the 9 bytes"):  # exactly the limit read, then more
+        read_bytes_bounded("/proc/self/status", 9)
     monkeypatch.undo()
     with pytest.raises(SgtlabError, match="is more than the 10 bytes"):
         read_bytes_bounded("/proc/self/status", 10)
