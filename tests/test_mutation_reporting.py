@@ -466,3 +466,11 @@ def test_trained_models_are_compared_from_two_shared_images_on(tmp_path):
         rb = [_table(tmp_path / str(n), f"b-s{s}", ids, {"pgd@0.1": [0] * n}) for s in range(2)]
         res = cmp.compare(tmp_path / str(n), ra, rb, "A", "B", "pgd", 0.1, Options())
         assert res.n_images == n and len(res.models) == models
+
+
+def test_a_claim_made_on_several_families_lists_them_all(tmp_path):
+    rows = make_experiment(tmp_path, {("ST", "st"): [0.6] * 3, ("SGT", "sgt"): [0.4] * 3}, dataset="svhn")
+    v = T.claim_verdicts(rows, T.analyse(rows, tmp_path, {}))
+    lowers = [x for x in v if x["claim"].startswith("SGT lowers")]
+    assert [(x["verdict"], x["why"]) for x in lowers] == [
+        ("no verdict", "made on MNIST / CIFAR-10 / CIFAR-100 / Caltech-101; this experiment is on svhn")]
