@@ -1078,3 +1078,12 @@ def test_a_skipped_first_test_image_leaves_the_training_split_whole(tmp_path, ca
     err = capsys.readouterr().err
     assert err == (f"sgtlab: folder:{root},size=8,skip-bad: skipped 1 unreadable file(s) (first: {first_test}); the list "
                    f"is in {cache.cache_dir(root, key + ',split') / 'meta.json'}\n")
+
+
+def test_an_array_numpy_cannot_read_is_not_called_a_pickle(tmp_path):
+    raw = _header((-2, -4), "<f4") + np.zeros(8, np.float32).tobytes()  # sizes agree, the shape is impossible
+    with zipfile.ZipFile(tmp_path / "neg.npz", "w") as z:
+        z.writestr("x.npy", raw)
+        z.writestr("y.npy", _npy(np.zeros(2, np.int64)))
+    with pytest.raises(DataError, match=r"neg.npz holds an array numpy cannot read \("):
+        read_npz(tmp_path / "neg.npz", "n", 0.2)
