@@ -82,16 +82,22 @@ def test_eps_prints_as_k_over_255_on_colour_data():
 def test_the_setup_sentence_gives_suite_and_check_budgets_as_k_over_255(tmp_path):
     from sgtlab.reporting.data import setup_text
 
-    r = {**row("st-s0", "st", 0.9), "dataset": "cifar10", "run": "st-seed0"}
-    folder = tmp_path / "runs" / "st-seed0"
-    folder.mkdir(parents=True)
-    (folder / "robustness.json").write_text(json.dumps({
-        "attacks_run": {"pgd": "PGD(steps=10)"}, "n": 100,
-        "suite": {"eps": [8 / 255], "attacks": {"square": "Square"}},
-        "folded": {"checks:square@0.0313725": {"n": 50, "eps": 8 / 255}}}))
-    text = setup_text([r], tmp_path, "ensemble")
-    assert "at eps 8/255 on every image also Square" in text and "first 50 images at eps 8/255" in text
-    assert "0.0313" not in text
+    rows = []
+    for seed, (restarts, square) in enumerate([(40, 31), (52, 29)]):  # two runs, different counts
+        rows.append({**row(f"st-s{seed}", "st", 0.9), "dataset": "cifar10", "run": f"st-seed{seed}"})
+        folder = tmp_path / "runs" / f"st-seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "robustness.json").write_text(json.dumps({
+            "attacks_run": {"pgd": "PGD(steps=10)"}, "n": 100,
+            "suite": {"eps": [8 / 255, 16 / 255], "attacks": {"pgd-restarts": "PGD", "square": "Square"},
+                      "images": {"0.0313725": {"n": 100, "pgd-restarts": restarts, "square": square},
+                                 "0.0627451": {"n": 100, "pgd-restarts": 0, "square": 0}}},
+            "folded": {"checks:square@0.0313725": {"n": 50, "eps": 8 / 255}}}))
+    text = setup_text(rows, tmp_path, "ensemble")
+    assert "at eps 8/255 and 16/255 on every image also PGD and Square" in text
+    assert "first 50 images at eps 8/255" in text and "0.0313" not in text
+    # how many images the expensive attacks really ran on: the range over the runs
+    assert "(images attacked per run, of 100: eps 8/255: PGD restarts 40-52, Square 29-31; eps 16/255: none)" in text
 
 
 class Net(torch.nn.Module):

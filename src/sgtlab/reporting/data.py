@@ -170,6 +170,36 @@ def describe_attack(text: str) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+def _suite_counts(rows: list[dict], root: Path, suite: dict, ds) -> str:
+    """' (images attacked per run, of 1000: eps 0.1: Square 798-820; eps 0.3: none)': how many images
+    each expensive attack of the suite really ran on (`suite.images` of each run's robustness.json),
+    as the range over runs; '' when the runs did not record it."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    totals = set()
+    for r in rows:
+        path = run_folder(root, r) / "robustness.json"
+        try:
+            images = (read_json(path).get("suite") or {}).get("images") or {}
+        except Exception:  # noqa: BLE001  (a damaged or missing file: that run's counts are not known)
+            continue
+        for e, per in images.items() if isinstance(images, dict) else ():
+            for name, k in per.items() if isinstance(per, dict) else ():
+                if name == "n":
+                    totals.add(k)
+                elif isinstance(k, int):
+                    counts.setdefault((e, name), []).append(k)
+    if not counts:
+        return ""
+    parts = []
+    for e in dict.fromkeys(e for e, _ in counts):
+        got = [({"pgd-restarts": "PGD restarts"}.get(name, ATTACK_NAMES.get(name, name)), min(v), max(v))
+               for (e2, name), v in counts.items() if e2 == e]
+        text = ", ".join(f"{name} {lo}" + (f"-{hi}" if hi != lo else "") for name, lo, hi in got if hi > 0)
+        parts.append(f"eps {eps_text(float(e), ds)}: {text or 'none'}")
+    of = f", of {totals.pop()}" if len(totals) == 1 else ""
+    return f" (images attacked per run{of}: {'; '.join(parts)})"
+
+
 def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     """Data, training, test images, attack and its strength, seeds: what every finding is about."""
     r0 = rows[0]
@@ -188,7 +218,8 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     ds = r0.get("dataset")  # eps as k/255 on colour data
     if suite.get("attacks"):  # the headline suite (sgtlab.evaluate.headline_suite): every image, each headline eps
         members += (f"; at eps {' and '.join(eps_text(e, ds) for e in suite['eps'])} on every image also "
-                    f"{' and '.join(suite['attacks'].values())}, each where no cheaper attack had fooled the image")
+                    f"{' and '.join(suite['attacks'].values())}, each where no cheaper attack had fooled the image"
+                    f"{_suite_counts(rows, root, suite, ds)}")
     if folded:  # attacks of the masking checks / AutoAttack, run on the first images at one eps each
         order = list(ATTACK_NAMES)
         groups: dict[tuple[int, float, str], list[str]] = {}
