@@ -38,6 +38,9 @@ def _interrupt_at(target: str, n: int) -> None:
 def _child(req: dict, out_path: str, err_path: str) -> None:
     code = 1
     try:
+        # as in a terminal: a shell without job control starts background jobs (a CI script run with
+        # `&`) with SIGINT ignored, which the child would inherit and the Ctrl-C cases would not see
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(req["cwd"])
         os.environ.update(req.get("env") or {})
         if req.get("fsize"):

@@ -151,8 +151,13 @@ def test_cli_takes_a_captum_method_by_dotted_name(trained_run, tmp_path, capsys)
     """`--methods captum.attr.DeepLift` gets the metrics, the sanity check and the figures as a
     built-in method does; the csv names it as typed."""
     pytest.importorskip("captum.attr")
+    import shutil
+
+    # a copy: explain also writes RUN/interpretability.json, and the shared run may hold another request's
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("interpretability.json"))
     out = tmp_path / "captum"
-    assert main(["explain", str(trained_run), "--methods", "grad,captum.attr.DeepLift",
+    assert main(["explain", str(run), "--methods", "grad,captum.attr.DeepLift",
                  "--metrics", "entropy,gini,aopc,sanity", "--out", str(out), *FAST]) == 0, capsys.readouterr().err
     rows = {r["method"]: r for r in csv.DictReader(open(out / "interpretability.csv"))}
     assert set(rows) == {"grad", "captum.attr.DeepLift"}
@@ -160,7 +165,7 @@ def test_cli_takes_a_captum_method_by_dotted_name(trained_run, tmp_path, capsys)
     assert 0 < float(deeplift["gini_mean"]) < 1 and float(deeplift["aopc_morf_mean"]) == float(deeplift["aopc_morf_mean"])
     assert deeplift["entropy_mean"] != rows["grad"]["entropy_mean"]  # its own maps, not grad's
     assert any(f.name.startswith("maps_") and "DeepLift" in f.name for f in (out / "figures").glob("*.png"))
-    assert main(["explain", str(trained_run), "--methods", "captum.attr.NoSuchMethod", "--out",
+    assert main(["explain", str(run), "--methods", "captum.attr.NoSuchMethod", "--out",
                  str(tmp_path / "o2"), *FAST]) == 2
     err = capsys.readouterr().err
     assert "NoSuchMethod" in err and len(err.strip().splitlines()) == 1
