@@ -24,15 +24,12 @@ def add_parser(sub):
     # a method option left out parses as None, so that one typed with its default value is known
     # as given too (`--lam 1.0 --method st` is refused like `--lam 2`); the help keeps the default
     for a in g._group_actions:
-        if a.help and "%(default)s" in a.help:
+        if a.dest == "train_eps":  # data-set-aware: unless given, the data set's (sgtlab.data.budgets)
+            a.help = "L-inf budget of training attacks (pixel units; default: the data set's, 0.3 for MNIST, 8/255 for CIFAR-10)"
+        elif a.help and "%(default)s" in a.help:
             a.help = a.help.replace("%(default)s", str(a.default))
         a.default = None
     p.set_defaults(_method_options=[a.dest for a in g._group_actions])
-    # data-set-aware: unless given, the training eps is the data set's (sgtlab.data.budgets: 0.3 for MNIST,
-    # 8/255 for CIFAR-10)
-    for a in g._group_actions:
-        if a.dest == "train_eps":
-            a.help = "L-inf budget of training attacks (pixel units; default: the data set's, 0.3 for MNIST, 8/255 for CIFAR-10)"
     return p
 
 

@@ -22,7 +22,7 @@ from sgtlab.reporting.summary import mean_std
 HEADLINE_ORDER = ("ensemble", "apgd-ce", "apgd-dlr", "pgd", "mifgsm", "square", "fgsm")
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "mifgsm": "MI-FGSM", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
                 "pgd-50": "PGD-50", "pgd-10x5": "PGD-10x5 (5 restarts)", "square": "Square",
-                "autoattack": "AutoAttack-standard", "ensemble": "ensemble"}
+                "autoattack": "AutoAttack-standard", "ensemble": "ensemble", "pgd-restarts": "PGD restarts"}
 
 
 def labels_in_order(rows: list[dict]) -> list[str]:
@@ -192,7 +192,7 @@ def _suite_counts(rows: list[dict], root: Path, suite: dict, ds) -> str:
         return ""
     parts = []
     for e in dict.fromkeys(e for e, _ in counts):
-        got = [({"pgd-restarts": "PGD restarts"}.get(name, ATTACK_NAMES.get(name, name)), min(v), max(v))
+        got = [(ATTACK_NAMES.get(name, name), min(v), max(v))
                for (e2, name), v in counts.items() if e2 == e]
         text = ", ".join(f"{name} {lo}" + (f"-{hi}" if hi != lo else "") for name, lo, hi in got if hi > 0)
         parts.append(f"eps {eps_text(float(e), ds)}: {text or 'none'}")
