@@ -168,7 +168,11 @@ def test_ctrl_c_stops_every_worker_at_once_and_exits_130(tmp_path):
     assert {n: (runs / n / "metrics.jsonl").read_text() for n in logs} == logs
     assert not (runs / "st-seed2").exists() and not (runs / "st-seed3").exists()
     left = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-    assert len(left.strip().splitlines()) == 1, left  # nobody is left in the command's process group
+    # nobody is left running in the command's session. A zombie ("Z") has exited: it is a helper
+    # (multiprocessing's resource tracker) that outlived the driver by a moment and now waits for
+    # PID 1 to reap it, which a container's init may never do
+    running = [line for line in left.strip().splitlines()[1:] if line.split()[1][0] != "Z"]
+    assert not running, left
 
 
 def test_another_experiment_in_the_same_folder_is_refused(tmp_path):
