@@ -11,7 +11,7 @@ from torch import nn
 import sgtlab.evaluate.robustness as rob
 from sgtlab.attacks import FGSM, MIFGSM, PGD
 from sgtlab.evaluate.robustness import robustness_sweep
-from sgtlab.fast.batch_threads import batch_workers, map_batches
+from sgtlab.fast.batch_threads import batch_workers, map_batches, split_batches
 
 ATTACKS = ["fgsm", "pgd", "mifgsm"]
 EPS = [0.05, 0.1, 0.2, 0.3]
@@ -19,6 +19,11 @@ EPS = [0.05, 0.1, 0.2, 0.3]
 
 def _sweep(model, data, **kw):
     return robustness_sweep(model, data, ATTACKS, EPS, n=120, batch_size=32, progress=False, seed=5, **kw)
+
+
+def _plain_split(idx, batch_size, *_, **__):
+    """The plain loop's batches: `split`, one after the other."""
+    return list(idx.split(batch_size)), 1
 
 
 @pytest.fixture
@@ -68,6 +73,20 @@ def test_batch_workers_applies_on_a_cpu_with_threads_and_falls_back_otherwise(tw
     assert batch_workers(model, "cpu", 5) == 1
 
 
+def test_split_batches_evens_the_batches_out_over_the_workers(two_threads):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    idx = torch.arange(300)
+    batches, workers = split_batches(idx, 128, model, "cpu")  # split: 128, 128, 44
+    assert workers == 2 and [len(b) for b in batches] == [75] * 4 and torch.equal(torch.cat(batches), idx)
+    batches, workers = split_batches(idx[:40], 128, model, "cpu")  # one batch: one half per thread
+    assert workers == 2 and [len(b) for b in batches] == [20, 20]
+    assert split_batches(idx[:1], 128, model, "cpu")[1] == 1
+    batches, workers = split_batches(idx, 128, model, "cpu", thread_safe=False)  # the plain loop's batches
+    assert workers == 1 and [len(b) for b in batches] == [128, 128, 44]
+    torch.set_num_threads(1)
+    assert [len(b) for b in split_batches(idx, 128, model, "cpu")[0]] == [128, 128, 44]
+
+
 def test_which_attacks_may_run_side_by_side():
     assert FGSM().thread_safe and not FGSM(random_start=True).thread_safe
     assert PGD().thread_safe and not PGD(restarts=3).thread_safe
@@ -88,7 +107,7 @@ def test_side_by_side_batches_give_the_single_threaded_loops_numbers(trained_mod
     monkeypatch.setattr(rob, "map_batches", spy)
     fast = _sweep(trained_model, mnist5k_test)
     assert max(calls) == 2  # it did run side by side
-    monkeypatch.setattr(rob, "batch_workers", lambda *a, **k: 1)
+    monkeypatch.setattr(rob, "split_batches", _plain_split)
     torch.set_num_threads(1)
     plain = _sweep(trained_model, mnist5k_test)
     for a in ATTACKS:
@@ -100,7 +119,7 @@ def test_images_the_attack_showed_fooled_get_no_second_verdict_and_no_outcome_ch
                                                                                        monkeypatch):
     """Skipping the verdict pass for images an early-stop forward showed misclassified changes no
     per-image outcome; with bf16 autocast (forwards not the float32 model's) every image is judged."""
-    monkeypatch.setattr(rob, "batch_workers", lambda *a, **k: 1)
+    monkeypatch.setattr(rob, "split_batches", _plain_split)
     forwards = []
     real_forward = type(trained_model).forward
 
@@ -137,8 +156,8 @@ def test_the_suites_restarts_side_by_side_give_the_single_threaded_outcomes(trai
     monkeypatch.setattr(hs, "map_batches", lambda fn, jobs, workers: calls.append(workers) or real(fn, jobs, workers))
     fast = run()
     assert max(calls) == 2
-    monkeypatch.setattr(hs, "batch_workers", lambda *a, **k: 1)
-    monkeypatch.setattr(rob, "batch_workers", lambda *a, **k: 1)
+    monkeypatch.setattr(hs, "split_batches", _plain_split)
+    monkeypatch.setattr(rob, "split_batches", _plain_split)
     torch.set_num_threads(1)
     plain = run()
     assert fast.folded.keys() == plain.folded.keys()

@@ -35,7 +35,7 @@ from torch import nn
 from sgtlab.attacks import PGD, build_attack
 from sgtlab.device import eval_batch_size, eval_mode, model_device
 from sgtlab.errors import SgtlabError
-from sgtlab.fast.batch_threads import batch_workers, map_batches
+from sgtlab.fast.batch_threads import map_batches, split_batches
 
 #: the suite of the presets unless they say otherwise (`attack.suite`); quick's timing: docs/attacks.md
 SUITE_DEFAULTS = {"restarts": 5, "square_queries": 300}
@@ -110,7 +110,7 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
         batch; `known` (bool, per sample; with `reports`) is for the attack to mark the samples its
         own float32 forward showed fooled (no verdict pass for them). Batches of a `thread_safe`
         attack may run side by side (`sgtlab.fast.batch_threads`)."""
-        batches = list(robust.nonzero().squeeze(1).split(bs))
+        batches, workers = split_batches(robust.nonzero().squeeze(1), bs, model, device, thread_safe)
 
         def one(idx: torch.Tensor) -> torch.Tensor:
             xb, yb = x[idx].to(device), y[idx].to(device)
@@ -126,7 +126,6 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
                     fooled[rest] = model(adv[rest]).argmax(1) != yb[rest]
                 return fooled.cpu()
 
-        workers = batch_workers(model, device, len(batches), thread_safe)
         for idx, fooled in zip(batches, map_batches(one, batches, workers)):
             robust[idx[fooled]] = False
 

@@ -31,7 +31,7 @@ from sgtlab.data.base import TensorData
 from sgtlab.device import eval_batch_size
 from sgtlab.errors import SgtlabError
 from sgtlab.evaluate.robustness_result import RobustnessResult
-from sgtlab.fast.batch_threads import batch_workers, map_batches
+from sgtlab.fast.batch_threads import map_batches, split_batches
 from sgtlab.fast.graphs import graphed
 
 __all__ = ["AttackSpec", "RobustnessResult", "check_eps_grid", "resolve_attacks", "robustness_sweep"]
@@ -138,9 +138,8 @@ def robustness_sweep(model: nn.Module, data: TensorData | tuple[torch.Tensor, to
                     if attack.takes_init_delta:
                         g = torch.Generator().manual_seed(seed + j)
                         start = torch.empty_like(x).uniform_(-e, e, generator=g)
-                    batches = list(todo.split(batch_size))
+                    batches, workers = split_batches(todo, batch_size, model, device, attack.thread_safe)
                     run = _batch_run(attack, model, attacked, x, y, e, start, clean_grad, device, autocast)
-                    workers = batch_workers(model, device, len(batches), attack.thread_safe)
                     for idx, fooled in zip(batches, map_batches(run, batches, workers)):
                         hit = idx[fooled]
                         f[hit] = torch.minimum(f[hit], torch.tensor(e, dtype=f.dtype))

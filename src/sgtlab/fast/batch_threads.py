@@ -21,6 +21,7 @@ the plain loop.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -40,6 +41,21 @@ def batch_workers(model: nn.Module, device: torch.device | str, n_batches: int, 
             or has_forward_hooks(model)):
         return 1
     return min(threads, n_batches)
+
+
+def split_batches(idx: torch.Tensor, batch_size: int, model: nn.Module, device: torch.device | str,
+                  thread_safe: bool = True) -> tuple[list[torch.Tensor], int]:
+    """`idx` in batches of at most `batch_size`, and how many of them to run side by side
+    (`batch_workers`). Side by side, the batches are of equal size and their number a multiple of the
+    workers (at least one each): `split` would leave a short last batch, and at its end one thread
+    waits for the other, in every eps of a sweep (a sweep's sets of still-robust images shrink to a
+    few dozen, which would otherwise run as one batch on all threads, with a barrier per operation).
+    The numbers are the same (each image's computation does not depend on its batch: eval mode)."""
+    n = math.ceil(len(idx) / batch_size)
+    workers = batch_workers(model, device, max(n, min(len(idx), torch.get_num_threads())), thread_safe)
+    if workers <= 1:
+        return list(idx.split(batch_size)), 1
+    return list(idx.tensor_split(math.ceil(n / workers) * workers)), workers
 
 
 def map_batches(fn: Callable[[T], R], jobs: Sequence[T], workers: int) -> list[R]:
