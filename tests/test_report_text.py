@@ -216,3 +216,25 @@ def test_preset_report_section_is_validated_and_reaches_the_report():
                      ("report.nope=1", "unknown report options")):
         with pytest.raises(SgtlabError, match=msg):
             check_experiment(apply_overrides(load_preset("quick"), [bad]))
+
+
+def test_a_running_experiment_is_refused_with_the_way_to_report_its_finished_runs(tmp_path, capsys):
+    """While `reproduce` holds the experiment folder, `sgtlab report FOLDER` (which writes
+    FOLDER/report) is refused with one line that says how to look at the runs finished so far;
+    `--out DIR` reports them without touching the folder (a run still training has no result)."""
+    from sgtlab.cli import main
+    from sgtlab.io import folder_lock
+
+    root = tmp_path / "exp"
+    make_experiment(root, {("ST", "st"): [0.5, 0.5, 0.5], ("SGT", "sgt"): [0.7, 0.7, 0.7]})
+    (root / "runs" / "st-seed9").mkdir()  # a run still training: its folder, no result yet
+    with folder_lock(root, "experiment folder"):
+        assert main(["report", str(root)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is in use by another sgtlab command" in err
+        assert f"report the runs finished so far into another folder: sgtlab report {root} --out DIR" in err
+        assert not (root / "report").exists()
+        assert main(["report", str(root), "--out", str(tmp_path / "preview")]) == 0
+    per_run = (tmp_path / "preview" / "tables" / "per_run.csv").read_text()
+    assert "st-seed0" in per_run and "sgt-seed2" in per_run and "st-seed9" not in per_run
+    assert not (root / "report").exists()

@@ -207,11 +207,12 @@ WRITTEN = ("config.json", "metrics.jsonl", "checkpoint.safetensors", "provenance
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, what: str = "folder",
+                busy_hint: str = "choose another output folder") -> Iterator[Path]:
     """Hold an OS lock (flock on `FOLDER/.sgtlab.lock`) on `folder` (created if needed) while a
     command works in it. The kernel drops the lock when the process ends, even by SIGKILL, so a lock
     is never stale (a killed holder's file stays, unlocked, and the next holder reuses it). A second
-    holder is refused at once with one line naming the holder. The lock file is removed on release,
+    holder is refused at once with one line naming the holder and `busy_hint`. The lock file is removed on release,
     and so is the folder when it was created here and holds nothing."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # made here: removed if left empty
@@ -224,7 +225,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     if not folder.is_dir():
         raise SgtlabError(f"{folder} is not a folder; choose another output folder")
     path = folder / LOCK_FILE
-    fd = _lock_file(path, folder, what)
+    fd = _lock_file(path, folder, what, busy_hint)
     try:
         cmd = " ".join(["sgtlab", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith(("sgtlab", "__main__.py")) \
             else " ".join(sys.argv)
@@ -247,7 +248,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
         os.close(fd)
 
 
-def _lock_file(path: Path, folder: Path, what: str) -> int:
+def _lock_file(path: Path, folder: Path, what: str, busy_hint: str) -> int:
     """Open and flock `path`; the lock counts only if `path` is still that file afterwards (the
     holder before may have removed it on release), else try again."""
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -273,7 +274,7 @@ def _lock_file(path: Path, folder: Path, what: str) -> int:
             holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise SgtlabError(f"the {what} {folder} is in use by another sgtlab command ({holder}); wait for "
-                              f"it to end, or choose another output folder") from None
+                              f"it to end, or {busy_hint}") from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:

@@ -39,7 +39,9 @@ def report(runs: str | Path | Sequence[str | Path], out: str | Path | None = Non
     if len(paths) == 1 and out is None and ((paths[0] / RESULTS_TABLE).exists() or not is_run(paths[0])):
         from sgtlab.io import folder_lock
 
-        with folder_lock(paths[0], "experiment folder"):  # not while a `reproduce` works in it
+        # not while a `reproduce` works in it; the runs finished so far can be reported elsewhere
+        with folder_lock(paths[0], "experiment folder", busy_hint=f"report the runs finished so far into another "
+                         f"folder: sgtlab report {paths[0]} --out DIR"):
             if publish is not None:
                 from sgtlab.reporting.publish import publish as publish_to
 
