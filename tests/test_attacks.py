@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sgtlab.attacks import PGD, Ensemble, attack_names, build_attack, fgsm, mifgsm, pgd
+from sgtlab.attacks.base import project
 from sgtlab.data import load_dataset
 from sgtlab.errors import SgtlabError
 from sgtlab.models import build_model
@@ -90,6 +91,25 @@ def test_reference_attacks_in_ball_and_leave_rng(setup, name):
     assert torch.equal(state, torch.get_rng_state())  # the reference code reseeds; we restore
     assert ((adv - x[:16]).abs() <= 0.3 + 1e-6).all() and adv.min() >= 0 and adv.max() <= 1
     assert fooled(model, adv, y[:16]).float().mean() > 0.5
+
+
+def test_square_draws_the_reference_numbers_from_its_own_generator(setup):
+    """sgtlab's Square seeds a generator of its own instead of the global one (so batches may run
+    side by side): the adversarial images are those of pyautoattack's SquareAttack, bit for bit, and
+    the global stream is neither read nor moved."""
+    SquareAttack = pytest.importorskip("pyautoattack.square").SquareAttack
+    model, x, _ = setup
+    x = x[:24]
+    with torch.no_grad():  # an untrained model: its own predictions as labels, so every image is attacked
+        y = model.eval()(x).argmax(1)
+    with torch.random.fork_rng():
+        ref = SquareAttack(model, norm="Linf", n_queries=100, eps=0.3, p_init=0.8, n_restarts=2, seed=3,
+                           loss="margin", device=x.device).perturb(x, y)
+    state = torch.get_rng_state()
+    ours = build_attack("square", queries=100, restarts=2, seed=3)(model, x, y, 0.3)
+    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(ours, project(ref, x, 0.3)) and (ours != x).any()
+    assert fooled(model, ours, y).any()
 
 
 def test_pgd_mask_limits_pixels(setup):

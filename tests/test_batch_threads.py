@@ -83,6 +83,8 @@ def test_split_batches_evens_the_batches_out_over_the_workers(two_threads):
     assert split_batches(idx[:1], 128, model, "cpu")[1] == 1
     batches, workers = split_batches(idx, 128, model, "cpu", thread_safe=False)  # the plain loop's batches
     assert workers == 1 and [len(b) for b in batches] == [128, 128, 44]
+    batches, workers = split_batches(idx, 128, model, "cpu", per_image=False)  # Square: split's, side by side
+    assert workers == 2 and [len(b) for b in batches] == [128, 128, 44]
     torch.set_num_threads(1)
     assert [len(b) for b in split_batches(idx, 128, model, "cpu")[0]] == [128, 128, 44]
 
@@ -140,27 +142,37 @@ def test_images_the_attack_showed_fooled_get_no_second_verdict_and_no_outcome_ch
         assert torch.equal(skipping.first_fooled[a], judging_all.first_fooled[a]), a
 
 
-def test_the_suites_restarts_side_by_side_give_the_single_threaded_outcomes(trained_model, mnist5k_test,
-                                                                             monkeypatch, two_threads):
+@pytest.mark.parametrize("member,restarts,queries,eps,bs", [("pgd-restarts", 2, 0, [0.1, 0.2], 16),
+                                                           ("square", 0, 300, [0.2, 0.3], 6)])
+def test_the_suites_members_side_by_side_give_the_single_threaded_outcomes(trained_model, mnist5k_test, monkeypatch,
+                                                                         two_threads, member, restarts, queries,
+                                                                         eps, bs):
+    """PGD restarts (per image) and Square (one square per query for a whole batch: the same batches
+    either way) give, side by side, the outcomes of the single-threaded loop."""
     import sgtlab.evaluate.headline_suite as hs
 
     def run():
-        res = robustness_sweep(trained_model, mnist5k_test, ["fgsm"], [0.1, 0.2], n=80, batch_size=16,
-                               progress=False, seed=2)
-        hs.headline_suite(trained_model, mnist5k_test.subset(80), res, [0.1, 0.2], restarts=2, square_queries=0,
-                          batch_size=16, seed=2)
+        res = robustness_sweep(trained_model, mnist5k_test, ["fgsm"], eps, n=80, batch_size=bs, progress=False,
+                               seed=2)
+        hs.headline_suite(trained_model, mnist5k_test.subset(80), res, eps, restarts=restarts,
+                          square_queries=queries, batch_size=bs, seed=2)
         return res
 
-    calls = []
-    real = hs.map_batches
+    calls, splits = [], []
+    real, real_split = hs.map_batches, hs.split_batches
     monkeypatch.setattr(hs, "map_batches", lambda fn, jobs, workers: calls.append(workers) or real(fn, jobs, workers))
+    monkeypatch.setattr(hs, "split_batches", lambda *a: splits.append(a[-1]) or real_split(*a))
     fast = run()
     assert max(calls) == 2
+    assert set(splits) == {member != "square"}  # per image, or the batches of the single-threaded loop
     monkeypatch.setattr(hs, "split_batches", _plain_split)
     monkeypatch.setattr(rob, "split_batches", _plain_split)
     torch.set_num_threads(1)
     plain = run()
     assert fast.folded.keys() == plain.folded.keys()
+    cols = [c for c in fast.folded if c.startswith(f"suite:{member}@")]
+    # the member fooled images FGSM had not: its work was compared, not only its skipping
+    assert cols and any((fast.folded_ran[c] & ~fast.folded[c][1]).any() for c in cols)
     for col in fast.folded:
         assert torch.equal(fast.folded[col][1], plain.folded[col][1]), col
         assert torch.equal(fast.folded_ran[col], plain.folded_ran[col]), col

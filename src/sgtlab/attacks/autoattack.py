@@ -5,7 +5,8 @@ gradient-free check always runs).
 
 We do not reimplement them: the point of these attacks is that they are the reference ones. The
 reference code reseeds torch's global RNG; we run it inside `torch.random.fork_rng`, so the caller's
-random stream is left as it was.
+random stream is left as it was (Square draws the same numbers from a generator of its own instead,
+so its batches may run side by side).
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def _scalar_eps(eps: Eps) -> float:
 
 
 class _Reference(Attack):
+    #: True when the reference code draws from the global generator (reseeded and restored around it)
+    global_rng = True
+
     def _run(self, model: nn.Module, make, x: torch.Tensor, y: torch.Tensor, eps: Eps) -> torch.Tensor:
         eps = _scalar_eps(eps)
         if eps == 0:
@@ -50,7 +54,7 @@ class _Reference(Attack):
         for p in params:
             p.grad = None
         try:
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices, enabled=self.global_rng):
                 adv = make(eps).perturb(x, y).detach()
         finally:
             for p, g in zip(params, grads):
@@ -114,6 +118,10 @@ class Square(_Reference):
     fraction of pixels changed per square."""
 
     name = "square"
+    # its draws come from a generator of its own, seeded per call as the reference seeds the global
+    # one (`_square_class`): the same numbers, and batches may run side by side
+    global_rng = False
+    thread_safe = True
     torchattacks_order = ("norm", "eps", "n_queries", "n_restarts", "p_init")
     torchattacks_names = {"n_queries": "queries", "n_restarts": "restarts", "verbose": None, "loss": None,
                           "resc_schedule": None}
@@ -124,7 +132,7 @@ class Square(_Reference):
         self.queries, self.restarts, self.seed, self.p_init = queries, restarts, seed, p_init
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, **_) -> torch.Tensor:
-        SquareAttack = require_pyautoattack("square").SquareAttack
+        SquareAttack = _square_class()
 
         def make(e):
             return SquareAttack(model, norm="Linf", n_queries=self.queries, eps=e, p_init=self.p_init,
@@ -132,6 +140,46 @@ class Square(_Reference):
 
         with torch.no_grad():  # queries only: no graph
             return self._run(model, make, x, y, eps)
+
+
+def _square_class():
+    """pyautoattack's `SquareAttack`, drawing its random numbers from a generator of its own.
+
+    Why: the reference seeds the global generator at the start of `perturb` and draws from it, so two
+    batches attacked side by side (`sgtlab.fast.batch_threads`) would take each other's numbers.
+    Here `perturb` seeds a CPU generator of the attack with the same seed and the draws are the
+    reference's own expressions on it: a generator seeded alike gives the same sequence as the
+    global one, so the adversarial images are the reference's, bit for bit
+    (`tests/test_attacks.py`). Only what sgtlab calls is kept: labels given, untargeted."""
+    SquareAttack = require_pyautoattack("square").SquareAttack
+
+    class OwnGeneratorSquare(SquareAttack):
+        def random_choice(self, shape):
+            t = 2 * torch.rand(shape, generator=self.generator).to(self.device) - 1
+            return torch.sign(t)
+
+        def random_int(self, low=0, high=1, shape=[1]):
+            t = low + (high - low) * torch.rand(shape, generator=self.generator).to(self.device)
+            return t.long()
+
+        def perturb(self, x, y):
+            """The reference's `perturb` (labels given, untargeted) with its own generator."""
+            self.init_hyperparam(x)
+            self.generator = torch.Generator().manual_seed(int(self.seed))
+            adv = x.clone()
+            y = y.detach().clone().long().to(self.device)
+            acc = self.predict(x).max(1)[1] == y
+            for _ in range(self.n_restarts):
+                todo = acc.nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                _, adv_curr = self.attack_single_run(x[todo].clone(), y[todo].clone())
+                fooled = (self.predict(adv_curr).max(1)[1] != y[todo]).nonzero().squeeze(1)
+                acc[todo[fooled]] = False
+                adv[todo[fooled]] = adv_curr[fooled].clone()
+            return adv
+
+    return OwnGeneratorSquare
 
 
 def standard_members(classes: int) -> tuple[list[str], int]:

@@ -105,12 +105,13 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
     device = model_device(model)
     bs = eval_batch_size(batch_size, device)
 
-    def attack_remaining(robust: torch.Tensor, run, thread_safe: bool = False, reports: bool = False) -> None:
+    def attack_remaining(robust: torch.Tensor, run, thread_safe: bool = False, reports: bool = False,
+                         per_image: bool = True) -> None:
         """`run(xb, yb, idx, known)` -> adversarial images of the still-robust samples, batch by
         batch; `known` (bool, per sample; with `reports`) is for the attack to mark the samples its
         own float32 forward showed fooled (no verdict pass for them). Batches of a `thread_safe`
         attack may run side by side (`sgtlab.fast.batch_threads`)."""
-        batches, workers = split_batches(robust.nonzero().squeeze(1), bs, model, device, thread_safe)
+        batches, workers = split_batches(robust.nonzero().squeeze(1), bs, model, device, thread_safe, per_image)
 
         def one(idx: torch.Tensor) -> torch.Tensor:
             xb, yb = x[idx].to(device), y[idx].to(device)
@@ -142,8 +143,12 @@ def headline_suite(model: nn.Module, data, result, eps: Sequence[float], *, rest
 
     def reference(name: str, **kw):
         attack = build_attack(name, seed=seed, **kw)
-        # the reference code seeds and draws from the global generator: one batch after the other
-        return lambda robust, e, j: attack_remaining(robust, lambda xb, yb, idx, known: attack.perturb(model, xb, yb, e))
+        # side by side only where the attack keeps its random numbers to itself (Square; AutoAttack's
+        # reference code seeds and draws from the global generator: one batch after the other), and
+        # in the batches of the plain loop: its images depend on their batch (one square per query)
+        return lambda robust, e, j: attack_remaining(
+            robust, lambda xb, yb, idx, known: attack.perturb(model, xb, yb, e), thread_safe=attack.thread_safe,
+            per_image=False)
 
     members: list[tuple[str, str, Any]] = []
     if restarts:

@@ -44,17 +44,24 @@ def batch_workers(model: nn.Module, device: torch.device | str, n_batches: int, 
 
 
 def split_batches(idx: torch.Tensor, batch_size: int, model: nn.Module, device: torch.device | str,
-                  thread_safe: bool = True) -> tuple[list[torch.Tensor], int]:
+                  thread_safe: bool = True, per_image: bool = True) -> tuple[list[torch.Tensor], int]:
     """`idx` in batches of at most `batch_size`, and how many of them to run side by side
-    (`batch_workers`). Side by side, the batches are of equal size and their number a multiple of the
-    workers (at least one each): `split` would leave a short last batch, and at its end one thread
-    waits for the other, in every eps of a sweep (a sweep's sets of still-robust images shrink to a
-    few dozen, which would otherwise run as one batch on all threads, with a barrier per operation).
-    The numbers are the same (each image's computation does not depend on its batch: eval mode)."""
+    (`batch_workers`).
+
+    `per_image`: each image's result does not depend on the other images of its batch (a gradient
+    attack in eval mode). Side by side, such batches are of equal size and their number a multiple
+    of the workers (at least one each): `split` would leave a short last batch, and at its end one
+    thread waits for the other, in every eps of a sweep (a sweep's sets of still-robust images
+    shrink to a few dozen, which would otherwise run as one batch on all threads, with a barrier per
+    operation). Otherwise (Square places one square per query for its whole batch) the batches are
+    `split`'s, whatever the threads, so the numbers do not depend on the thread count."""
     n = math.ceil(len(idx) / batch_size)
+    split = list(idx.split(batch_size))
+    if not per_image:
+        return split, batch_workers(model, device, n, thread_safe)
     workers = batch_workers(model, device, max(n, min(len(idx), torch.get_num_threads())), thread_safe)
     if workers <= 1:
-        return list(idx.split(batch_size)), 1
+        return split, 1
     return list(idx.tensor_split(math.ceil(n / workers) * workers)), workers
 
 
