@@ -470,7 +470,11 @@ def test_the_executor_gets_the_options_and_the_bar_counts_the_runs(tmp_path, fak
     monkeypatch.setattr(ex, "get_executor", get_executor)
     cfg = _cfg("name=tiny")
     runner.execute_run(expand(cfg)[0], tmp_path)  # one of four finished before
-    runner.run_experiment(cfg, tmp_path, executor="ray", address="host:1", workers=3, gpus=[0, 1])
+    seen = []
+    runner.run_experiment(cfg, tmp_path, executor="ray", address="host:1", workers=3, gpus=[0, 1],
+                          on_run=lambda row, done, total: seen.append((row["run"], done, total)))
+    assert [(d, t) for _, d, t in seen] == [(2, 4), (3, 4), (4, 4)]  # the run finished before counts
+    assert [r for r, _, _ in seen] == [s.name for s in expand(cfg)[1:]]
     assert calls == [("ray", {"address": "host:1", "gpus": [0, 1]})]
     err = capsys.readouterr().err
     assert "tiny runs:  25%" in err and " 1/4 " in err and "tiny runs: 100%" in err and " 4/4 " in err

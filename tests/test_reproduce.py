@@ -28,6 +28,11 @@ def results(out: Path) -> list[dict]:
 def test_reduced_quick_end_to_end_writes_every_figure_and_table(tmp_path, capsys):
     out = tmp_path / "quick"
     assert main(["reproduce", "--out", str(out), "--no-progress", *REDUCED]) == 0
+    # without progress bars (a background run logging to a file): one line per finished run
+    log = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert len(log) == 7 and log[0].startswith("[1/7] ") and log[-1].startswith("[7/7] ")
+    assert all(" finished in " in line and " min, clean " in line for line in log)
+    assert "min left" in log[0] and log[-1].endswith("all done")
     rows = results(out)
     assert sorted(r["method"] for r in rows) == sorted(["st", "sgt", "at-fgsm", "at-pgd", "sga", "asgt", "scaat"])
     assert len({r["test_subset"] for r in rows}) == 1 and all(r["torch_version"] and r["command"] for r in rows)

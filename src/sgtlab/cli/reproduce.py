@@ -126,12 +126,35 @@ def run(args) -> int:
     # slips in between; taken before the report's heavy imports (matplotlib, scipy)
     with folder_lock(out, "experiment folder"):
         run_experiment(cfg, out, executor=args.executor, address=args.address, progress=args.progress,
-                       workers=workers, gpus=gpus, lock=False)
+                       workers=workers, gpus=gpus, lock=False, on_run=None if args.progress else RunLog())
         from sgtlab.reporting import build_report
 
         path = build_report(out)
     print(f"report: {path}")
     return 0
+
+
+class RunLog:
+    """Without progress bars (`--no-progress`, e.g. a background run with its output in a file), one
+    line per finished run: how far, the run's time and clean accuracy, and the time left at the pace
+    of the runs finished by this command."""
+
+    def __init__(self):
+        import time
+
+        self.clock, self.start, self.first = time.monotonic, time.monotonic(), None
+
+    def __call__(self, row: dict, done: int, total: int) -> None:
+        import sys
+
+        if self.first is None:
+            self.first = done - 1  # runs finished before this command
+        here, elapsed = done - self.first, self.clock() - self.start
+        left = f"; about {elapsed / here * (total - done) / 60:.0f} min left" if done < total else "; all done"
+        secs, acc = row.get("seconds"), row.get("clean_accuracy")
+        took = f" in {secs / 60:.1f} min" if isinstance(secs, (int, float)) else ""
+        clean = f", clean {100 * acc:.1f} %" if isinstance(acc, (int, float)) else ""
+        print(f"[{done}/{total}] {row.get('run', '?')} finished{took}{clean}{left}", file=sys.stderr, flush=True)
 
 
 def resume_argv(argv: list[str]) -> list[str]:

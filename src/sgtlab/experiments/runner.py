@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -85,22 +85,24 @@ def check_identity(folder: Path, spec: RunSpec) -> None:
 
 def run_experiment(cfg: dict[str, Any], out: str | Path, executor: str = "local", address: str | None = None,
                    progress: bool = True, workers: int = 1, gpus: list[int] | None = None,
-                   lock: bool = True) -> list[dict[str, Any]]:
+                   lock: bool = True, on_run: Callable[[dict[str, Any], int, int], None] | None = None
+                   ) -> list[dict[str, Any]]:
     """Run every (method, seed) of `cfg` not yet complete into `out` and record each row as it
     finishes (the report is built by the caller: `sgtlab.reporting.build_report(out)`). `workers`: runs
     at once with the local executor (in worker processes); `gpus`: on CUDA, the GPU of every worker
     slot (`executors.plan_gpu_workers`), several runs per GPU. The folder is locked meanwhile: a
     second command on it is refused at once, naming the holder (`lock=False`: the caller holds the
-    lock, as `sgtlab reproduce` does over the runs and the report)."""
+    lock, as `sgtlab reproduce` does over the runs and the report). `on_run(row, done, total)` is
+    called as each run finishes (`done` counts the runs finished before this call too)."""
     expand(cfg)  # the whole experiment is valid before the folder is even created
     if not lock:
-        return _run_experiment(cfg, out, executor, address, progress, workers, gpus)
+        return _run_experiment(cfg, out, executor, address, progress, workers, gpus, on_run)
     with folder_lock(out, "experiment folder"):
-        return _run_experiment(cfg, out, executor, address, progress, workers, gpus)
+        return _run_experiment(cfg, out, executor, address, progress, workers, gpus, on_run)
 
 
 def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address: str | None, progress: bool,
-                    workers: int, gpus: list[int] | None = None) -> list[dict[str, Any]]:
+                    workers: int, gpus: list[int] | None = None, on_run=None) -> list[dict[str, Any]]:
     from sgtlab.experiments.executors import get_executor
     from sgtlab.experiments.label_sanity import label_sanity_stage
 
@@ -120,8 +122,12 @@ def _run_experiment(cfg: dict[str, Any], out: str | Path, executor: str, address
                disable=not progress, unit="run")
     ex = (get_executor(executor, address=address, gpus=gpus) if executor != "local"
           else get_executor("local", workers=workers, gpus=gpus))
+    done = len(specs) - len(pending)
     for row in ex.map(execute_run, [s.to_dict() for s in pending], str(root)):
         record_result(root, row, order)
+        done += 1
+        if on_run is not None:
+            on_run(row, done, len(specs))
         bar.update(1)
         bar.set_postfix_str(f"{row['run']}: clean {row.get('clean_accuracy', float('nan')):.3f}")
     bar.close()
