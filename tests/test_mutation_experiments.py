@@ -307,6 +307,24 @@ def test_a_run_is_trained_evaluated_and_recorded_once(tmp_path, fake):
     assert len(fake["fit"]) == 1 and len(fake["rob"]) == 1
 
 
+def test_a_resumed_runs_seconds_count_the_epochs_an_earlier_command_trained(tmp_path, fake):
+    """The stand-in fit trains nothing here (as when an earlier command finished the training and
+    died in the evaluation): the run's training seconds are its epochs' seconds from the metrics
+    log, not this command's moment; an unreadable log counts nothing."""
+    spec = expand(_cfg())[0]
+    folder = tmp_path / "runs" / spec.name
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text('{"epoch": 1, "seconds": 120.5}\n{"epoch": 2, "seconds": 80.25}\n'
+                                          '{"epoch": 3, "seconds": "x"}\n\n')
+    row = runner.execute_run(spec, tmp_path)
+    assert 200.75 <= row["seconds_train"] < 202 and row["seconds_train"] <= row["seconds"] < 203
+    other = expand(_cfg())[1]
+    (tmp_path / "runs" / other.name).mkdir(parents=True)
+    (tmp_path / "runs" / other.name / "metrics.jsonl").write_bytes(b"\xff{not json")
+    row = runner.execute_run(other, tmp_path)
+    assert 0 <= row["seconds_train"] < 1
+
+
 def test_a_run_folder_of_other_options_or_without_identity_is_refused(tmp_path, fake):
     spec = expand(_cfg())[0]
     folder = tmp_path / "runs" / spec.name

@@ -16,6 +16,7 @@ The runner does not build the report: `sgtlab reproduce` and `sgtlab report` do.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -51,7 +52,11 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     row: dict[str, Any] = {"run": spec.name, "label": spec.label, "method": cfg.method, "seed": spec.seed,
                            "dataset": cfg.dataset, "model": meta["arch"]["model"], "epochs": cfg.epochs,
                            "train_subset": cfg.train_subset, "config_hash": spec.config_hash()}
-    times = {"train": time.perf_counter() - t0}
+    # a resumed run: the epochs an earlier command trained count too (their seconds are in the
+    # metrics log; this command's own training time alone would be a fraction of the run's)
+    trained_here = time.perf_counter() - t0
+    earlier = max(0.0, _epoch_seconds(folder) - trained_here)
+    times = {"train": trained_here + earlier}
     row.update(robustness_stage(model, cfg, spec.attack, folder, progress, times))
     t1 = time.perf_counter()
     row.update(interpretability_stage(model, cfg, spec.explain, spec.attack, folder, progress))
@@ -60,10 +65,26 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     # what an under-trained flag needs: the last epoch's training loss and the chance level ln(classes)
     row["final_loss"], row["num_classes"] = final_loss(last), meta["arch"]["num_classes"]
     row.update({f"seconds_{k}": round(v, 2) for k, v in times.items()})
-    row["seconds"] = round(time.perf_counter() - t0, 2)
+    row["seconds"] = round(time.perf_counter() - t0 + earlier, 2)
     row.update(provenance(device(cfg.device)))
     write_json_atomic(folder / RESULT, row)
     return row
+
+
+def _epoch_seconds(folder: Path) -> float:
+    """The training seconds of every epoch in the run's metrics log, whichever command trained it
+    (0 where there is no log or a line is unreadable: a timing, not a result)."""
+    from sgtlab.train.loop import METRICS
+
+    total = 0.0
+    try:
+        for line in (folder / METRICS).read_text(encoding="utf-8").splitlines():
+            secs = json.loads(line).get("seconds") if line.strip() else None
+            if isinstance(secs, (int, float)) and math.isfinite(secs) and secs > 0:
+                total += secs
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return total
 
 
 def check_identity(folder: Path, spec: RunSpec) -> None:
