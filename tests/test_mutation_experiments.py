@@ -311,14 +311,14 @@ def test_a_resumed_runs_seconds_count_the_epochs_an_earlier_command_trained(tmp_
     """The stand-in fit trains nothing here (as when an earlier command finished the training and
     died in the evaluation): the run's training seconds are its epochs' seconds from the metrics
     log, not this command's moment; an unreadable log counts nothing."""
-    spec = expand(_cfg())[0]
+    spec = expand(_cfg("train.epochs=3"))[0]
     folder = tmp_path / "runs" / spec.name
     folder.mkdir(parents=True)
     (folder / "metrics.jsonl").write_text('{"epoch": 1, "seconds": 120.5}\n{"epoch": 2, "seconds": 80.25}\n'
-                                          '{"epoch": 3, "seconds": "x"}\n\n')
+                                          '{"epoch": 3, "seconds": "x"}\n\n{"epoch": 4, "seconds": 500}\n')  # 4: past the run's epochs
     row = runner.execute_run(spec, tmp_path)
     assert 200.75 <= row["seconds_train"] < 202 and row["seconds_train"] <= row["seconds"] < 203
-    other = expand(_cfg())[1]
+    other = expand(_cfg("train.epochs=3"))[1]
     (tmp_path / "runs" / other.name).mkdir(parents=True)
     (tmp_path / "runs" / other.name / "metrics.jsonl").write_bytes(b"\xff{not json")
     row = runner.execute_run(other, tmp_path)

@@ -341,12 +341,12 @@ def test_resume_ends_like_an_uninterrupted_run_and_refuses_other_settings(tmp_pa
 
 
 def test_read_metrics_keeps_whole_records_up_to_the_checkpoint_epoch(tmp_path):
-    from sgtlab.train.loop import _read_metrics
+    from sgtlab.train.loop import read_metrics
 
-    assert _read_metrics(tmp_path / "missing.jsonl", 3) == []
+    assert read_metrics(tmp_path / "missing.jsonl", 3) == []
     p = tmp_path / "m.jsonl"
     p.write_text('{"epoch": 1}\n{"epo\n[1, 2]\n{"epoch": "2"}\n{"epoch": 2}\n{"epoch": 3}\n')
-    assert _read_metrics(p, 2) == [{"epoch": 1}, {"epoch": 2}]
+    assert read_metrics(p, 2) == [{"epoch": 1}, {"epoch": 2}]
 
 
 def test_progress_prints_one_line_per_epoch_and_default_run_has_no_tensorboard(tmp_path, capsys):

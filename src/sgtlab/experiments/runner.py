@@ -55,7 +55,7 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     # a resumed run: the epochs an earlier command trained count too (their seconds are in the
     # metrics log; this command's own training time alone would be a fraction of the run's)
     trained_here = time.perf_counter() - t0
-    earlier = max(0.0, _epoch_seconds(folder) - trained_here)
+    earlier = max(0.0, _epoch_seconds(folder, cfg.epochs) - trained_here)
     times = {"train": trained_here + earlier}
     row.update(robustness_stage(model, cfg, spec.attack, folder, progress, times))
     t1 = time.perf_counter()
@@ -71,20 +71,17 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     return row
 
 
-def _epoch_seconds(folder: Path) -> float:
+def _epoch_seconds(folder: Path, epochs: int) -> float:
     """The training seconds of every epoch in the run's metrics log, whichever command trained it
-    (0 where there is no log or a line is unreadable: a timing, not a result)."""
-    from sgtlab.train.loop import METRICS
+    (0 where the log cannot be read: a timing, not a result)."""
+    from sgtlab.train.loop import METRICS, read_metrics
 
-    total = 0.0
     try:
-        for line in (folder / METRICS).read_text(encoding="utf-8").splitlines():
-            secs = json.loads(line).get("seconds") if line.strip() else None
-            if isinstance(secs, (int, float)) and math.isfinite(secs) and secs > 0:
-                total += secs
-    except (OSError, ValueError, AttributeError):
+        rows = read_metrics(folder / METRICS, epochs)
+    except (OSError, ValueError):  # unreadable, or not UTF-8
         return 0.0
-    return total
+    secs = [r.get("seconds") for r in rows]
+    return sum(s for s in secs if isinstance(s, (int, float)) and math.isfinite(s) and s > 0)
 
 
 def check_identity(folder: Path, spec: RunSpec) -> None:

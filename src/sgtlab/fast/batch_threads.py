@@ -56,12 +56,11 @@ def split_batches(idx: torch.Tensor, batch_size: int, model: nn.Module, device: 
     operation). Otherwise (Square places one square per query for its whole batch) the batches are
     `split`'s, whatever the threads, so the numbers do not depend on the thread count."""
     n = math.ceil(len(idx) / batch_size)
-    split = list(idx.split(batch_size))
     if not per_image:
-        return split, batch_workers(model, device, n, thread_safe)
+        return list(idx.split(batch_size)), batch_workers(model, device, n, thread_safe)
     workers = batch_workers(model, device, max(n, min(len(idx), torch.get_num_threads())), thread_safe)
     if workers <= 1:
-        return split, 1
+        return list(idx.split(batch_size)), 1
     return list(idx.tensor_split(math.ceil(n / workers) * workers)), workers
 
 

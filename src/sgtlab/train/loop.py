@@ -78,7 +78,7 @@ def _absolute_data(cfg: TrainConfig) -> None:
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+def read_metrics(path: Path, upto_epoch: int) -> list[dict]:
     """Epoch records up to a checkpoint's epoch (lines written after it, by a crashed run, are dropped)."""
     if not path.exists():
         return []
@@ -181,7 +181,7 @@ def _train(model, arch, train, test, cfg: TrainConfig, out, resume: bool, progre
         loaded = ckpt.restore_training_state(tensors, meta, optimizer)
         state.update({k: v.to(device) for k, v in loaded.items()})
         start_epoch = ckpt.resume_epoch(meta, cfg.epochs, ckpt_path)  # refused when out of range
-        history = _read_metrics(out / METRICS, start_epoch)
+        history = read_metrics(out / METRICS, start_epoch)
     if is_main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG, cfg.to_dict())
