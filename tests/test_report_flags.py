@@ -157,3 +157,13 @@ def test_report_lists_flagged_runs(tmp_path, flagged):
     md = (tmp_path / "report" / "findings.md").read_text()
     assert ("Flagged runs" in page and "sgt-seed0: clean accuracy 80.0 % is 18.0 pp below ST" in md) == flagged
     assert ("Flagged runs" in md) == flagged and (f"SGT {MARK}" in page) == flagged
+
+
+def test_the_setup_sentence_names_the_methods_that_trained_longer():
+    from sgtlab.reporting.data import _epochs_text
+
+    rows = [{**row(f"{m}-s{s}", m, 0.9), "label": m.upper(), "epochs": 4 if m == "sga" else 2}
+            for m in ("st", "asgt", "sga") for s in range(2)]
+    assert _epochs_text(rows) == "2 epoch(s) (SGA 4)"
+    assert _epochs_text([{**r, "epochs": 3} for r in rows]) == "3 epoch(s)"
+    assert _epochs_text([{k: v for k, v in r.items() if k != "epochs"} for r in rows]) == "? epoch(s)"

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -200,12 +200,28 @@ def _suite_counts(rows: list[dict], root: Path, suite: dict, ds) -> str:
     return f" (images attacked per run{of}: {'; '.join(parts)})"
 
 
+def _epochs_text(rows: list[dict]) -> str:
+    """'2 epoch(s)', or, when methods trained for different lengths, the most common length and the
+    others by label: '2 epoch(s) (SGA 4)'."""
+    counts = Counter(r["epochs"] for r in rows if r.get("epochs") is not None)
+    if not counts:
+        return "? epoch(s)"
+    common = counts.most_common(1)[0][0]
+    by_label: dict[str, set] = defaultdict(set)
+    for r in rows:
+        if r.get("epochs") is not None:
+            by_label[str(r.get("label", r.get("method", "?")))].add(r["epochs"])
+    others = [f"{label} {'/'.join(str(e) for e in sorted(eps))}" for label, eps in by_label.items()
+              if eps != {common}]
+    return f"{common} epoch(s)" + (f" ({', '.join(others)})" if others else "")
+
+
 def setup_text(rows: list[dict], root: Path, attack: str) -> str:
     """Data, training, test images, attack and its strength, seeds: what every finding is about."""
     r0 = rows[0]
     seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
     train_n = r0.get("train_subset")
-    epochs = sorted({r.get("epochs") for r in rows if r.get("epochs") is not None})
+    epochs = _epochs_text(rows)
     n_test = r0.get("n_test")
     attacks_run, folded, suite = {}, {}, {}
     path = run_folder(root, r0) / "robustness.json"
@@ -235,7 +251,7 @@ def setup_text(rows: list[dict], root: Path, attack: str) -> str:
             else describe_attack(attacks_run.get(attack, ATTACK_NAMES.get(attack, attack))))
     sweep = "nested sweep: accuracy at eps is the best attack over every eps' <= eps" if is_nested(rows) \
         else "each eps attacked from scratch"
-    return (f"{r0.get('dataset')}, {r0.get('model')}, {'/'.join(str(e) for e in epochs)} epoch(s) on "
+    return (f"{r0.get('dataset')}, {r0.get('model')}, {epochs} on "
             f"{train_n if train_n else 'all'} training images, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
             f"{n_test} test images (a seeded class-stratified subset, the same for every run); "
             f"attack: {what} ({sweep})")
