@@ -270,9 +270,10 @@ def test_an_epoch_of_one_step_logs_that_steps_loss(tmp_path):
 
 def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
     """One metrics.jsonl line per epoch: lr from the schedule, train loss = mean over the epoch's
-    steps of the loss 2 * sum(w) (recorded weights), test accuracy of the final weights on the first
-    eval_subset test images (by hand); only the first train_subset images are trained on; the step
+    steps of the loss 2 * sum(w) (recorded weights), test accuracy of the final weights on
+    eval_subset class-stratified test images (by hand); only the first train_subset images are trained on; the step
     counter runs on over epochs."""
+    from sgtlab.data.subsets import stratified_indices
     from sgtlab.models import build_model
 
     RECORD.clear()
@@ -302,8 +303,10 @@ def test_metrics_records_lr_mean_loss_steps_and_subset_accuracy(tmp_path):
     model = build_model("test-tiny-cnn", 3, 4, [0.5] * 3, [0.25] * 3)
     model.load_state_dict(saved)
     test = _load("test")
+    idx = torch.from_numpy(stratified_indices(test.y, 5, seed=0))
+    assert sorted(idx.tolist()) != list(range(5))  # not the first 5
     with torch.no_grad():
-        acc = (model(test.x[:5]).argmax(1) == test.y[:5]).float().mean().item()
+        acc = (model(test.x[idx]).argmax(1) == test.y[idx]).float().mean().item()
     assert rows[-1]["test_accuracy"] == pytest.approx(acc) and meta["test_accuracy"] == pytest.approx(acc)
 
 

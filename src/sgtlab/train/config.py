@@ -36,7 +36,7 @@ class TrainConfig:
                                      "model of the label-randomisation sanity check (Adebayo et al. 2018)")
     augment: bool = opt(False, "random crop (padding 4) and horizontal flip, on batches (for CIFAR-10)")
     train_subset: int | None = opt(None, "use only the first N training images")
-    eval_subset: int | None = opt(None, "evaluate each epoch on the first N test images")
+    eval_subset: int | None = opt(None, "evaluate each epoch on N test images (a seeded class-stratified subset, the same for every run)")
     device: str = opt("auto", "device", choices=("auto", "cpu", "cuda"))
     amp: str = opt("none", "mixed precision on CUDA", choices=("none", "bf16"))
     channels_last: bool = opt(False, "use the channels_last memory format (helps convolutions on GPUs)")
