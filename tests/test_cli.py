@@ -53,6 +53,16 @@ def test_train_then_evaluate_json(tmp_path, capsys):
     assert main(["evaluate", str(out), "--json", "--n", "200"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["accuracy"] <= 1 and result["n"] == 200
+    # on the seeded class-stratified 200 that `sgtlab attack --n 200` uses, not the first 200
+    from sgtlab.data import load_dataset
+    from sgtlab.data.subsets import stratified_subset
+    from sgtlab.evaluate import accuracy
+    from sgtlab.train.checkpoint import load_model
+
+    test = load_dataset("mnist5k", "test")
+    sub, idx = stratified_subset(test, 200, seed=0)
+    assert sorted(idx.tolist()) != list(range(200))
+    assert result["accuracy"] == pytest.approx(accuracy(load_model(out)[0], sub))
 
 
 def test_evaluate_missing_checkpoint_is_one_line(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sgtlab.data import dataset_info, load_dataset
+from sgtlab.data.subsets import stratified_subset
 from sgtlab.device import resolve_device
 from sgtlab.errors import SgtlabError
 from sgtlab.train.checkpoint import load_model
@@ -9,7 +10,9 @@ from sgtlab.train.checkpoint import load_model
 
 def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, device: str = "auto",
                         split: str = "test", verify: bool = True):
-    """`verify=False` (--no-verify), or a run trained with --no-verify, skips the data files' md5 check."""
+    """The model of `run` and its data set's `split` (`n`: a seeded class-stratified subset of n
+    images). `verify=False` (--no-verify), or a run trained with --no-verify, skips the data files'
+    md5 check."""
     if n is not None and n < 1:
         raise SgtlabError(f"--n must be >= 1, got {n}")
     dev = resolve_device(device)
@@ -27,7 +30,11 @@ def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, devic
         raise SgtlabError(f"the model takes {arch['in_channels']}-channel images and {arch['num_classes']} classes; "
                           f"{name} has {info.shape[0]} channels and {info.num_classes} classes")
     verify = verify and meta.get("config", {}).get("verify", True)
-    data = load_dataset(name, split, data_dir, verify=verify).subset(n)
+    data = load_dataset(name, split, data_dir, verify=verify)
+    if n is not None and n < len(data):
+        # the same seeded class-stratified images as `sgtlab attack --n` and `reproduce`: the first
+        # N would be biased (MNIST's first test images are harder than the rest)
+        data = stratified_subset(data, n, seed=0)[0]
     return model, meta, data
 
 

@@ -15,7 +15,7 @@ def add_parser(sub):
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None, help="folder of the data files (default: $SGTLAB_DATA)")
     add_verify_option(p)
-    p.add_argument("--n", type=int64, default=None, help="evaluate on the first N test images")
+    p.add_argument("--n", type=int64, default=None, help="evaluate on N test images (a seeded class-stratified subset: the images `sgtlab attack --n` uses)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p

@@ -31,7 +31,7 @@ def add_parser(sub):
     p.add_argument("--target", default="true", choices=("true", "pred"),
                    help="the class every map explains and every metric scores: the true label or the model's "
                         "prediction (default: %(default)s)")
-    p.add_argument("--n", type=int64, default=256, help="number of test images (default: %(default)s)")
+    p.add_argument("--n", type=int64, default=256, help="number of test images, a seeded class-stratified subset (default: %(default)s)")
     p.add_argument("--out", default=None, help="folder for the comparison across runs (CSV, JSON, figures); "
                                                "without it only each RUN folder's interpretability.json is written")
     p.add_argument("--overwrite", action="store_true",
