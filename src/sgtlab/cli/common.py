@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sgtlab.data import dataset_info, load_dataset
-from sgtlab.data.subsets import stratified_subset
+from sgtlab.data.subsets import stratified_or_all
 from sgtlab.device import resolve_device
 from sgtlab.errors import SgtlabError
 from sgtlab.train.checkpoint import load_model
@@ -30,11 +30,8 @@ def load_model_and_data(run, dataset: str | None, data_dir, n: int | None, devic
         raise SgtlabError(f"the model takes {arch['in_channels']}-channel images and {arch['num_classes']} classes; "
                           f"{name} has {info.shape[0]} channels and {info.num_classes} classes")
     verify = verify and meta.get("config", {}).get("verify", True)
-    data = load_dataset(name, split, data_dir, verify=verify)
-    if n is not None and n < len(data):
-        # the same seeded class-stratified images as `sgtlab attack --n` and `reproduce`: the first
-        # N would be biased (MNIST's first test images are harder than the rest)
-        data = stratified_subset(data, n, seed=0)[0]
+    # the same seeded class-stratified images as `sgtlab attack --n` and `reproduce`
+    data = stratified_or_all(load_dataset(name, split, data_dir, verify=verify), n)
     return model, meta, data
 
 

@@ -203,14 +203,13 @@ def _suite_counts(rows: list[dict], root: Path, suite: dict, ds) -> str:
 def _epochs_text(rows: list[dict]) -> str:
     """'2 epoch(s)', or, when methods trained for different lengths, the most common length and the
     others by label: '2 epoch(s) (SGA 4)'."""
-    counts = Counter(r["epochs"] for r in rows if r.get("epochs") is not None)
-    if not counts:
+    known = [r for r in rows if r.get("epochs") is not None]
+    if not known:
         return "? epoch(s)"
-    common = counts.most_common(1)[0][0]
+    common = Counter(r["epochs"] for r in known).most_common(1)[0][0]
     by_label: dict[str, set] = defaultdict(set)
-    for r in rows:
-        if r.get("epochs") is not None:
-            by_label[str(r.get("label", r.get("method", "?")))].add(r["epochs"])
+    for r in known:
+        by_label[str(r.get("label", r.get("method", "?")))].add(r["epochs"])
     others = [f"{label} {'/'.join(str(e) for e in sorted(eps))}" for label, eps in by_label.items()
               if eps != {common}]
     return f"{common} epoch(s)" + (f" ({', '.join(others)})" if others else "")
