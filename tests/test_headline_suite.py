@@ -272,7 +272,7 @@ def test_the_checks_do_not_change_the_headline(trained_model, tmp_path):
     """The robustness stage with and without the gradient-masking checks: the same per-image table
     and accuracies (the checks write checks.json and nothing into the headline), every image got the
     suite, and the checks ran on their stratified subset."""
-    from sgtlab.experiments.stages import robustness_stage
+    from sgtlab.experiments.stages import robustness_stage, stored_seconds
 
     attack = {"attacks": ["fgsm", "pgd", "ensemble"], "eps": [0.1, 0.3], "headline_eps": [0.1, 0.3], "n": 40,
               "suite": {"restarts": 1, "square_queries": 20}}
@@ -292,6 +292,24 @@ def test_the_checks_do_not_change_the_headline(trained_model, tmp_path):
     assert all(c["n"] == 16 for c in checks.values())
     assert set(stored["suite"]["images"]) == {"0.1", "0.3"}
     assert all(math.isfinite(v) for k, v in cols[False].items() if k.startswith("rob:"))
+    # a resumed run finds the stage done: the same columns, and the seconds the first command spent
+    times = {}
+    assert robustness_stage(None, _cfg(), {**attack, "checks": False}, without, False, times) == cols[False]
+    assert times == stored_seconds(json.loads((without / "robustness.json").read_text()), ("attack", "suite", "checks"))
+    assert times["attack"] > 0 and times["suite"] > 0 and times["checks"] == 0
+
+
+def test_a_done_saliency_stage_gives_its_stored_seconds_and_a_malformed_one_zero(tmp_path):
+    from sgtlab.experiments.stages import interpretability_stage
+
+    explain = {"methods": ["grad"]}
+    for seconds, want in (({"explain": 12.5}, 12.5), ({"explain": -1}, 0.0), ({"explain": True}, 0.0),
+                          ({"explain": float("nan")}, 0.0), ("12", 0.0), (None, 0.0)):
+        (tmp_path / "interpretability.json").write_text(json.dumps(
+            {"summary": {"grad": {"gini_mean": 0.3}}, "seconds": seconds}))
+        times = {}
+        assert interpretability_stage(None, _cfg(), explain, {}, tmp_path, False, times) == {"sal:grad:gini_mean": 0.3}
+        assert times == {"explain": want}
 
 
 def test_the_reports_derived_ensemble_leaves_the_checks_columns_out(tmp_path):

@@ -266,7 +266,7 @@ def fake(monkeypatch):
         times["attack"] = 1.234
         return {"clean_accuracy": 0.9, "rob:fgsm:0.1": 0.5}
 
-    def sal(model, cfg, explain, attack, folder, progress):
+    def sal(model, cfg, explain, attack, folder, progress, times):
         calls["sal"].append((model, explain, attack, Path(folder)))
         return {"sal:grad:gini": 0.3}
 
@@ -323,6 +323,19 @@ def test_a_resumed_runs_seconds_count_the_epochs_an_earlier_command_trained(tmp_
     (tmp_path / "runs" / other.name / "metrics.jsonl").write_bytes(b"\xff{not json")
     row = runner.execute_run(other, tmp_path)
     assert 0 <= row["seconds_train"] < 1
+
+
+def test_a_resumed_runs_seconds_count_the_stages_an_earlier_command_ran(tmp_path, fake, monkeypatch):
+    """An earlier command finished the evaluation and died before result.json: the stages read their
+    seconds back from their files, and the run's seconds are at least their sum."""
+    def sal(model, cfg, explain, attack, folder, progress, times):
+        times["explain"] = 300.0
+        return {}
+
+    monkeypatch.setattr(runner, "interpretability_stage", sal)
+    row = runner.execute_run(expand(_cfg())[0], tmp_path)
+    assert row["seconds_attack"] == 1.23 and row["seconds_explain"] == 300.0
+    assert 301.23 <= row["seconds"] < 302
 
 
 def test_a_run_folder_of_other_options_or_without_identity_is_refused(tmp_path, fake):
@@ -457,7 +470,8 @@ def test_a_crashed_run_is_resumed_in_its_folder_with_its_options(tmp_path, fake,
     wall = _time.perf_counter() - t0
     assert loads == [(folder, f"dev-{spec.train['device']}")]
     assert fake["rob"][0][3] is True and fake["sal"][0][1] == spec.explain
-    assert 0.03 <= row["seconds_train"] <= row["seconds"] <= wall + 0.01
+    stages = sum(row[f"seconds_{k}"] for k in ("train", "attack", "explain"))  # the stand-in attack "took" 1.23 s
+    assert 0.03 <= row["seconds_train"] <= row["seconds"] <= max(wall, stages) + 0.01
     assert row["seconds_explain"] <= row["seconds"] and row["seconds"] == round(row["seconds"], 2)
 
 
@@ -465,7 +479,7 @@ def test_the_stages_get_the_runs_training_config_and_progress(tmp_path, fake, mo
     got = []
     monkeypatch.setattr(runner, "robustness_stage", lambda m, cfg, a, f, p, t: got.append(("rob", cfg.method, p)) or
                         {"clean_accuracy": 0.5})
-    monkeypatch.setattr(runner, "interpretability_stage", lambda m, cfg, e, a, f, p: got.append(("sal", cfg.method, p))
+    monkeypatch.setattr(runner, "interpretability_stage", lambda m, cfg, e, a, f, p, t: got.append(("sal", cfg.method, p))
                         or {})
     spec = expand(_cfg())[1]
     runner.execute_run(spec, tmp_path, progress=True)

@@ -5,6 +5,7 @@ one `robustness.json`; the gradient-masking checks, `checks.json`) and the salie
 Every stage evaluates the same seeded, class-stratified test subset (`test_data`)."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     seed_subset = attack.get("subset_seed", 0)
     checks = attack.get("checks", False)
     times.update(attack=0.0, suite=0.0, checks=0.0)
-    if not path.exists():
+    computed = not path.exists()
+    if computed:
         t0 = time.perf_counter()
         data, idx = test_data(cfg, attack.get("n"), seed_subset)
         result = robustness_sweep(model, data, attack_plan(attack), attack.get("eps", []), seed=cfg.seed,
@@ -97,8 +99,11 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
                                                                    progress=progress, **kw))
             result.info["checks_subset"] = {"n": len(at), "hash": indices_hash(idx[at]), "stratified": True}
         times["checks"] = time.perf_counter() - t0
+        result.info["seconds"] = {k: round(times[k], 2) for k in STAGE_KEYS}
         result.save(folder)
     stored = read_json(path)
+    if not computed:  # a resumed run: the seconds the earlier command spent on this stage
+        times.update(stored_seconds(stored, STAGE_KEYS))
     cols = {"clean_accuracy": stored["clean_accuracy"], "n_test": stored["n"],
             "test_subset": stored.get("test_subset", {}).get("hash"),
             "sweep": "from-scratch" if stored.get("from_scratch") else "nested", **robustness_columns(stored)}
@@ -107,6 +112,7 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     return cols
 
 
+STAGE_KEYS = ("attack", "suite", "checks")  # the robustness stage's timed parts, kept in robustness.json
 CHECKS_N = 500  # images of the gradient-masking checks when `attack.checks` does not say (their default)
 
 
@@ -119,18 +125,36 @@ def checks_subset(data, m: int | None, seed: int = 0):
 
 
 def interpretability_stage(model, cfg, explain: dict[str, Any], attack: dict[str, Any], folder: Path,
-                            progress: bool) -> dict[str, Any]:
+                            progress: bool, times: dict[str, float]) -> dict[str, Any]:
     """Saliency-quality metrics per saliency method -> flat columns (`sal:METHOD:METRIC`); the
-    full result (per-image values, curves, example maps) stays in `interpretability.json`."""
+    full result (per-image values, curves, example maps) stays in `interpretability.json`, with
+    the stage's seconds (`times["explain"]`, read back when a resumed run finds the file)."""
     from sgtlab.evaluate.interpretability import interpretability_metrics
 
+    times["explain"] = 0.0
     if not explain.get("methods"):
         return {}
     path = folder / "interpretability.json"
-    if not path.exists():
+    if path.exists():
+        stored = read_json(path)
+        times.update(stored_seconds(stored, ("explain",)))
+    else:
+        t0 = time.perf_counter()
         opts = {k: v for k, v in explain.items() if k not in EXPLAIN_OWN_KEYS}
         data, _ = test_data(cfg, explain.get("n"), attack.get("subset_seed", 0))
-        res = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
-                                       n=None, seed=cfg.seed, progress=progress, **opts)
-        write_json_atomic(path, res)
-    return saliency_columns(read_json(path))
+        stored = interpretability_metrics(model, data, explain["methods"], metrics=explain.get("metrics", "all"),
+                                          n=None, seed=cfg.seed, progress=progress, **opts)
+        times["explain"] = time.perf_counter() - t0
+        stored["seconds"] = {"explain": round(times["explain"], 2)}
+        write_json_atomic(path, stored)
+    return saliency_columns(stored)
+
+
+def stored_seconds(stored: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
+    """The stage seconds a stage file holds (`"seconds": {key: s}`), where each is a finite number
+    >= 0; 0 for a missing or malformed one (a file of an older sgtlab, or edited: a timing, not a
+    result, so it never stops a run)."""
+    secs = stored.get("seconds")
+    secs = secs if isinstance(secs, dict) else {}
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0  # noqa: E731
+    return {k: float(secs[k]) if ok(secs.get(k)) else 0.0 for k in keys}
