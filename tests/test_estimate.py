@@ -102,3 +102,45 @@ def _visible_gpu(_item):
 
     time.sleep(0.5)  # every worker gets a task
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_the_robust_pilot_is_fooled_nowhere_so_no_attack_stops_early():
+    """Adversarially trained runs' evaluation is timed on the pilot as a model that nothing fools:
+    its own predictions as labels, every eps shrunk. Every image then gets every attack step; with
+    the true labels and budgets, the barely trained pilot lets the attacks stop early (the
+    estimate said 3.3 min for asgt-mnist's robust runs' evaluation; they took 6.3-6.7)."""
+    import torch
+    from torch import nn
+
+    from sgtlab.data import TensorData
+    from sgtlab.evaluate.robustness import robustness_sweep
+    from sgtlab.experiments.estimate import ROBUST_SHRINK, robust_pilot
+    from sgtlab.experiments.stages import attack_plan
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.images = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), 0
+
+        def forward(self, x):
+            self.images += len(x)
+            return self.net(x)
+
+    torch.manual_seed(0)
+    model = Counting()
+    data = TensorData(torch.rand(24, 1, 28, 28), torch.randint(0, 10, (24,)))
+    attack = {"attacks": ["fgsm", "pgd"], "eps": [0.1, 0.3], "steps": 3, "n": 24}
+    shrunk, pilot = robust_pilot(model, attack, data)
+    assert shrunk["eps"] == pytest.approx([ROBUST_SHRINK * 0.1, ROBUST_SHRINK * 0.3])
+    assert shrunk["headline_eps"] == pytest.approx(shrunk["eps"])  # MNIST's standard budgets, shrunk alike
+    assert shrunk["n"] == 24 and attack["eps"] == [0.1, 0.3]  # the preset's own section is untouched
+    counts = {}
+    for name, (att, d) in {"plain": (attack, data), "robust": (shrunk, pilot)}.items():
+        model.images = 0
+        res = robustness_sweep(model, d, attack_plan(att), att["eps"], seed=0, progress=False)
+        counts[name] = model.images
+        if name == "robust":
+            assert res.clean_accuracy == 1.0
+            assert all(torch.isinf(f).all() for f in res.first_fooled.values())
+    # fgsm: 1 gradient step, pgd: 3, at 2 eps, on all 24 images, plus the clean forwards
+    assert counts["robust"] >= 24 * 2 * (1 + 3) > counts["plain"]
