@@ -19,8 +19,9 @@ so every attack runs every step on every image at every eps (the same kernels, t
 Measured on asgt-mnist (MNIST, eps 0.1-0.3, its robust runs robust on 86-97 % of the images):
 their evaluation took 6.3-6.7 min a run; timed on the ST pilot it was estimated at 3.3 min, timed
 this way at 6.1 min. Training steps are timed after two warm-up steps, and real epochs ran 5-15 %
-longer (data order, the per-epoch test accuracy, the eps warm-up). On a GPU, runs that share the device are assumed not to
-slow each other (an optimistic bound); the serial figure is printed beside it.
+longer (data order, the per-epoch test accuracy, the eps warm-up). On a GPU, runs that share the
+device are assumed not to slow each other (an optimistic bound); the serial figure is printed
+beside it.
 """
 from __future__ import annotations
 
@@ -123,11 +124,10 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     attacks as on a model that nothing fools (`robust_pilot`), for adversarially trained runs."""
     from sgtlab.evaluate import accuracy
     from sgtlab.evaluate.interpretability import interpretability_metrics
-    from sgtlab.data.budgets import budgets_for_shape
     from sgtlab.evaluate.headline_suite import check_suite, headline_suite, suite_eps
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
     from sgtlab.evaluate.robustness import robustness_sweep
-    from sgtlab.experiments.stages import attack_plan
+    from sgtlab.experiments.stages import attack_plan, headline_budgets
 
     model.eval()
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
     n_exp = min(explain.get("n") or len(test), len(test))
     opts = {key: v for key, v in explain.items() if key not in EXPLAIN_OWN_KEYS}
 
-    def timed(fn, k: int, data: TensorData = test) -> float:
+    def timed(fn, k: int, data: TensorData) -> float:
         t0 = time.perf_counter()
         fn(data.subset(k))
         return time.perf_counter() - t0
@@ -156,9 +156,8 @@ def time_evaluation(model, tc, attack: dict[str, Any], explain: dict[str, Any], 
         res = robustness_sweep(model, d, attack_plan(attack), attack.get("eps", []), seed=tc.seed, progress=False,
                                cuda_graphs=attack.get("cuda_graphs", False))
         if suite or attack.get("autoattack"):
-            headline = attack.get("headline_eps") or budgets_for_shape(tuple(d.x.shape[1:])).headline_eps
-            headline_suite(model, d, res, suite_eps(res.eps, headline), autoattack=bool(attack.get("autoattack")),
-                           seed=tc.seed, **suite_opts)
+            headline_suite(model, d, res, suite_eps(res.eps, headline_budgets(attack, d)),
+                           autoattack=bool(attack.get("autoattack")), seed=tc.seed, **suite_opts)
 
     work = [(n_att, sweep_and_suite, attack_test)]
     if checks:
@@ -188,12 +187,11 @@ def robust_pilot(model, attack: dict[str, Any], data: TensorData) -> tuple[dict[
     """The attack section and images on which `model` acts as a model that nothing fools: labels are
     its own predictions (clean accuracy 100 %) and the eps grid and headline budgets shrink by
     `ROBUST_SHRINK` (no prediction flips), so no attack stops early on any image."""
-    from sgtlab.data.budgets import budgets_for_shape
     from sgtlab.evaluate import predict
+    from sgtlab.experiments.stages import headline_budgets
 
-    headline = attack.get("headline_eps") or budgets_for_shape(tuple(data.x.shape[1:])).headline_eps
     shrunk = {**attack, "eps": [ROBUST_SHRINK * float(e) for e in attack.get("eps", [])],
-              "headline_eps": [ROBUST_SHRINK * float(e) for e in headline]}
+              "headline_eps": [ROBUST_SHRINK * float(e) for e in headline_budgets(attack, data)]}
     return shrunk, TensorData(data.x, predict(model, data.x).cpu(), data.name)
 
 
@@ -280,7 +278,7 @@ def estimate_experiment(cfg: dict[str, Any], workers: int = 1, device: str | Non
 
 def adversarially_trained(method: str | None) -> bool:
     """Whether a run's model is expected to resist the attacks (every method but ST and SGT, plug-ins
-    included: the estimate then times its evaluation as an upper bound)."""
+    included): the estimate then times its evaluation as on a model that nothing fools."""
     return method not in ("st", "sgt")
 
 

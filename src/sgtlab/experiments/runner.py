@@ -56,7 +56,7 @@ def execute_run(spec: RunSpec | dict[str, Any], root: str | Path, progress: bool
     # metrics log; this command's own training time alone would be a fraction of the run's)
     trained_here = time.perf_counter() - t0
     earlier = max(0.0, _epoch_seconds(folder, cfg.epochs) - trained_here)
-    times = {"train": trained_here + earlier, "explain": 0.0}
+    times = {"train": trained_here + earlier}
     row.update(robustness_stage(model, cfg, spec.attack, folder, progress, times))
     row.update(interpretability_stage(model, cfg, spec.explain, spec.attack, folder, progress, times))
     row["train_test_accuracy"] = last.get("test_accuracy")

@@ -49,6 +49,14 @@ def attack_plan(attack: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
+def headline_budgets(attack: dict[str, Any], data) -> list[float]:
+    """The eps of the headline suite: the preset's `attack.headline_eps`, else the data set's
+    standard budgets (by image shape: MNIST 0.1 and 0.3, CIFAR 2/255 and 8/255)."""
+    from sgtlab.data.budgets import budgets_for_shape
+
+    return attack.get("headline_eps") or budgets_for_shape(tuple(data.x.shape[1:])).headline_eps
+
+
 def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress: bool,
                      times: dict[str, float]) -> dict[str, Any]:
     """Clean and robust accuracy over the eps grid, then at each headline eps the headline suite
@@ -61,7 +69,6 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
     stage done."""
     import torch
 
-    from sgtlab.data.budgets import budgets_for_shape
     from sgtlab.data.subsets import indices_hash
     from sgtlab.evaluate.headline_suite import check_suite, headline_suite, suite_eps
     from sgtlab.evaluate.masking_checks import gradient_masking_checks
@@ -87,8 +94,7 @@ def robustness_stage(model, cfg, attack: dict[str, Any], folder: Path, progress:
         if suite or attack.get("autoattack"):
             opts = {"restarts": 0, "square_queries": 0, **(suite or {})}
             opts.setdefault("steps", attack.get("steps", 10))
-            headline = attack.get("headline_eps") or budgets_for_shape(tuple(data.x.shape[1:])).headline_eps
-            headline_suite(model, data, result, suite_eps(result.eps, headline),
+            headline_suite(model, data, result, suite_eps(result.eps, headline_budgets(attack, data)),
                            autoattack=bool(attack.get("autoattack")), seed=cfg.seed, progress=progress, **opts)
         times["suite"] = time.perf_counter() - t0
         t0 = time.perf_counter()
